@@ -1,0 +1,85 @@
+"""What the WSGI and ASGI shells share: building the engine and the 503 answer."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import fields
+from typing import Any
+
+from .config import SessionConfig
+from .core import SessionEngine
+from .exceptions import ConfigError, StoreError
+from .stores.base import AsyncStore, Store, SupportsAsync
+
+log = logging.getLogger("persession")
+
+UNAVAILABLE_STATUS = 503
+UNAVAILABLE_BODY = b"Session store unavailable; please retry shortly.\n"
+#: Seconds clients are asked to wait after a 503.
+RETRY_AFTER = 5
+UNAVAILABLE_HEADERS: list[tuple[str, str]] = [
+    ("Content-Type", "text/plain; charset=utf-8"),
+    ("Content-Length", str(len(UNAVAILABLE_BODY))),
+    ("Retry-After", str(RETRY_AFTER)),
+    ("Cache-Control", "no-store"),
+]
+_OPTION_NAMES = frozenset(f.name for f in fields(SessionConfig) if f.init)
+
+
+def make_engine(
+    secret: str | bytes | Sequence[str | bytes] | None,
+    config: SessionConfig | None,
+    options: dict[str, Any],
+    clock: Callable[[], float] = time.time,
+) -> SessionEngine:
+    """The engine for a middleware's ``secret=``, ``config=`` and other keyword options."""
+    unknown = set(options) - _OPTION_NAMES
+    if unknown:
+        raise ConfigError(sorted(unknown)[0], "unknown option (see SessionConfig for the list)")
+    if config is not None:
+        if not isinstance(config, SessionConfig):
+            raise ConfigError("config", f"must be a SessionConfig, not {type(config).__name__}")
+        if secret is not None or options:
+            raise ConfigError("config", "pass either config= or secret= and options, not both")
+    else:
+        if secret is None:
+            raise ConfigError("secret", "a secret is required to sign session ids")
+        config = SessionConfig(secret=secret, **options)
+    return SessionEngine(config, clock=clock)
+
+
+def is_async_store(store: object) -> bool:
+    return inspect.iscoroutinefunction(getattr(store, "load", None))
+
+
+def sync_store(store: Store | None) -> Store:
+    if store is None:
+        from .stores.sqlite import SqliteStore
+
+        return SqliteStore()
+    if is_async_store(store) or not isinstance(store, Store):
+        raise ConfigError("store", f"the WSGI middleware needs a synchronous store, got {type(store).__name__}")
+    return store
+
+
+def async_store(store: AsyncStore | Store | None) -> AsyncStore:
+    if store is None:
+        from .stores.sqlite import AsyncSqliteStore
+
+        return AsyncSqliteStore()
+    if is_async_store(store) and isinstance(store, AsyncStore):
+        return store
+    if isinstance(store, SupportsAsync):
+        return store.to_async()
+    raise ConfigError(
+        "store",
+        f"the ASGI middleware needs an asyncio store; {type(store).__name__} is synchronous"
+        " (use its Async twin, e.g. AsyncRedisStore)",
+    )
+
+
+def log_unavailable(error: StoreError) -> None:
+    log.error("session store failed, answering 503: %s", error)

@@ -1,0 +1,173 @@
+"""ASGI session middleware (Starlette, FastAPI, Quart, any ASGI app).
+
+::
+
+    from persession.asgi import SessionMiddleware
+
+    app = SessionMiddleware(app, secret=["new-key", "old-key"])
+
+The session is a :class:`~persession.Session` (a ``dict``) at
+``scope["session"]``, where Starlette's ``request.session`` finds it. It is
+loaded when the request starts and committed once, when the response starts
+(``http.response.start``); changes made after that are not saved. Websocket
+scopes get the session read-only: no cookie can be set after a handshake.
+
+This is pure ASGI (never ``BaseHTTPMiddleware``), so context variables and
+streaming responses behave as without it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from asgiref.compatibility import guarantee_single_callable
+
+from . import _shell
+from .config import SessionConfig
+from .core import Opening, add_vary_cookie
+from .exceptions import SessionNotAvailable, StoreError
+from .session import Session
+from .stores.base import AsyncStore, Store, arun_plan
+from .types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["SessionMiddleware", "get_session"]
+
+_UNAVAILABLE_HEADERS = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in _shell.UNAVAILABLE_HEADERS]
+
+
+def get_session(scope: Scope) -> Session:
+    """The session of this request or websocket.
+
+    :raises SessionNotAvailable: no persession middleware wraps the app.
+    """
+    session = scope.get("session")
+    if not isinstance(session, Session):
+        raise SessionNotAvailable(
+            "no persession session in this scope", "wrap the app in persession.asgi.SessionMiddleware"
+        )
+    session.mark_accessed()
+    return session
+
+
+class SessionMiddleware:
+    """Server-side sessions for an ASGI application.
+
+    :param app: the application to wrap (ASGI 3, or ASGI 2 double-callable).
+    :param secret: secret key(s), newest first; see
+        :attr:`SessionConfig.secret <persession.SessionConfig.secret>`.
+    :param store: an :class:`~persession.stores.AsyncStore`, or a sync store
+        with ``to_async()`` (as :func:`~persession.stores.store_from_url`
+        returns); default an :class:`~persession.stores.AsyncSqliteStore` on
+        the default file.
+    :param config: a :class:`~persession.SessionConfig` instead of ``secret``
+        and ``options``.
+    :param clock: returns the current Unix time (tests).
+    :param options: any other :class:`~persession.SessionConfig` field.
+    :raises ConfigError: a bad option, named.
+
+    A store failure while loading makes every use of the session raise
+    :class:`~persession.StoreError`; if the application lets it (or any
+    ``StoreError``) escape before responding, or the final save fails, the
+    client gets ``503`` with ``Retry-After`` and no traceback.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp | Callable[..., Any],
+        *,
+        secret: str | bytes | Sequence[str | bytes] | None = None,
+        store: AsyncStore | Store | None = None,
+        config: SessionConfig | None = None,
+        clock: Callable[[], float] = time.time,
+        **options: Any,
+    ) -> None:
+        self.app: ASGIApp = guarantee_single_callable(app)  # type: ignore[no-untyped-call]
+        self.engine = _shell.make_engine(secret, config, options, clock)
+        self.config = self.engine.config
+        self.store = _shell.async_store(store)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
+            await self.app(scope, receive, send)
+            return
+        cookies: list[bytes] = []
+        forwarded_proto: str | None = None
+        for name, value in scope.get("headers", ()):
+            if name == b"cookie":
+                cookies.append(value)
+            elif name == b"x-forwarded-proto" and forwarded_proto is None:
+                forwarded_proto = value.decode("latin-1")
+        engine = self.engine
+        opening = engine.open(cookies)
+        session = await self._load(opening, read_only=kind == "websocket")
+        scope["session"] = session
+        if kind == "websocket":
+            await self.app(scope, receive, send)
+            return
+        secure = engine.request_is_secure(scope.get("scheme", "http"), forwarded_proto, proxy=self.config.proxy)
+        await self._http(scope, receive, send, session, opening, secure)
+
+    async def _load(self, opening: Opening, *, read_only: bool) -> Session:
+        if opening.sid is None:
+            return self.engine.build(opening, None, read_only=read_only)
+        try:
+            record = await self.store.load(opening.sid)
+        except StoreError as error:
+            _shell.log_unavailable(error)
+            return Session.unavailable(error)
+        return self.engine.build(opening, record, read_only=read_only)
+
+    async def _http(
+        self, scope: Scope, receive: Receive, send: Send, session: Session, opening: Opening, secure: bool
+    ) -> None:
+        started = False
+        failed = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal started, failed
+            if failed:
+                return  # the 503 went out instead of the application's response
+            if message["type"] == "http.response.start" and not started:
+                started = True
+                plan = self.engine.plan(session, opening, status=message["status"], secure_request=secure)
+                try:
+                    await arun_plan(self.store, plan)
+                except StoreError as error:
+                    failed = True
+                    _shell.log_unavailable(error)
+                    await _send_unavailable(send)
+                    return
+                if plan.set_cookie is not None or plan.vary:
+                    headers = list(message.get("headers", ()))
+                    if plan.set_cookie is not None:
+                        headers.append((b"set-cookie", plan.set_cookie.encode("latin-1")))
+                    if plan.vary:
+                        _vary(headers)
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except StoreError as error:
+            if started:
+                raise
+            _shell.log_unavailable(error)
+            await _send_unavailable(send)
+
+
+def _vary(headers: list[tuple[bytes, bytes]]) -> None:
+    for index, (name, value) in enumerate(headers):
+        if name.lower() == b"vary":
+            headers[index] = (name, add_vary_cookie(value.decode("latin-1")).encode("latin-1"))
+            return
+    headers.append((b"vary", b"Cookie"))
+
+
+async def _send_unavailable(send: Send) -> None:
+    await send({"type": "http.response.start", "status": _shell.UNAVAILABLE_STATUS, "headers": _UNAVAILABLE_HEADERS})
+    await send({"type": "http.response.body", "body": _shell.UNAVAILABLE_BODY})

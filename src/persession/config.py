@@ -1,0 +1,171 @@
+"""Every session option, validated once.
+
+Names follow RFC 6265 and Werkzeug's ``dump_cookie`` for cookie attributes and
+express-session for behaviour; each docstring entry gives the express-session
+equivalent.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Literal, TypeAlias
+
+from .exceptions import ConfigError
+from .types import SameSite
+
+__all__ = ["DEFAULT_MAX_AGE", "Duration", "SessionConfig"]
+
+#: A duration in seconds, or a :class:`datetime.timedelta`.
+Duration: TypeAlias = int | timedelta
+
+#: Default ``max_age``: 14 days, as Django.
+DEFAULT_MAX_AGE = 14 * 24 * 3600
+#: The server-side lifetime of a browser-session cookie's record when neither
+#: ``idle_timeout`` nor ``max_age`` is set: one day, as connect-redis.
+DEFAULT_IDLE_FOR_SESSION_COOKIES = 24 * 3600
+
+# Browsers accept ':' in cookie names (connect's "XXX:sess") although RFC 6265's
+# token excludes it; everything that would break the header stays out.
+_COOKIE_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z:]+$")
+_ATTRIBUTE_VALUE = re.compile(r"^[\x21-\x3a\x3c-\x7e]+$")  # visible ASCII without ';'
+_SAMESITE = ("lax", "strict", "none")
+
+
+def _seconds(option: str, value: Duration | None, *, allow_none: bool) -> int | None:
+    if value is None:
+        if allow_none:
+            return None
+        raise ConfigError(option, "must be a number of seconds, not None")
+    if isinstance(value, bool) or not isinstance(value, (int, timedelta)):
+        raise ConfigError(option, f"must be an int number of seconds or a timedelta, not {type(value).__name__}")
+    seconds = int(value.total_seconds()) if isinstance(value, timedelta) else value
+    if seconds <= 0:
+        raise ConfigError(option, f"must be positive, got {seconds}")
+    return seconds
+
+
+def _secrets(value: str | bytes | Sequence[str | bytes]) -> tuple[bytes, ...]:
+    items: Sequence[str | bytes] = [value] if isinstance(value, (str, bytes)) else value
+    if isinstance(items, (set, frozenset)) or not isinstance(items, Sequence):
+        raise ConfigError("secret", "must be a string, bytes or a list of them, newest first")
+    keys: list[bytes] = []
+    for item in items:
+        if isinstance(item, str):
+            item = item.encode("utf-8")
+        if not isinstance(item, bytes):
+            raise ConfigError("secret", f"each secret must be str or bytes, not {type(item).__name__}")
+        if not item:
+            raise ConfigError("secret", "an empty secret signs nothing")
+        keys.append(item)
+    if not keys:
+        raise ConfigError("secret", "at least one secret is required")
+    return tuple(keys)
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """Every session option, validated at construction.
+
+    A bad value raises :class:`~persession.ConfigError` naming the option. The
+    middlewares build one from their keyword arguments; build one yourself to
+    share it between a WSGI and an ASGI app.
+
+    .. versionadded:: 0.1
+    """
+
+    #: Secret key(s) that sign the session id in the cookie: one string, or a
+    #: list **newest first**. The first signs; every one verifies, and a cookie
+    #: verified by an older secret is re-issued signed by the first (rotation).
+    #: express-session: ``secret`` (also newest first).
+    secret: str | bytes | Sequence[str | bytes]
+    #: The cookie name. express-session: ``name`` (default ``connect.sid``).
+    cookie_name: str = "session"
+    #: Cookie lifetime in seconds (``Max-Age`` and ``Expires``); ``None`` makes
+    #: a browser-session cookie. Default 14 days. express-session:
+    #: ``cookie.maxAge`` (milliseconds there).
+    max_age: Duration | None = DEFAULT_MAX_AGE
+    #: Server-side idle timeout: a session not used for this long expires in the
+    #: store. Default: ``max_age``, or one day for browser-session cookies.
+    #: express-session: the store's TTL.
+    idle_timeout: Duration | None = None
+    #: Absolute lifetime: a session expires this long after it was created,
+    #: however active it is. Default ``None`` (no limit). No express-session
+    #: equivalent.
+    absolute_timeout: Duration | None = None
+    #: Re-send the cookie and refresh the expiry on every response.
+    #: express-session: ``rolling`` (default ``false``).
+    rolling: bool = False
+    #: Write an unchanged session back on every request. Default ``False``;
+    #: ``True`` exists for express-session parity and can overwrite a concurrent
+    #: request's changes with stale values. express-session: ``resave``.
+    resave: bool = False
+    #: Store (and send a cookie for) a new session nobody wrote to. Default
+    #: ``False``. express-session: ``saveUninitialized``.
+    save_uninitialized: bool = False
+    #: Trust ``X-Forwarded-Proto`` from a TLS-terminating reverse proxy when
+    #: deciding whether the request is secure. Default ``False``: set it only
+    #: when every request comes through a proxy that sets the header.
+    #: express-session: ``proxy``.
+    proxy: bool = False
+    #: Cookie ``Path``. express-session: ``cookie.path``.
+    path: str = "/"
+    #: Cookie ``Domain``; ``None`` for a host-only cookie. express-session:
+    #: ``cookie.domain``.
+    domain: str | None = None
+    #: Cookie ``Secure``: ``True``, ``False``, or ``"auto"`` (secure when the
+    #: request is HTTPS, as seen directly or through ``proxy``). With ``True``
+    #: no cookie is sent over plain HTTP, as express-session does.
+    #: express-session: ``cookie.secure``.
+    secure: bool | Literal["auto"] = "auto"
+    #: Cookie ``HttpOnly``. Default ``True``. express-session: ``cookie.httpOnly``.
+    httponly: bool = True
+    #: Cookie ``SameSite``: ``"lax"`` (default), ``"strict"`` or ``"none"``
+    #: (which requires ``secure``). express-session: ``cookie.sameSite``.
+    samesite: SameSite | None = "lax"
+    #: Cookie ``Partitioned`` (CHIPS); requires ``secure``. express-session:
+    #: ``cookie.partitioned``.
+    partitioned: bool = False
+    #: Largest serialised session in bytes; a bigger one raises
+    #: :class:`~persession.SessionTooLarge` at save time. Default 64 KiB.
+    max_size: int = 64 * 1024
+
+    #: The secrets as bytes, newest first (derived from ``secret``).
+    secrets: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
+    #: ``max_age`` in seconds.
+    max_age_seconds: int | None = field(init=False, repr=False, compare=False)
+    #: How long a record lives in the store after its last use, in seconds.
+    idle_seconds: int = field(init=False, repr=False, compare=False)
+    #: ``absolute_timeout`` in seconds.
+    absolute_seconds: int | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "secrets", _secrets(self.secret))
+        if not isinstance(self.cookie_name, str) or not _COOKIE_NAME.match(self.cookie_name):
+            raise ConfigError("cookie_name", f"{self.cookie_name!r} is not a valid cookie name")
+        max_age = _seconds("max_age", self.max_age, allow_none=True)
+        idle = _seconds("idle_timeout", self.idle_timeout, allow_none=True)
+        absolute = _seconds("absolute_timeout", self.absolute_timeout, allow_none=True)
+        set_(self, "max_age_seconds", max_age)
+        set_(self, "idle_seconds", idle or max_age or DEFAULT_IDLE_FOR_SESSION_COOKIES)
+        set_(self, "absolute_seconds", absolute)
+        for name in ("rolling", "resave", "save_uninitialized", "proxy", "httponly", "partitioned"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(name, f"must be True or False, not {getattr(self, name)!r}")
+        if self.secure not in (True, False, "auto") or not isinstance(self.secure, (bool, str)):
+            raise ConfigError("secure", f"must be True, False or 'auto', not {self.secure!r}")
+        if self.samesite is not None and self.samesite not in _SAMESITE:
+            raise ConfigError("samesite", f"must be one of {_SAMESITE} or None, not {self.samesite!r}")
+        if self.samesite == "none" and self.secure is False:
+            raise ConfigError("samesite", "'none' requires secure=True or 'auto'; browsers drop it otherwise")
+        if self.partitioned and self.secure is False:
+            raise ConfigError("partitioned", "requires secure=True or 'auto'; browsers drop it otherwise")
+        if not isinstance(self.path, str) or not self.path.startswith("/") or not _ATTRIBUTE_VALUE.match(self.path):
+            raise ConfigError("path", f"must start with '/' and hold visible ASCII without ';', got {self.path!r}")
+        if self.domain is not None and (not isinstance(self.domain, str) or not _ATTRIBUTE_VALUE.match(self.domain)):
+            raise ConfigError("domain", f"{self.domain!r} is not a valid cookie domain")
+        if isinstance(self.max_size, bool) or not isinstance(self.max_size, int) or self.max_size < 64:
+            raise ConfigError("max_size", f"must be an int of at least 64 bytes, got {self.max_size!r}")

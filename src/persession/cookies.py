@@ -1,0 +1,100 @@
+"""Parse ``Cookie`` request headers defensively and render ``Set-Cookie``.
+
+Parsing never raises: request headers are client input. Bytes that are not
+UTF-8 are read as Latin-1 (every byte is a character there), values that are
+too long are skipped, and every value sent under the wanted name is returned
+in order, so a stale duplicate cannot hide the good one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from email.utils import formatdate
+
+from .types import SameSite
+
+__all__ = ["MAX_VALUE_LENGTH", "cookie_values", "render_set_cookie"]
+
+#: Longer cookie values are ignored: browsers cap a cookie at 4096 bytes.
+MAX_VALUE_LENGTH = 4096
+# A header this long is cut before parsing: no legitimate browser sends one.
+_MAX_HEADER_LENGTH = 64 * 1024
+_EPOCH = "Thu, 01 Jan 1970 00:00:00 GMT"
+
+
+def _text(header: str | bytes) -> str:
+    if isinstance(header, bytes):
+        return header.decode("latin-1")
+    return header
+
+
+def cookie_values(headers: str | bytes | Iterable[str | bytes] | None, name: str) -> list[str]:
+    """Every value sent for cookie ``name``, in header order.
+
+    ``headers`` is one ``Cookie`` header, several (HTTP/2 sends one per cookie),
+    or ``None``. Surrounding double quotes are removed; nothing else is
+    decoded.
+    """
+    if headers is None:
+        return []
+    if isinstance(headers, (str, bytes)):
+        headers = (headers,)
+    found: list[str] = []
+    budget = _MAX_HEADER_LENGTH
+    for header in headers:
+        text = _text(header)[:budget]
+        budget -= len(text)
+        if name not in text:
+            continue
+        for pair in text.split(";"):
+            key, sep, value = pair.partition("=")
+            if not sep or key.strip() != name:
+                continue
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            if value and len(value) <= MAX_VALUE_LENGTH:
+                found.append(value)
+        if budget <= 0:
+            break
+    return found
+
+
+def render_set_cookie(
+    name: str,
+    value: str,
+    *,
+    max_age: int | None = None,
+    expires: float | None = None,
+    path: str | None = "/",
+    domain: str | None = None,
+    secure: bool = False,
+    httponly: bool = True,
+    samesite: SameSite | None = "lax",
+    partitioned: bool = False,
+) -> str:
+    """A ``Set-Cookie`` header value.
+
+    ``max_age`` is in seconds and ``expires`` is a Unix time; a negative or
+    zero ``max_age`` deletes the cookie. Name and value are trusted: the
+    config validates names and persession writes the values itself.
+    """
+    parts = [f"{name}={value}"]
+    if path:
+        parts.append(f"Path={path}")
+    if domain:
+        parts.append(f"Domain={domain}")
+    if max_age is not None:
+        parts.append(f"Max-Age={max(max_age, 0)}")
+        parts.append(f"Expires={_EPOCH if max_age <= 0 or expires is None else formatdate(expires, usegmt=True)}")
+    elif expires is not None:
+        parts.append(f"Expires={formatdate(expires, usegmt=True)}")
+    if secure:
+        parts.append("Secure")
+    if httponly:
+        parts.append("HttpOnly")
+    if samesite:
+        parts.append(f"SameSite={samesite.capitalize()}")
+    if partitioned:
+        parts.append("Partitioned")
+    return "; ".join(parts)

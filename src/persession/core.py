@@ -1,0 +1,275 @@
+"""The sans-IO session engine shared by the WSGI and ASGI shells.
+
+No I/O and no framework here: the shells read the request, call the store
+and write headers; every decision is made by :class:`SessionEngine`. The flow
+of one request is::
+
+    opening = engine.open(cookie_headers)                 # which session does the cookie name?
+    record = store.load(opening.sid) if opening.sid else None
+    session = engine.build(opening, record)              # what the app sees
+    ...                                                  # the app runs
+    plan = engine.plan(session, opening, status=..., secure_request=...)
+    run_plan(store, plan)                                # the only store write
+    # then send plan.set_cookie and Vary: Cookie when plan.vary
+
+Like ``werkzeug.sansio``, this module is public for shells and integrations;
+its details may change before 1.0.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from .config import SessionConfig
+from .cookies import cookie_values, render_set_cookie
+from .exceptions import SessionTooLarge
+from .records import Change, Record, dumps
+from .session import Session
+from .signing import ItsdangerousSigner, SessionIdSigner
+
+__all__ = ["Action", "Opening", "Plan", "SessionEngine", "add_vary_cookie"]
+
+security_log = logging.getLogger("persession.security")
+log = logging.getLogger("persession")
+
+
+class Action(str, enum.Enum):
+    """What a request's end does to the store."""
+
+    NOTHING = "nothing"
+    #: Write a whole record under ``Plan.sid`` (new or regenerated), deleting ``Plan.replaces``.
+    SAVE = "save"
+    #: Apply ``Plan.change`` to the existing record ``Plan.sid``.
+    MERGE = "merge"
+    #: Move the expiry of ``Plan.sid`` to ``Plan.expires``.
+    TOUCH = "touch"
+    #: Delete ``Plan.sid``.
+    DELETE = "delete"
+
+
+@dataclass(frozen=True, slots=True)
+class Opening:
+    """What the request's cookie says, before the store is asked."""
+
+    #: The verified session id, or ``None``.
+    sid: str | None = None
+    #: A cookie of ours was sent (valid or not).
+    present: bool = False
+    #: The cookie was signed by an older secret: re-issue it.
+    stale: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to do at the end of a request: one store call and the headers."""
+
+    action: Action = Action.NOTHING
+    #: The session id the action applies to.
+    sid: str | None = None
+    #: For SAVE: the whole record.
+    record: Record | None = None
+    #: For SAVE: an old id to delete in the same atomic step (regenerate).
+    replaces: str | None = None
+    #: For MERGE: what the request changed.
+    change: Change | None = None
+    #: For MERGE and TOUCH: the new expiry (Unix seconds).
+    expires: float | None = None
+    #: A ``Set-Cookie`` header value to send, if any.
+    set_cookie: str | None = None
+    #: Send ``Vary: Cookie``: the response depends on the session.
+    vary: bool = False
+
+
+_NOTHING = Plan()
+
+
+def add_vary_cookie(existing: str | None) -> str:
+    """The ``Vary`` header value with ``Cookie`` added, unless already covered."""
+    if not existing:
+        return "Cookie"
+    tokens = {token.strip().lower() for token in existing.split(",")}
+    if "cookie" in tokens or "*" in tokens:
+        return existing
+    return f"{existing}, Cookie"
+
+
+class SessionEngine:
+    """Every session decision, free of I/O.
+
+    :param config: the options.
+    :param signer: how ids are made and signed; default an
+        :class:`~persession.signing.ItsdangerousSigner` on ``config.secrets``.
+    :param clock: returns the current Unix time; injected by tests.
+    """
+
+    def __init__(
+        self,
+        config: SessionConfig,
+        *,
+        signer: SessionIdSigner | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.signer = signer if signer is not None else ItsdangerousSigner(config.secrets)
+        self.clock = clock
+
+    # -- request start -------------------------------------------------------
+
+    def open(self, cookie_headers: str | bytes | Iterable[str | bytes] | None) -> Opening:
+        """Find the session id in the request's ``Cookie`` header(s).
+
+        Of several cookies with our name, the first that verifies wins.
+        """
+        values = cookie_values(cookie_headers, self.config.cookie_name)
+        if not values:
+            return Opening()
+        for value in values:
+            unsigned = self.signer.unsign(value)
+            if unsigned is not None:
+                return Opening(sid=unsigned.sid, present=True, stale=unsigned.stale)
+        security_log.warning("session cookie rejected: no configured secret verifies its signature")
+        return Opening(present=True)
+
+    def build(self, opening: Opening, record: Record | None, *, read_only: bool = False) -> Session:
+        """The session the application sees, from the loaded record (if any).
+
+        A verified id whose record is missing or expired gives a fresh session:
+        a client-chosen id is never adopted.
+        """
+        if opening.sid is not None and record is not None and record.expires > self.clock():
+            return Session(
+                record.data, id=opening.sid, created=record.created, expires=record.expires, read_only=read_only
+            )
+        if opening.sid is not None:
+            security_log.warning("session cookie names an unknown or expired session; starting a new one")
+        return Session(read_only=read_only)
+
+    @staticmethod
+    def request_is_secure(scheme: str, forwarded_proto: str | None, *, proxy: bool) -> bool:
+        """Whether the client reached us over TLS (trusting ``X-Forwarded-Proto`` only with ``proxy``)."""
+        if proxy and forwarded_proto:
+            return forwarded_proto.split(",", 1)[0].strip().lower() in ("https", "wss")
+        return scheme in ("https", "wss")
+
+    # -- request end ---------------------------------------------------------
+
+    def plan(self, session: Session, opening: Opening, *, status: int, secure_request: bool) -> Plan:
+        """Decide the store action and the cookie at the end of a request.
+
+        This is the one place that decides whether a cookie is sent.
+
+        :raises SessionTooLarge: the session to save is over ``max_size``.
+        """
+        vary = session.accessed
+        if session.failed is not None or session.read_only or status >= 500:
+            # No save after a server error (Django skips 500s; we skip every 5xx).
+            return Plan(vary=vary) if vary else _NOTHING
+        config = self.config
+        now = self.clock()
+        old = session.id
+        cookie_allowed = config.secure is not True or secure_request
+        secure_attr = secure_request if config.secure == "auto" else bool(config.secure)
+
+        def cookie(sid: str, created: float) -> str | None:
+            if not cookie_allowed:
+                return None
+            max_age = self._cookie_max_age(now, created)
+            return render_set_cookie(
+                config.cookie_name,
+                self.signer.sign(sid),
+                max_age=max_age,
+                expires=None if max_age is None else now + max_age,
+                path=config.path,
+                domain=config.domain,
+                secure=secure_attr,
+                httponly=config.httponly,
+                samesite=config.samesite,
+                partitioned=config.partitioned,
+            )
+
+        def expired_cookie() -> str | None:
+            if not opening.present:
+                return None
+            return render_set_cookie(
+                config.cookie_name,
+                "",
+                max_age=0,
+                path=config.path,
+                domain=config.domain,
+                secure=secure_attr,
+                httponly=config.httponly,
+                samesite=config.samesite,
+                partitioned=config.partitioned,
+            )
+
+        data_empty = dict.__len__(session) == 0
+        if (session.destroyed or (old is not None and session.modified)) and data_empty:
+            if old is None:
+                return Plan(set_cookie=expired_cookie(), vary=vary)
+            return Plan(Action.DELETE, sid=old, set_cookie=expired_cookie(), vary=vary)
+
+        if old is None or session.destroyed or session.regenerated:
+            untouched = not (session.modified or session.touched or session.regenerated)
+            if old is None and untouched and not (config.save_uninitialized and cookie_allowed):
+                # An unverifiable or unknown cookie is expired so the client stops sending it.
+                return Plan(set_cookie=expired_cookie(), vary=vary)
+            created = now if session.destroyed or session.created is None else session.created
+            record = Record(dict(session), created=created, accessed=now, expires=self._expires(now, created))
+            self._check_size(record.data)
+            sid = self.signer.new_id()
+            replaces = old if (old is not None and old != sid) else None
+            return Plan(
+                Action.SAVE, sid=sid, record=record, replaces=replaces, set_cookie=cookie(sid, created), vary=vary
+            )
+
+        created = session.created if session.created is not None else now
+        expires = self._expires(now, created)
+        send_cookie = config.rolling or session.touched or opening.stale
+        if session.modified or config.resave:
+            if session.modified:
+                self._check_size(session)
+            change = session.changes()
+            if config.resave:
+                change = Change(set=dict(session), deleted=change.deleted, cleared=change.cleared)
+            send_cookie = send_cookie or (session.modified and config.max_age_seconds is not None)
+            return Plan(
+                Action.MERGE,
+                sid=old,
+                change=change,
+                expires=expires,
+                set_cookie=cookie(old, created) if send_cookie else None,
+                vary=vary,
+            )
+        # Unchanged: refresh the store's expiry only when asked, or when it would
+        # move by half the idle timeout, so a read-only request rarely writes.
+        stale_expiry = session.expires is None or expires - session.expires >= config.idle_seconds / 2
+        if send_cookie or stale_expiry:
+            return Plan(
+                Action.TOUCH,
+                sid=old,
+                expires=expires,
+                set_cookie=cookie(old, created) if send_cookie else None,
+                vary=vary,
+            )
+        return Plan(vary=vary) if vary else _NOTHING
+
+    def _expires(self, now: float, created: float) -> float:
+        expires = now + self.config.idle_seconds
+        if self.config.absolute_seconds is not None:
+            expires = min(expires, created + self.config.absolute_seconds)
+        return expires
+
+    def _cookie_max_age(self, now: float, created: float) -> int | None:
+        max_age = self.config.max_age_seconds
+        if max_age is not None and self.config.absolute_seconds is not None:
+            max_age = min(max_age, int(created + self.config.absolute_seconds - now))
+        return max_age
+
+    def _check_size(self, data: dict[str, object]) -> None:
+        size = len(dumps(data).encode("utf-8"))
+        if size > self.config.max_size:
+            raise SessionTooLarge(size, self.config.max_size)

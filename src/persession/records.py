@@ -1,0 +1,79 @@
+"""What the core hands to a store and gets back: records and changes.
+
+Plain data, no I/O. Every store speaks in these, whatever its wire format.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .exceptions import NotSerializable
+
+__all__ = ["Change", "Record", "dumps", "loads"]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A stored session: its data and its times (Unix seconds).
+
+    .. versionadded:: 0.1
+    """
+
+    #: The session's keys and JSON values.
+    data: dict[str, Any]
+    #: When the session was first stored.
+    created: float
+    #: When a request last wrote or touched it.
+    accessed: float
+    #: When it expires; a store never returns a record past this time.
+    expires: float
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """Exactly what one request did to a session's data.
+
+    A store applies it atomically to the current record, so that two requests
+    changing different keys of one session both survive.
+
+    .. versionadded:: 0.1
+    """
+
+    #: Keys the request set, with their final values.
+    set: Mapping[str, Any]
+    #: Keys the request deleted.
+    deleted: frozenset[str] = frozenset()
+    #: The request cleared the session before setting ``set``.
+    cleared: bool = False
+
+    def apply(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        """Return ``data`` with this change applied (``data`` is not modified)."""
+        merged: dict[str, Any] = {} if self.cleared else dict(data)
+        for key in self.deleted:
+            merged.pop(key, None)
+        merged.update(self.set)
+        return merged
+
+
+def dumps(data: Mapping[str, Any]) -> str:
+    """Encode session data as compact JSON, naming the key of a value JSON refuses."""
+    try:
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):
+        for key, value in data.items():
+            try:
+                json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError) as error:
+                raise NotSerializable(key, error) from None
+        raise
+
+
+def loads(text: str | bytes) -> dict[str, Any]:
+    """Decode stored session data; raise :class:`ValueError` unless it is a JSON object."""
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError(f"session data is a JSON {type(value).__name__}, not an object")
+    return value

@@ -1,0 +1,311 @@
+"""The session object applications see.
+
+:class:`Session` is a :class:`dict` (so Starlette's ``request.session``,
+``json.dumps(session)`` and Flask's session mixins work) that records what a
+request changed, so the store can merge exactly that.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, NoReturn, overload
+
+from .exceptions import NotSerializable, SessionReadOnly, StoreError
+from .records import Change
+
+__all__ = ["Session"]
+
+_MISSING: Any = object()
+
+
+def _check_value(key: object, value: object) -> None:
+    if not isinstance(key, str):
+        raise NotSerializable(repr(key), TypeError("session keys must be str"))
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise NotSerializable(key, error) from None
+
+
+class Session(dict[str, Any]):
+    """A session: a ``dict`` of JSON values plus its lifecycle verbs.
+
+    Values must be JSON-serialisable; setting one that is not raises
+    :class:`~persession.NotSerializable` at once, naming the key. Changes
+    inside a nested value (``session["cart"].append(x)``) are not seen: assign
+    the key again or call :meth:`mark_modified`.
+
+    The lifecycle verbs take effect when the response starts:
+
+    - :meth:`regenerate` -- a new id for the same data (call it on login);
+    - :meth:`destroy` -- delete the session and expire its cookie (logout);
+    - :meth:`touch` -- refresh its expiry and re-send the cookie.
+
+    .. versionadded:: 0.1
+    """
+
+    __slots__ = (
+        "_all_modified",
+        "_cleared",
+        "_deleted",
+        "_destroyed",
+        "_error",
+        "_regenerate",
+        "_set",
+        "_touched",
+        "accessed",
+        "created",
+        "expires",
+        "id",
+        "read_only",
+    )
+
+    def __init__(
+        self,
+        data: Mapping[str, Any] | None = None,
+        *,
+        id: str | None = None,
+        created: float | None = None,
+        expires: float | None = None,
+        read_only: bool = False,
+    ) -> None:
+        super().__init__(data or {})
+        #: The session id, or ``None`` for a session not stored yet. Never log it.
+        self.id = id
+        #: When the stored session was created (Unix seconds), or ``None``.
+        self.created = created
+        #: When the stored session expires (Unix seconds), or ``None``.
+        self.expires = expires
+        #: The application read or wrote the session during this request.
+        self.accessed = False
+        #: Changes raise :class:`~persession.SessionReadOnly` (websocket scopes).
+        self.read_only = read_only
+        self._set: set[str] = set()
+        self._deleted: set[str] = set()
+        self._cleared = False
+        self._all_modified = False
+        self._regenerate = False
+        self._destroyed = False
+        self._touched = False
+        self._error: StoreError | None = None
+
+    @classmethod
+    def unavailable(cls, error: StoreError) -> Session:
+        """A session whose every use raises ``error`` (the store was down at load)."""
+        session = cls()
+        session._error = error
+        return session
+
+    # -- state the core reads -------------------------------------------------
+
+    @property
+    def is_new(self) -> bool:
+        """The session has not been stored yet."""
+        return self.id is None
+
+    @property
+    def modified(self) -> bool:
+        """The request changed the session's data."""
+        return bool(self._set or self._deleted or self._cleared or self._all_modified)
+
+    @property
+    def failed(self) -> StoreError | None:
+        """The store error that made this session unusable, if any."""
+        return self._error
+
+    @property
+    def regenerated(self) -> bool:
+        """:meth:`regenerate` was called."""
+        return self._regenerate
+
+    @property
+    def destroyed(self) -> bool:
+        """:meth:`destroy` was called."""
+        return self._destroyed
+
+    @property
+    def touched(self) -> bool:
+        """:meth:`touch` was called."""
+        return self._touched
+
+    def changes(self) -> Change:
+        """Exactly what this request changed, for a merge into the stored record."""
+        keys = set(self) if self._all_modified else self._set
+        return Change(
+            set={key: dict.__getitem__(self, key) for key in keys if dict.__contains__(self, key)},
+            deleted=frozenset(self._deleted),
+            cleared=self._cleared,
+        )
+
+    # -- lifecycle verbs ------------------------------------------------------
+
+    def mark_accessed(self) -> None:
+        """Record that the application used the session (Starlette calls this)."""
+        self._use()
+
+    def mark_modified(self, key: str | None = None) -> None:
+        """Record a change made inside a value: ``key``'s, or every key's when ``None``."""
+        self._write()
+        if key is None:
+            self._all_modified = True
+        elif dict.__contains__(self, key):
+            _check_value(key, dict.__getitem__(self, key))
+            self._set.add(key)
+
+    def regenerate(self) -> None:
+        """Move the session to a new id, keeping its data; the old id stops working.
+
+        Call it whenever privileges change (login), against session fixation.
+        express-session: ``req.session.regenerate()`` (which also clears the
+        data; call :meth:`clear` too for that).
+        """
+        self._write()
+        self._regenerate = True
+
+    def destroy(self) -> None:
+        """Delete the session from the store and expire its cookie.
+
+        Data set afterwards starts a new session under a new id.
+        express-session: ``req.session.destroy()``.
+        """
+        self._write()
+        super().clear()
+        self._destroyed = True
+        self._regenerate = False
+        self._set.clear()
+        self._deleted.clear()
+        self._cleared = False
+        self._all_modified = False
+
+    def touch(self) -> None:
+        """Refresh the session's expiry and re-send its cookie at the end of this request.
+
+        express-session: ``req.session.touch()``.
+        """
+        self._write()
+        self._touched = True
+
+    # -- dict interface -------------------------------------------------------
+
+    def _use(self) -> None:
+        if self._error is not None:
+            raise self._error
+        self.accessed = True
+
+    def _write(self) -> None:
+        self._use()
+        if self.read_only:
+            raise SessionReadOnly("the session is read-only here (websocket scope)")
+
+    def _record_set(self, key: str) -> None:
+        self._set.add(key)
+        self._deleted.discard(key)
+
+    def _record_delete(self, key: str) -> None:
+        self._set.discard(key)
+        self._deleted.add(key)
+
+    def __getitem__(self, key: str) -> Any:
+        self._use()
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        self._use()
+        return super().__contains__(key)
+
+    def __iter__(self) -> Iterator[str]:
+        self._use()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._use()
+        return super().__len__()
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
+
+    def __repr__(self) -> str:
+        return f"<Session keys={sorted(dict.keys(self))!r}>"
+
+    def get(self, key: str, default: Any = None, /) -> Any:
+        self._use()
+        return super().get(key, default)
+
+    def keys(self) -> Any:
+        self._use()
+        return super().keys()
+
+    def values(self) -> Any:
+        self._use()
+        return super().values()
+
+    def items(self) -> Any:
+        self._use()
+        return super().items()
+
+    def copy(self) -> dict[str, Any]:
+        """A plain ``dict`` copy of the data."""
+        self._use()
+        return dict(super().items())
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._write()
+        _check_value(key, value)
+        super().__setitem__(key, value)
+        self._record_set(key)
+
+    def __delitem__(self, key: str) -> None:
+        self._write()
+        super().__delitem__(key)
+        self._record_delete(key)
+
+    def clear(self) -> None:
+        self._write()
+        super().clear()
+        self._set.clear()
+        self._deleted.clear()
+        self._cleared = True
+
+    @overload
+    def pop(self, key: str, /) -> Any: ...
+    @overload
+    def pop(self, key: str, default: Any, /) -> Any: ...
+    def pop(self, key: str, default: Any = _MISSING, /) -> Any:
+        self._write()
+        if super().__contains__(key):
+            self._record_delete(key)
+            return super().pop(key)
+        if default is _MISSING:
+            raise KeyError(key)
+        return default
+
+    def popitem(self) -> tuple[str, Any]:
+        self._write()
+        key, value = super().popitem()
+        self._record_delete(key)
+        return key, value
+
+    def setdefault(self, key: str, default: Any = None, /) -> Any:
+        self._write()
+        if super().__contains__(key):
+            return super().__getitem__(key)
+        self[key] = default
+        return default
+
+    def update(self, other: Any = (), /, **kwargs: Any) -> None:
+        self._write()
+        pairs: Iterable[tuple[str, Any]]
+        pairs = other.items() if isinstance(other, Mapping) else other
+        for key, value in pairs:
+            self[key] = value
+        for key, value in kwargs.items():
+            self[key] = value
+
+    def __ior__(self, other: Any) -> Session:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
+    def __reduce__(self) -> NoReturn:
+        # Sessions are JSON only; refusing pickle keeps them out of caches and queues by accident.
+        raise TypeError("Session objects are not picklable; copy the data with dict(session)")

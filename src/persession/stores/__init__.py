@@ -1,0 +1,69 @@
+"""Session stores, and :func:`store_from_url`.
+
+Importing this package imports no optional driver: the Redis and MongoDB
+stores load their driver when their module is imported.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from ..exceptions import ConfigError
+from .base import AsyncStore, Store, SupportsAsync, arun_plan, run_plan
+from .memory import AsyncMemoryStore, MemoryStore
+from .sqlite import AsyncSqliteStore, SqliteStore, default_sqlite_path
+
+__all__ = [
+    "AsyncMemoryStore",
+    "AsyncSqliteStore",
+    "AsyncStore",
+    "MemoryStore",
+    "SqliteStore",
+    "Store",
+    "SupportsAsync",
+    "arun_plan",
+    "default_sqlite_path",
+    "run_plan",
+    "store_from_url",
+]
+
+_SQLITE_OPTIONS = {"table": str, "busy_timeout": float, "purge_interval": float}
+
+
+def store_from_url(url: str, **options: Any) -> Store:
+    """Build a store from a URL; keyword ``options`` go to the store's constructor.
+
+    The result is a synchronous store that the ASGI middleware also accepts
+    (it builds the asyncio twin with ``to_async()``). Accepted URLs:
+
+    - ``sqlite:///abs/path/sessions.db`` (absolute path), ``sqlite:relative.db``,
+      or ``sqlite://`` for the default file; query parameters ``table``,
+      ``busy_timeout``, ``purge_interval``;
+    - ``memory://`` (this process only; tests).
+
+    :raises ConfigError: the URL is malformed or its scheme unsupported. A URL
+        never falls back to a default server.
+
+    .. versionadded:: 0.1
+    """
+    if not isinstance(url, str) or ":" not in url:
+        raise ConfigError("url", f"{url!r} is not a store URL such as 'sqlite:///path/sessions.db'")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "memory":
+        return MemoryStore(**options)
+    if scheme == "sqlite":
+        if parts.netloc:
+            raise ConfigError("url", "sqlite URLs take a path, not a host: 'sqlite:///abs/path.db'")
+        query: dict[str, Any] = {}
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            if key not in _SQLITE_OPTIONS:
+                raise ConfigError("url", f"unknown sqlite URL parameter {key!r}")
+            try:
+                query[key] = _SQLITE_OPTIONS[key](value)
+            except ValueError:
+                raise ConfigError("url", f"sqlite URL parameter {key}={value!r} is not valid") from None
+        path = unquote(parts.path) or None
+        return SqliteStore(path, **{**query, **options})
+    raise ConfigError("url", f"unsupported store URL scheme {parts.scheme!r}; use sqlite:// or memory://")

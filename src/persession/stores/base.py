@@ -1,0 +1,138 @@
+"""The store protocols, and the one function per flavour that applies a plan.
+
+A store is anything with these five verbs; they mirror
+:class:`persession.core.Action`. Stores raise
+:class:`~persession.StoreError` (or :class:`~persession.StoreUnavailable`)
+for backend failures, translated from the driver's errors in one place per
+module, and never return an expired record.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, TypeVar, runtime_checkable
+
+from ..core import Action, Plan
+from ..records import Change, Record
+
+__all__ = ["AsyncStore", "Store", "SupportsAsync", "arun_plan", "run_plan"]
+
+_V = TypeVar("_V")
+
+
+@runtime_checkable
+class Store(Protocol):
+    """**Protocol**: a synchronous session store (WSGI).
+
+    .. versionadded:: 0.1
+    """
+
+    def load(self, sid: str) -> Record | None:
+        """The live record for ``sid``, or ``None`` if it is missing or expired. One round trip."""
+        ...
+
+    def save(self, sid: str, record: Record, *, replaces: str | None = None) -> None:
+        """Write a whole record, and delete ``replaces`` in the same atomic step."""
+        ...
+
+    def merge(self, sid: str, change: Change, expires: float) -> bool:
+        """Apply ``change`` to the live record atomically and move its expiry.
+
+        Returns ``False``, writing nothing, when the record is gone (destroyed
+        or expired meanwhile): a slow request cannot resurrect a logged-out
+        session.
+        """
+        ...
+
+    def touch(self, sid: str, expires: float) -> bool:
+        """Move a live record's expiry; ``False`` when it is gone."""
+        ...
+
+    def delete(self, sid: str) -> None:
+        """Delete the record, if any."""
+        ...
+
+    def close(self) -> None:
+        """Release connections the store opened itself."""
+        ...
+
+
+@runtime_checkable
+class AsyncStore(Protocol):
+    """**Protocol**: an asyncio session store (ASGI); the verbs of :class:`Store`, awaited.
+
+    .. versionadded:: 0.1
+    """
+
+    async def load(self, sid: str) -> Record | None:
+        """See :meth:`Store.load`."""
+        ...
+
+    async def save(self, sid: str, record: Record, *, replaces: str | None = None) -> None:
+        """See :meth:`Store.save`."""
+        ...
+
+    async def merge(self, sid: str, change: Change, expires: float) -> bool:
+        """See :meth:`Store.merge`."""
+        ...
+
+    async def touch(self, sid: str, expires: float) -> bool:
+        """See :meth:`Store.touch`."""
+        ...
+
+    async def delete(self, sid: str) -> None:
+        """See :meth:`Store.delete`."""
+        ...
+
+    async def close(self) -> None:
+        """See :meth:`Store.close`."""
+        ...
+
+
+@runtime_checkable
+class SupportsAsync(Protocol):
+    """**Protocol**: a sync store that can build its asyncio twin on the same data.
+
+    The ASGI middleware accepts such a store (``store_from_url`` returns one).
+    """
+
+    def to_async(self) -> AsyncStore:
+        """An :class:`AsyncStore` over the same data."""
+        ...
+
+
+def _need(value: _V | None) -> _V:
+    if value is None:  # only a hand-built Plan can get here
+        raise TypeError("malformed Plan: a field its action needs is None")
+    return value
+
+
+def run_plan(store: Store, plan: Plan) -> None:
+    """Carry out ``plan`` on a synchronous store."""
+    action = plan.action
+    if action is Action.NOTHING:
+        return
+    sid = _need(plan.sid)
+    if action is Action.SAVE:
+        store.save(sid, _need(plan.record), replaces=plan.replaces)
+    elif action is Action.MERGE:
+        store.merge(sid, _need(plan.change), _need(plan.expires))
+    elif action is Action.TOUCH:
+        store.touch(sid, _need(plan.expires))
+    else:
+        store.delete(sid)
+
+
+async def arun_plan(store: AsyncStore, plan: Plan) -> None:
+    """Carry out ``plan`` on an asyncio store."""
+    action = plan.action
+    if action is Action.NOTHING:
+        return
+    sid = _need(plan.sid)
+    if action is Action.SAVE:
+        await store.save(sid, _need(plan.record), replaces=plan.replaces)
+    elif action is Action.MERGE:
+        await store.merge(sid, _need(plan.change), _need(plan.expires))
+    elif action is Action.TOUCH:
+        await store.touch(sid, _need(plan.expires))
+    else:
+        await store.delete(sid)

@@ -1,0 +1,330 @@
+"""The embedded default store: one SQLite file shared by a host's processes.
+
+Needs no server. Every worker process on the host opens the same file, so a
+session created by one is seen by all, and sessions survive restarts. The
+file uses WAL mode (readers never block the writer); writes are short
+``BEGIN IMMEDIATE`` transactions, so a merge is atomic across processes.
+Expired rows are never returned and are purged every ``purge_interval``
+seconds by whichever process writes.
+
+Default location: ``$PERSESSION_SQLITE_PATH`` if set, else
+``$XDG_STATE_HOME/persession/sessions.db`` (``~/.local/state/persession/
+sessions.db``); the directory is created on first use. Use one file per
+application: the file is the namespace.
+
+Not for several hosts: SQLite over NFS or similar does not lock reliably. Use
+Redis or MongoDB there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from ..exceptions import ConfigError, StoreError, StoreUnavailable
+from ..records import Change, Record, dumps, loads
+
+__all__ = ["AsyncSqliteStore", "SqliteStore", "default_sqlite_path"]
+
+_T = TypeVar("_T")
+_TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+security_log = logging.getLogger("persession.security")
+
+#: Default seconds a writer waits for another process's write lock.
+DEFAULT_BUSY_TIMEOUT = 5.0
+
+
+def default_sqlite_path() -> Path:
+    """Where the default store keeps its file (see the module docs)."""
+    explicit = os.environ.get("PERSESSION_SQLITE_PATH")
+    if explicit:
+        return Path(explicit)
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(state) / "persession" / "sessions.db"
+
+
+@contextlib.contextmanager
+def _map_errors() -> Iterator[None]:
+    """Translate sqlite3's errors: the one place this module does so."""
+    try:
+        yield
+    except sqlite3.OperationalError as error:
+        message = str(error)
+        if "locked" in message or "busy" in message or "unable to open" in message or "disk I/O" in message:
+            raise StoreUnavailable(f"SQLite store unavailable: {message}", error) from error
+        raise StoreError(f"SQLite store failed: {message}", error) from error
+    except sqlite3.Error as error:
+        raise StoreError(f"SQLite store failed: {error}", error) from error
+
+
+class _Database:
+    """The SQL, shared by both flavours; one connection per thread and process."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None,
+        table: str,
+        busy_timeout: float,
+        purge_interval: float,
+        clock: Callable[[], float],
+    ) -> None:
+        if not _TABLE.match(table):
+            raise ConfigError("table", f"{table!r} is not a plain SQL identifier")
+        if busy_timeout < 0:
+            raise ConfigError("busy_timeout", "must be zero or more seconds")
+        self.path = Path(path) if path is not None else default_sqlite_path()
+        self.table = table
+        self.busy_timeout = busy_timeout
+        self.purge_interval = purge_interval
+        self.clock = clock
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._last_purge = 0.0
+        t = table
+        self._sql_load = f"SELECT data, created, accessed, expires FROM {t} WHERE id = ? AND expires > ?"  # noqa: S608  (identifier validated above)
+        self._sql_save = f"INSERT OR REPLACE INTO {t} (id, data, created, accessed, expires) VALUES (?, ?, ?, ?, ?)"  # noqa: S608
+        self._sql_delete = f"DELETE FROM {t} WHERE id = ?"  # noqa: S608
+        self._sql_touch = f"UPDATE {t} SET accessed = ?, expires = ? WHERE id = ? AND expires > ?"  # noqa: S608
+        self._sql_data = f"SELECT data FROM {t} WHERE id = ? AND expires > ?"  # noqa: S608
+        self._sql_update = f"UPDATE {t} SET data = ?, accessed = ?, expires = ? WHERE id = ?"  # noqa: S608
+        self._sql_purge = f"DELETE FROM {t} WHERE expires <= ?"  # noqa: S608
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._pid != os.getpid():
+            # Forked: the parent's connections must not be used (or closed) here.
+            self._pid = os.getpid()
+            self._local = threading.local()
+            self._connections = []
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is not None:
+            return connection
+        with _map_errors():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(
+                self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.execute(
+                f"CREATE TABLE IF NOT EXISTS {self.table} ("
+                "id TEXT PRIMARY KEY, data TEXT NOT NULL, created REAL NOT NULL,"
+                " accessed REAL NOT NULL, expires REAL NOT NULL) WITHOUT ROWID"
+            )
+            connection.execute(f"CREATE INDEX IF NOT EXISTS {self.table}_expires ON {self.table} (expires)")
+        self._local.connection = connection
+        with self._lock:
+            self._connections.append(connection)
+        return connection
+
+    def load(self, sid: str) -> Record | None:
+        with _map_errors():
+            row = self._connect().execute(self._sql_load, (sid, self.clock())).fetchone()
+        if row is None:
+            return None
+        try:
+            data = loads(row[0])
+        except ValueError:
+            security_log.warning("malformed session record in SQLite table %s ignored", self.table)
+            return None
+        return Record(data, created=row[1], accessed=row[2], expires=row[3])
+
+    def save(self, sid: str, record: Record, replaces: str | None) -> None:
+        text = dumps(record.data)
+        with _map_errors():
+            connection = self._connect()
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                if replaces is not None:
+                    connection.execute(self._sql_delete, (replaces,))
+                connection.execute(self._sql_save, (sid, text, record.created, record.accessed, record.expires))
+                self._maybe_purge(connection)
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+
+    def merge(self, sid: str, change: Change, expires: float) -> bool:
+        with _map_errors():
+            connection = self._connect()
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                now = self.clock()
+                row = connection.execute(self._sql_data, (sid, now)).fetchone()
+                if row is None:
+                    connection.execute("ROLLBACK")
+                    return False
+                try:
+                    current = loads(row[0])
+                except ValueError:
+                    security_log.warning("malformed session record in SQLite table %s replaced", self.table)
+                    current = {}
+                connection.execute(self._sql_update, (dumps(change.apply(current)), now, expires, sid))
+                connection.execute("COMMIT")
+                return True
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+
+    def touch(self, sid: str, expires: float) -> bool:
+        now = self.clock()
+        with _map_errors():
+            cursor = self._connect().execute(self._sql_touch, (now, expires, sid, now))
+        return cursor.rowcount > 0
+
+    def delete(self, sid: str) -> None:
+        with _map_errors():
+            self._connect().execute(self._sql_delete, (sid,))
+
+    def _maybe_purge(self, connection: sqlite3.Connection) -> None:
+        now = self.clock()
+        if now - self._last_purge >= self.purge_interval:
+            self._last_purge = now
+            connection.execute(self._sql_purge, (now,))
+
+    def purge(self) -> int:
+        with _map_errors():
+            cursor = self._connect().execute(self._sql_purge, (self.clock(),))
+        return cursor.rowcount
+
+    def close(self) -> None:
+        with self._lock:
+            connections, self._connections = self._connections, []
+        if self._pid == os.getpid():
+            for connection in connections:
+                connection.close()
+        self._local = threading.local()
+
+
+class SqliteStore:
+    """The embedded default store, synchronous flavour (WSGI).
+
+    :param path: the database file; default :func:`default_sqlite_path`.
+    :param table: the table name, default ``"persession_sessions"``.
+    :param busy_timeout: seconds a writer waits for another process's lock
+        before :class:`~persession.StoreUnavailable`; default 5.
+    :param purge_interval: seconds between purges of expired rows; default 300.
+    :param clock: returns the current Unix time.
+    :raises ConfigError: a bad table name or timeout.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        table: str = "persession_sessions",
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        purge_interval: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._db = _Database(path, table, busy_timeout, purge_interval, clock)
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self._db.path
+
+    def load(self, sid: str) -> Record | None:
+        return self._db.load(sid)
+
+    def save(self, sid: str, record: Record, *, replaces: str | None = None) -> None:
+        self._db.save(sid, record, replaces)
+
+    def merge(self, sid: str, change: Change, expires: float) -> bool:
+        return self._db.merge(sid, change, expires)
+
+    def touch(self, sid: str, expires: float) -> bool:
+        return self._db.touch(sid, expires)
+
+    def delete(self, sid: str) -> None:
+        self._db.delete(sid)
+
+    def purge(self) -> int:
+        """Delete expired rows now; return how many."""
+        return self._db.purge()
+
+    def close(self) -> None:
+        """Close this process's connections (they reopen on next use)."""
+        self._db.close()
+
+    def to_async(self) -> AsyncSqliteStore:
+        """An :class:`AsyncSqliteStore` on the same file and table."""
+        db = self._db
+        return AsyncSqliteStore(
+            db.path, table=db.table, busy_timeout=db.busy_timeout, purge_interval=db.purge_interval, clock=db.clock
+        )
+
+
+class AsyncSqliteStore:
+    """The embedded default store, asyncio flavour (ASGI).
+
+    Queries run on a thread of the store's own, which owns the connection;
+    nothing runs on the event loop's default executor or asgiref's shared
+    thread. Parameters as :class:`SqliteStore`.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        table: str = "persession_sessions",
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        purge_interval: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._db = _Database(path, table, busy_timeout, purge_interval, clock)
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_pid = 0
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self._db.path
+
+    async def _run(self, function: Callable[..., _T], *args: object) -> _T:
+        if self._executor is None or self._executor_pid != os.getpid():
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="persession-sqlite")
+            self._executor_pid = os.getpid()
+        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(function, *args))
+
+    async def load(self, sid: str) -> Record | None:
+        return await self._run(self._db.load, sid)
+
+    async def save(self, sid: str, record: Record, *, replaces: str | None = None) -> None:
+        await self._run(self._db.save, sid, record, replaces)
+
+    async def merge(self, sid: str, change: Change, expires: float) -> bool:
+        return await self._run(self._db.merge, sid, change, expires)
+
+    async def touch(self, sid: str, expires: float) -> bool:
+        return await self._run(self._db.touch, sid, expires)
+
+    async def delete(self, sid: str) -> None:
+        await self._run(self._db.delete, sid)
+
+    async def purge(self) -> int:
+        """Delete expired rows now; return how many."""
+        return await self._run(self._db.purge)
+
+    async def close(self) -> None:
+        """Close the connection and stop the store's thread (both restart on next use)."""
+        if self._executor is not None:
+            await self._run(self._db.close)
+            self._executor.shutdown(wait=True)
+            self._executor = None

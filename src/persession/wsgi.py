@@ -1,0 +1,225 @@
+"""WSGI session middleware (Flask, Django, Pyramid, Bottle, any WSGI app).
+
+::
+
+    from persession.wsgi import SessionMiddleware
+
+    app.wsgi_app = SessionMiddleware(app.wsgi_app, secret="change-me")
+
+The session is a :class:`~persession.Session` (a ``dict``) at
+``environ["persession.session"]``; :func:`get_session` fetches it. It is
+loaded when the request starts and committed once, when the application calls
+``start_response``; changes made after that (for example while a streamed
+body is generated) are not saved. ``Upgrade: websocket`` requests (flask-sock,
+simple-websocket) get the session read-only.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from . import _shell
+from .config import SessionConfig
+from .core import Opening, add_vary_cookie
+from .exceptions import SessionNotAvailable, StoreError
+from .session import Session
+from .stores.base import Store, run_plan
+
+if TYPE_CHECKING:  # pragma: no cover
+    from _typeshed import OptExcInfo
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+__all__ = ["ENVIRON_KEY", "SessionMiddleware", "get_session"]
+
+#: Where the session lives in the WSGI environ.
+ENVIRON_KEY = "persession.session"
+_UNAVAILABLE_STATUS = "503 Service Unavailable"
+
+
+def get_session(environ: WSGIEnvironment) -> Session:
+    """The session of this request.
+
+    :raises SessionNotAvailable: no persession middleware wraps the app.
+    """
+    session = environ.get(ENVIRON_KEY)
+    if not isinstance(session, Session):
+        raise SessionNotAvailable(
+            "no persession session in this environ", "wrap the app in persession.wsgi.SessionMiddleware"
+        )
+    session.mark_accessed()
+    return session
+
+
+class SessionMiddleware:
+    """Server-side sessions for a WSGI application.
+
+    :param app: the WSGI application to wrap.
+    :param secret: secret key(s), newest first; see
+        :attr:`SessionConfig.secret <persession.SessionConfig.secret>`.
+    :param store: a synchronous :class:`~persession.stores.Store`; default a
+        :class:`~persession.stores.SqliteStore` on the default file.
+    :param config: a :class:`~persession.SessionConfig` instead of ``secret``
+        and ``options``.
+    :param clock: returns the current Unix time (tests).
+    :param options: any other :class:`~persession.SessionConfig` field.
+    :raises ConfigError: a bad option, named.
+
+    A store failure while loading makes every use of the session raise
+    :class:`~persession.StoreError`; if the application lets it escape, or
+    the final save fails, the client gets ``503`` with ``Retry-After`` and no
+    traceback.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        *,
+        secret: str | bytes | Sequence[str | bytes] | None = None,
+        store: Store | None = None,
+        config: SessionConfig | None = None,
+        clock: Callable[[], float] = time.time,
+        **options: Any,
+    ) -> None:
+        self.app = app
+        self.engine = _shell.make_engine(secret, config, options, clock)
+        self.config = self.engine.config
+        self.store = _shell.sync_store(store)
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        engine = self.engine
+        opening = engine.open(environ.get("HTTP_COOKIE"))
+        read_only = environ.get("HTTP_UPGRADE", "").lower() == "websocket"
+        session = self._load(opening, read_only=read_only)
+        environ[ENVIRON_KEY] = session
+        secure = engine.request_is_secure(
+            environ.get("wsgi.url_scheme", "http"), environ.get("HTTP_X_FORWARDED_PROTO"), proxy=self.config.proxy
+        )
+        state = _Response(self, session, opening, secure, start_response)
+        try:
+            result = self.app(environ, state.start_response)
+        except StoreError as error:
+            if state.started and not state.failed:
+                raise
+            return state.unavailable(error, sys.exc_info())
+        if state.failed:
+            _close(result)
+            return [_shell.UNAVAILABLE_BODY]
+        if state.started:
+            return result
+        # start_response not called yet: it comes with the first chunk of a generator.
+        return _Deferred(result, state)
+
+    def _load(self, opening: Opening, *, read_only: bool) -> Session:
+        if opening.sid is None:
+            return self.engine.build(opening, None, read_only=read_only)
+        try:
+            record = self.store.load(opening.sid)
+        except StoreError as error:
+            _shell.log_unavailable(error)
+            return Session.unavailable(error)
+        return self.engine.build(opening, record, read_only=read_only)
+
+
+class _Response:
+    """One request's commit point: wraps ``start_response``."""
+
+    __slots__ = ("failed", "middleware", "opening", "real_start_response", "secure", "session", "started")
+
+    def __init__(
+        self,
+        middleware: SessionMiddleware,
+        session: Session,
+        opening: Opening,
+        secure: bool,
+        start_response: StartResponse,
+    ) -> None:
+        self.middleware = middleware
+        self.session = session
+        self.opening = opening
+        self.secure = secure
+        self.real_start_response = start_response
+        self.started = False
+        self.failed = False
+
+    def start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None
+    ) -> Callable[[bytes], object]:
+        if self.failed:
+            return _discard
+        if self.started:  # a second call, with exc_info, replaces the response: commit only once
+            return self.real_start_response(status, headers, exc_info)
+        self.started = True
+        middleware = self.middleware
+        plan = middleware.engine.plan(
+            self.session, self.opening, status=_status_code(status), secure_request=self.secure
+        )
+        try:
+            run_plan(middleware.store, plan)
+        except StoreError as error:
+            self.unavailable(error, exc_info or sys.exc_info())
+            return _discard
+        if plan.set_cookie is not None or plan.vary:
+            headers = list(headers)
+            if plan.set_cookie is not None:
+                headers.append(("Set-Cookie", plan.set_cookie))
+            if plan.vary:
+                for index, (name, value) in enumerate(headers):
+                    if name.lower() == "vary":
+                        headers[index] = (name, add_vary_cookie(value))
+                        break
+                else:
+                    headers.append(("Vary", "Cookie"))
+        return self.real_start_response(status, headers, exc_info)
+
+    def unavailable(self, error: StoreError, exc_info: OptExcInfo) -> list[bytes]:
+        self.failed = True
+        _shell.log_unavailable(error)
+        self.real_start_response(_UNAVAILABLE_STATUS, list(_shell.UNAVAILABLE_HEADERS), exc_info)
+        return [_shell.UNAVAILABLE_BODY]
+
+
+class _Deferred:
+    """The app's iterable, for apps that call ``start_response`` on first iteration."""
+
+    def __init__(self, result: Iterable[bytes], state: _Response) -> None:
+        self.result = result
+        self.state = state
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            for chunk in self.result:
+                if self.state.failed:
+                    break
+                yield chunk
+        except StoreError as error:
+            if self.state.started and not self.state.failed:
+                raise
+            if not self.state.failed:
+                self.state.unavailable(error, sys.exc_info())
+        if self.state.failed:
+            yield _shell.UNAVAILABLE_BODY
+
+    def close(self) -> None:
+        _close(self.result)
+
+
+def _close(result: Iterable[bytes]) -> None:
+    close = getattr(result, "close", None)
+    if close is not None:
+        close()
+
+
+def _discard(_: bytes) -> None:
+    return None
+
+
+def _status_code(status: str) -> int:
+    try:
+        return int(status[:3])
+    except ValueError:
+        return 500
