@@ -66,6 +66,8 @@ def _map_errors() -> Iterator[None]:
         raise StoreError(f"SQLite store failed: {message}", error) from error
     except sqlite3.Error as error:
         raise StoreError(f"SQLite store failed: {error}", error) from error
+    except OSError as error:  # the directory cannot be created or read
+        raise StoreUnavailable(f"SQLite store unavailable: {error}", error) from error
 
 
 class _Database:
