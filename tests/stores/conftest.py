@@ -1,0 +1,99 @@
+"""The parametrised ``store`` fixture: every store kind, both flavours, one async protocol.
+
+The contract suite is written once against :class:`~persession.stores.AsyncStore`.
+A synchronous store is wrapped in :class:`SyncAdapter`, a test-only class whose
+``async`` methods call the sync ones, so the same test body checks both twins
+and drift between them shows up as a failure.
+
+To add a kind (Redis, MongoDB), add a factory to :data:`FACTORIES`: a callable
+taking the fixture request and a fresh ``tmp_path`` and returning an async
+context manager that yields a ready store and closes it on exit. Marks for the
+kind (``pytest.mark.redis``) go in :data:`MARKS`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable, Collection
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+
+import pytest
+
+from persession.records import Change, Record
+from persession.stores import AsyncMemoryStore, AsyncSqliteStore, AsyncStore, MemoryStore, SqliteStore, Store
+
+
+class SyncAdapter:
+    """Test-only: the async store protocol over a synchronous store."""
+
+    def __init__(self, store: Store) -> None:
+        #: The wrapped synchronous store.
+        self.sync = store
+
+    async def load(self, sid: str) -> Record | None:
+        return self.sync.load(sid)
+
+    async def save(self, sid: str, record: Record, *, replaces: str | None = None) -> None:
+        self.sync.save(sid, record, replaces=replaces)
+
+    async def merge(self, sid: str, change: Change, expires: float) -> bool:
+        return self.sync.merge(sid, change, expires)
+
+    async def touch(self, sid: str, expires: float) -> bool:
+        return self.sync.touch(sid, expires)
+
+    async def delete(self, sid: str) -> None:
+        self.sync.delete(sid)
+
+    async def close(self) -> None:
+        self.sync.close()
+
+
+#: Builds a store for one test: ``(request, tmp_path) -> async context manager``.
+StoreFactory = Callable[[pytest.FixtureRequest, Path], AbstractAsyncContextManager[AsyncStore]]
+
+
+@contextlib.asynccontextmanager
+async def _closing(store: AsyncStore) -> AsyncIterator[AsyncStore]:
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def _memory_sync(request: pytest.FixtureRequest, tmp_path: Path) -> AbstractAsyncContextManager[AsyncStore]:
+    return _closing(SyncAdapter(MemoryStore()))
+
+
+def _memory_async(request: pytest.FixtureRequest, tmp_path: Path) -> AbstractAsyncContextManager[AsyncStore]:
+    return _closing(AsyncMemoryStore())
+
+
+def _sqlite_sync(request: pytest.FixtureRequest, tmp_path: Path) -> AbstractAsyncContextManager[AsyncStore]:
+    return _closing(SyncAdapter(SqliteStore(tmp_path / "sessions.db")))
+
+
+def _sqlite_async(request: pytest.FixtureRequest, tmp_path: Path) -> AbstractAsyncContextManager[AsyncStore]:
+    return _closing(AsyncSqliteStore(tmp_path / "sessions.db"))
+
+
+#: Every store kind the contract suite runs against, by test id.
+FACTORIES: dict[str, StoreFactory] = {
+    "memory-sync": _memory_sync,
+    "memory-async": _memory_async,
+    "sqlite-sync": _sqlite_sync,
+    "sqlite-async": _sqlite_async,
+}
+
+#: Marks for kinds that need something (``"redis-sync": [pytest.mark.redis]``).
+MARKS: dict[str, Collection[pytest.MarkDecorator]] = {}
+
+STORE_PARAMS = [pytest.param(kind, id=kind, marks=MARKS.get(kind, ())) for kind in FACTORIES]
+
+
+@pytest.fixture(params=STORE_PARAMS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncStore]:
+    """A fresh, empty store of each kind, closed after the test."""
+    async with FACTORIES[request.param](request, tmp_path) as opened:
+        yield opened
