@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from persession import ConfigError, SessionConfig
-from persession.config import DEFAULT_IDLE_FOR_SESSION_COOKIES, DEFAULT_MAX_AGE
+from persession.config import DEFAULT_MAX_AGE
 
 SECRET = "test-secret"
 
@@ -161,7 +161,7 @@ def test_durations_accept_int_and_timedelta(option: str, value: int | timedelta,
     [
         pytest.param({}, DEFAULT_MAX_AGE, id="default: max_age"),
         pytest.param({"max_age": 600}, 600, id="follows max_age"),
-        pytest.param({"max_age": None}, DEFAULT_IDLE_FOR_SESSION_COOKIES, id="browser-session cookie: one day"),
+        pytest.param({"max_age": None}, 24 * 3600, id="browser-session cookie: one day"),
         pytest.param({"max_age": None, "idle_timeout": 300}, 300, id="explicit, browser-session cookie"),
         pytest.param({"max_age": 600, "idle_timeout": 60}, 60, id="explicit wins over max_age"),
     ],
@@ -170,7 +170,6 @@ def test_idle_seconds_defaults(options: dict[str, Any], idle: int) -> None:
     """idle_seconds is idle_timeout when given, else max_age, else one day for browser-session cookies."""
     config = SessionConfig(secret=SECRET, **options)
     assert config.idle_seconds == idle
-    assert DEFAULT_IDLE_FOR_SESSION_COOKIES == 24 * 3600
 
 
 def test_max_age_none_means_browser_session_cookie() -> None:
