@@ -34,7 +34,7 @@ def test_new_session_state() -> None:
     assert session.id is None
     assert not session.accessed
     assert not session.modified
-    assert not (session.regenerated or session.destroyed or session.touched)
+    assert (session.regenerated, session.destroyed, session.touched) == (False, False, False)
     assert session.failed is None
     assert session.changes() == Change(set={})
 
@@ -333,7 +333,7 @@ def test_read_only_session_refuses_writes(write: Callable[[Session], object]) ->
         write(session)
     assert dict(session) == {"a": 1, "b": 2}
     assert not session.modified
-    assert not (session.regenerated or session.destroyed or session.touched)
+    assert (session.regenerated, session.destroyed, session.touched) == (False, False, False)
 
 
 @pytest.mark.parametrize("read", READS)
@@ -344,8 +344,10 @@ def test_read_only_session_allows_reads(read: Callable[[Session], object]) -> No
     assert session.accessed
 
 
+# json.dumps is left out: CPython's C encoder answers "{}" for an empty dict
+# subclass without calling any of its methods, so there is no hook to raise from.
 UNAVAILABLE_USES: list[Any] = [
-    *READS,
+    *(read for read in READS if read.id != "json.dumps"),
     pytest.param(lambda s: s.__setitem__("a", 1), id="setitem"),
     pytest.param(lambda s: s.pop("a", None), id="pop"),
     pytest.param(lambda s: s.clear(), id="clear"),

@@ -26,7 +26,7 @@ from asgiref.compatibility import guarantee_single_callable
 
 from . import _shell
 from .config import SessionConfig
-from .core import Opening, add_vary_cookie
+from .core import Opening, SessionEngine, add_vary_cookie
 from .exceptions import SessionNotAvailable, StoreError
 from .session import Session
 from .stores.base import AsyncStore, Store, arun_plan
@@ -86,9 +86,9 @@ class SessionMiddleware:
         **options: Any,
     ) -> None:
         self.app: ASGIApp = guarantee_single_callable(app)  # type: ignore[no-untyped-call]
-        self.engine = _shell.make_engine(secret, config, options, clock)
-        self.config = self.engine.config
-        self.store = _shell.async_store(store)
+        self.engine: SessionEngine = _shell.make_engine(secret, config, options, clock)
+        self.config: SessionConfig = self.engine.config
+        self.store: AsyncStore = _shell.async_store(store)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

@@ -33,8 +33,7 @@ from .signing import ItsdangerousSigner, SessionIdSigner
 
 __all__ = ["Action", "Opening", "Plan", "SessionEngine", "add_vary_cookie"]
 
-security_log = logging.getLogger("persession.security")
-log = logging.getLogger("persession")
+security_log: logging.Logger = logging.getLogger("persession.security")
 
 
 class Action(str, enum.Enum):
@@ -113,9 +112,9 @@ class SessionEngine:
         signer: SessionIdSigner | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.config = config
-        self.signer = signer if signer is not None else ItsdangerousSigner(config.secrets)
-        self.clock = clock
+        self.config: SessionConfig = config
+        self.signer: SessionIdSigner = signer if signer is not None else ItsdangerousSigner(config.secrets)
+        self.clock: Callable[[], float] = clock
 
     # -- request start -------------------------------------------------------
 

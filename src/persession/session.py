@@ -72,15 +72,15 @@ class Session(dict[str, Any]):
     ) -> None:
         super().__init__(data or {})
         #: The session id, or ``None`` for a session not stored yet. Never log it.
-        self.id = id
+        self.id: str | None = id
         #: When the stored session was created (Unix seconds), or ``None``.
-        self.created = created
+        self.created: float | None = created
         #: When the stored session expires (Unix seconds), or ``None``.
-        self.expires = expires
+        self.expires: float | None = expires
         #: The application read or wrote the session during this request.
-        self.accessed = False
+        self.accessed: bool = False
         #: Changes raise :class:`~persession.SessionReadOnly` (websocket scopes).
-        self.read_only = read_only
+        self.read_only: bool = read_only
         self._set: set[str] = set()
         self._deleted: set[str] = set()
         self._cleared = False

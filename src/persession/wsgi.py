@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _shell
 from .config import SessionConfig
-from .core import Opening, add_vary_cookie
+from .core import Opening, SessionEngine, add_vary_cookie
 from .exceptions import SessionNotAvailable, StoreError
 from .session import Session
 from .stores.base import Store, run_plan
@@ -86,9 +86,9 @@ class SessionMiddleware:
         **options: Any,
     ) -> None:
         self.app = app
-        self.engine = _shell.make_engine(secret, config, options, clock)
-        self.config = self.engine.config
-        self.store = _shell.sync_store(store)
+        self.engine: SessionEngine = _shell.make_engine(secret, config, options, clock)
+        self.config: SessionConfig = self.engine.config
+        self.store: Store = _shell.sync_store(store)
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         engine = self.engine

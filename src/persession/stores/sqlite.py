@@ -39,7 +39,7 @@ __all__ = ["AsyncSqliteStore", "SqliteStore", "default_sqlite_path"]
 
 _T = TypeVar("_T")
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-security_log = logging.getLogger("persession.security")
+security_log: logging.Logger = logging.getLogger("persession.security")
 
 #: Default seconds a writer waits for another process's write lock.
 DEFAULT_BUSY_TIMEOUT = 5.0
