@@ -28,7 +28,7 @@ from persession import Session
 from persession.asgi import SessionMiddleware
 from persession.stores import store_from_url
 
-DEV_SECRET = "persession-example-development-secret"  # noqa: S105 - announced below; never use in production
+DEV_SECRET = "persession-example-development-secret"
 
 
 def _secrets() -> list[str]:

@@ -84,9 +84,13 @@ def render_set_cookie(
         parts.append(f"Path={path}")
     if domain:
         parts.append(f"Domain={domain}")
-    if max_age is not None:
-        parts.append(f"Max-Age={max(max_age, 0)}")
-        parts.append(f"Expires={_EPOCH if max_age <= 0 or expires is None else formatdate(expires, usegmt=True)}")
+    if max_age is not None and max_age <= 0:
+        parts.append("Max-Age=0")
+        parts.append(f"Expires={_EPOCH}")
+    elif max_age is not None:
+        parts.append(f"Max-Age={max_age}")
+        if expires is not None:  # a live cookie without a given expiry must not carry the 1970 date
+            parts.append(f"Expires={formatdate(expires, usegmt=True)}")
     elif expires is not None:
         parts.append(f"Expires={formatdate(expires, usegmt=True)}")
     if secure:

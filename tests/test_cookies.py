@@ -1,0 +1,164 @@
+"""Cookie headers: defensive parsing of Cookie, rendering of Set-Cookie."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import pytest
+
+from persession.cookies import MAX_VALUE_LENGTH, cookie_values, render_set_cookie
+
+Headers = str | bytes | Iterable[str | bytes] | None
+
+
+@pytest.mark.parametrize(
+    ("headers", "name", "expected"),
+    [
+        pytest.param(None, "session", [], id="no header"),
+        pytest.param("", "session", [], id="empty header"),
+        pytest.param("session=abc", "session", ["abc"], id="str, alone"),
+        pytest.param("theme=dark; session=abc; lang=en", "session", ["abc"], id="str, among others"),
+        pytest.param(b"theme=dark; session=abc", "session", ["abc"], id="bytes"),
+        pytest.param(["theme=dark", b"session=abc"], "session", ["abc"], id="list of headers (HTTP/2)"),
+        pytest.param((h for h in ["session=abc"]), "session", ["abc"], id="generator of headers"),
+        pytest.param(b"x=\xff\xfe; session=abc", "session", ["abc"], id="non-UTF-8 bytes elsewhere"),
+        pytest.param(b"session=ab\xe9", "session", ["ab\xe9"], id="non-UTF-8 byte in the value read as Latin-1"),
+        pytest.param('session="abc"', "session", ["abc"], id="quoted value"),
+        pytest.param('session="', "session", ['"'], id="lone quote kept"),
+        pytest.param("session=a; session=b", "session", ["a", "b"], id="duplicates in order"),
+        pytest.param(["session=a", "session=b; session=c"], "session", ["a", "b", "c"], id="duplicates across headers"),
+        pytest.param("connect:sess=abc; connect=no", "connect:sess", ["abc"], id="name with a colon"),
+        pytest.param("xsession=1; session_id=2; session=3", "session", ["3"], id="similar names not matched"),
+        pytest.param("  session  =  abc  ;", "session", ["abc"], id="spaces trimmed"),
+        pytest.param("session=a=b", "session", ["a=b"], id="equals in the value kept"),
+        pytest.param("session=; session", "session", [], id="empty value and bare name skipped"),
+        pytest.param("Session=abc", "session", [], id="names are case-sensitive"),
+        pytest.param(";;;===;", "session", [], id="garbage"),
+    ],
+)
+def test_cookie_values(headers: Headers, name: str, expected: list[str]) -> None:
+    """cookie_values returns every value sent under the name, in header order, and never raises."""
+    assert cookie_values(headers, name) == expected
+
+
+@pytest.mark.parametrize(
+    ("length", "kept"),
+    [
+        pytest.param(MAX_VALUE_LENGTH, True, id="4096 kept"),
+        pytest.param(MAX_VALUE_LENGTH + 1, False, id="4097 ignored"),
+    ],
+)
+def test_values_over_the_browser_limit_are_ignored(length: int, kept: bool) -> None:
+    """A value longer than 4096 characters is skipped, while a later good value is still found."""
+    long_value = "v" * length
+    values = cookie_values(f"session={long_value}; session=good", "session")
+    assert values == ([long_value, "good"] if kept else ["good"])
+    assert MAX_VALUE_LENGTH == 4096
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        pytest.param("session=abc; " + "x=" + "y" * 1_000_000, id="one huge cookie"),
+        pytest.param("session=abc; " + "a=b; " * 200_000, id="a million bytes of small cookies"),
+        pytest.param(b"session=abc; " + b";" * 1_000_000, id="a million separators, bytes"),
+        pytest.param(["session=abc", *(["k=v"] * 100_000)], id="a hundred thousand headers"),
+    ],
+)
+def test_megabyte_header_is_handled_quickly(header: Any) -> None:
+    """A 1 MB Cookie header neither raises nor takes long, and the early session cookie is still found."""
+    start = time.perf_counter()
+    values = cookie_values(header, "session")
+    assert values == ["abc"]
+    assert time.perf_counter() - start < 1.0
+
+
+def test_cookie_after_the_first_64k_is_not_parsed() -> None:
+    """Parsing stops after 64 KiB of headers, so a cookie buried after that is not returned."""
+    assert cookie_values("pad=" + "x" * 70_000 + "; session=late", "session") == []
+
+
+# 2001-09-09T01:46:40Z, a Sunday.
+WHEN = 1_000_000_000
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        pytest.param({}, "s=v; Path=/; HttpOnly; SameSite=Lax", id="defaults"),
+        pytest.param(
+            {"max_age": 3600, "expires": WHEN},
+            "s=v; Path=/; Max-Age=3600; Expires=Sun, 09 Sep 2001 01:46:40 GMT; HttpOnly; SameSite=Lax",
+            id="Max-Age with Expires as an HTTP date",
+        ),
+        pytest.param(
+            {"expires": WHEN},
+            "s=v; Path=/; Expires=Sun, 09 Sep 2001 01:46:40 GMT; HttpOnly; SameSite=Lax",
+            id="Expires alone",
+        ),
+        pytest.param(
+            {"max_age": 0},
+            "s=v; Path=/; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; HttpOnly; SameSite=Lax",
+            id="deletion: Max-Age=0 and the 1970 date",
+        ),
+        pytest.param(
+            {"max_age": 0, "expires": WHEN},
+            "s=v; Path=/; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; HttpOnly; SameSite=Lax",
+            id="deletion ignores a given expires",
+        ),
+        pytest.param(
+            {"max_age": -30},
+            "s=v; Path=/; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; HttpOnly; SameSite=Lax",
+            id="negative Max-Age clamped to 0",
+        ),
+        pytest.param({"path": "/app"}, "s=v; Path=/app; HttpOnly; SameSite=Lax", id="Path"),
+        pytest.param({"path": None}, "s=v; HttpOnly; SameSite=Lax", id="no Path"),
+        pytest.param(
+            {"domain": "example.com"}, "s=v; Path=/; Domain=example.com; HttpOnly; SameSite=Lax", id="Domain"
+        ),
+        pytest.param({"secure": True}, "s=v; Path=/; Secure; HttpOnly; SameSite=Lax", id="Secure"),
+        pytest.param({"httponly": False}, "s=v; Path=/; SameSite=Lax", id="no HttpOnly"),
+        pytest.param({"samesite": "strict"}, "s=v; Path=/; HttpOnly; SameSite=Strict", id="SameSite Strict"),
+        pytest.param(
+            {"samesite": "none", "secure": True}, "s=v; Path=/; Secure; HttpOnly; SameSite=None", id="SameSite None"
+        ),
+        pytest.param({"samesite": None}, "s=v; Path=/; HttpOnly", id="no SameSite"),
+        pytest.param(
+            {"secure": True, "partitioned": True},
+            "s=v; Path=/; Secure; HttpOnly; SameSite=Lax; Partitioned",
+            id="Partitioned",
+        ),
+        pytest.param(
+            {
+                "max_age": 60,
+                "expires": WHEN,
+                "path": "/p",
+                "domain": ".example.org",
+                "secure": True,
+                "samesite": "none",
+                "partitioned": True,
+            },
+            "s=v; Path=/p; Domain=.example.org; Max-Age=60; Expires=Sun, 09 Sep 2001 01:46:40 GMT;"
+            " Secure; HttpOnly; SameSite=None; Partitioned",
+            id="every attribute",
+        ),
+    ],
+)
+def test_render_set_cookie(kwargs: dict[str, Any], expected: str) -> None:
+    """render_set_cookie writes each attribute in RFC 6265 spelling and a fixed order."""
+    assert render_set_cookie("s", "v", **kwargs) == expected
+
+
+def test_positive_max_age_without_expires_has_no_past_expires() -> None:
+    """A live cookie given Max-Age but no expiry time does not carry the 1970 deletion date."""
+    header = render_set_cookie("s", "v", max_age=3600)
+    assert "Max-Age=3600" in header
+    assert "1970" not in header
+
+
+def test_rendered_cookie_parses_back() -> None:
+    """The name and value of a rendered Set-Cookie are read back by cookie_values."""
+    header = render_set_cookie("connect:sess", "id.sig", max_age=10, expires=WHEN)
+    assert cookie_values(header.split(";", 1)[0], "connect:sess") == ["id.sig"]

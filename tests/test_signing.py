@@ -1,0 +1,137 @@
+"""Session ids and their signatures in the cookie."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import pytest
+
+from persession.signing import ItsdangerousSigner, Unsigned, new_session_id
+
+URL_SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{43}$")
+NEW = b"new-secret"
+OLD = b"old-secret"
+SID = "A" * 20 + "b_-9" + "Z" * 19
+
+
+def test_ids_are_43_url_safe_characters() -> None:
+    """A new session id is 43 characters of the URL-safe base64 alphabet (256 random bits)."""
+    for _ in range(100):
+        assert URL_SAFE_ID.match(new_session_id())
+    assert URL_SAFE_ID.match(ItsdangerousSigner([NEW]).new_id())
+
+
+def test_ids_are_unique() -> None:
+    """Ten thousand ids drawn in a row are all different."""
+    ids = {new_session_id() for _ in range(10_000)}
+    assert len(ids) == 10_000
+
+
+def test_sign_unsign_round_trip() -> None:
+    """A value signed by the signer unsigns to the same id, not stale."""
+    signer = ItsdangerousSigner([NEW])
+    sid = signer.new_id()
+    value = signer.sign(sid)
+    assert value.startswith(sid + ".")
+    assert value.isascii()
+    assert signer.unsign(value) == Unsigned(sid, stale=False)
+
+
+def test_signing_is_deterministic_per_secret() -> None:
+    """The same id signs to the same value under one secret and to different values under two."""
+    assert ItsdangerousSigner([NEW]).sign(SID) == ItsdangerousSigner([NEW]).sign(SID)
+    assert ItsdangerousSigner([NEW]).sign(SID) != ItsdangerousSigner([OLD]).sign(SID)
+
+
+def _flip(char: str) -> str:
+    return "B" if char == "A" else "A"
+
+
+def _tamper_signature(value: str) -> str:
+    # Change the signature's first character: its last one may only carry base64 padding bits.
+    sid, _, sig = value.rpartition(".")
+    return f"{sid}.{_flip(sig[0])}{sig[1:]}"
+
+
+def _tamper_id(value: str) -> str:
+    sid, _, sig = value.rpartition(".")
+    return f"{_flip(sid[0])}{sid[1:]}.{sig}"
+
+
+BAD_VALUES = [
+    pytest.param(_tamper_signature, id="tampered signature"),
+    pytest.param(_tamper_id, id="tampered id"),
+    pytest.param(lambda v: v[:-1], id="truncated by one"),
+    pytest.param(lambda v: v[:-10], id="truncated by ten"),
+    pytest.param(lambda v: v.rpartition(".")[0] + ".", id="empty signature"),
+    pytest.param(lambda v: v.rpartition(".")[0], id="id alone, no '.'"),
+    pytest.param(lambda v: v.replace(".", ""), id="'.' removed"),
+    pytest.param(lambda v: v + "x", id="extra character"),
+    pytest.param(lambda v: v[:-1] + "é", id="non-ASCII"),
+    pytest.param(lambda v: "é" + v, id="non-ASCII prefix"),
+    pytest.param(lambda v: v.rpartition(".")[0] + ".!!!!", id="signature not base64"),
+    pytest.param(lambda v: "", id="empty"),
+    pytest.param(lambda v: ".", id="just a dot"),
+    pytest.param(lambda v: "s:" + v, id="express prefix"),
+]
+
+
+@pytest.mark.parametrize("spoil", BAD_VALUES)
+def test_bad_values_do_not_verify(spoil: Callable[[str], str]) -> None:
+    """A tampered, truncated, non-ASCII or malformed cookie value unsigns to None, never raising."""
+    signer = ItsdangerousSigner([NEW])
+    value = signer.sign(SID)
+    assert signer.unsign(value) is not None
+    assert signer.unsign(spoil(value)) is None
+
+
+def test_wrong_secret_does_not_verify() -> None:
+    """A value signed under a secret the signer does not hold unsigns to None."""
+    value = ItsdangerousSigner([b"someone-else"]).sign(SID)
+    assert ItsdangerousSigner([NEW, OLD]).unsign(value) is None
+
+
+@pytest.mark.parametrize(
+    "sid",
+    [
+        pytest.param("short", id="too short"),
+        pytest.param("A" * 44, id="too long"),
+        pytest.param("A" * 42 + "=", id="padding character"),
+        pytest.param("A" * 42 + "+", id="standard base64 character"),
+        pytest.param("A" * 21 + "." + "A" * 21, id="a dot inside"),
+        pytest.param("", id="empty"),
+    ],
+)
+@pytest.mark.parametrize("secrets", [pytest.param([NEW], id="newest"), pytest.param([NEW, OLD], id="rotation")])
+def test_valid_signature_over_a_malformed_id_is_refused(sid: str, secrets: list[bytes]) -> None:
+    """A correctly signed value whose id is not the 43-character URL-safe form unsigns to None."""
+    value = ItsdangerousSigner([secrets[-1]]).sign(sid)
+    assert ItsdangerousSigner(secrets).unsign(value) is None
+
+
+def test_rotation_old_secret_verifies_as_stale() -> None:
+    """After rotation a value signed under the old secret verifies with stale=True, the newest with stale=False."""
+    rotated = ItsdangerousSigner([NEW, OLD])
+    from_before = ItsdangerousSigner([OLD]).sign(SID)
+    assert rotated.unsign(from_before) == Unsigned(SID, stale=True)
+    assert rotated.unsign(rotated.sign(SID)) == Unsigned(SID, stale=False)
+
+
+def test_rotation_signs_with_the_newest_secret() -> None:
+    """A rotated signer signs with the first (newest) secret, which the old secret alone cannot verify."""
+    value = ItsdangerousSigner([NEW, OLD]).sign(SID)
+    assert value == ItsdangerousSigner([NEW]).sign(SID)
+    assert ItsdangerousSigner([OLD]).unsign(value) is None
+
+
+def test_any_older_secret_in_the_list_verifies() -> None:
+    """Every secret in the list verifies, however far down it is."""
+    value = ItsdangerousSigner([b"oldest"]).sign(SID)
+    assert ItsdangerousSigner([NEW, OLD, b"oldest"]).unsign(value) == Unsigned(SID, stale=True)
+
+
+def test_signer_needs_a_secret() -> None:
+    """A signer without any secret cannot be built."""
+    with pytest.raises(ValueError, match="at least one secret"):
+        ItsdangerousSigner([])
