@@ -365,7 +365,7 @@ async def test_bad_cookie_gets_a_fresh_session_under_a_new_id(
 ) -> None:
     """A bad cookie gets a fresh, empty session under a new server-made id, never the client's."""
     async with serve(middleware(store)) as get:
-        victim = await new_session(get, counter="41")
+        victim = await new_session(get, colour="blue")
         bad = make_cookie(victim)
         response = await get("/counter", bad)
     assert response.status_code == 200
@@ -383,7 +383,7 @@ async def test_bad_cookie_gets_a_fresh_session_under_a_new_id(
     assert victim_sid is not None
     victim_record = await store.inner.load(victim_sid)
     assert victim_record is not None
-    assert victim_record.data == {"counter": "41"}
+    assert victim_record.data == {"colour": "blue"}
 
 
 def _oversized_xfail(param: Any) -> Any:
@@ -399,7 +399,7 @@ async def test_bad_cookie_logs_one_security_warning(
 ) -> None:
     """A bad cookie is logged once, as a WARNING on the persession.security logger."""
     async with serve(middleware(store)) as get:
-        victim = await new_session(get, counter="41")
+        victim = await new_session(get, colour="blue")
         caplog.clear()
         caplog.set_level(logging.WARNING, logger="persession.security")
         response = await get("/counter", make_cookie(victim))
@@ -451,7 +451,7 @@ async def test_store_failure_answers_503_then_recovers(
 ) -> None:
     """A store failure gives 503 with Retry-After and no traceback; once the store is back, the session works."""
     async with serve(middleware(store)) as get:
-        cookie = await new_session(get, counter="41")
+        cookie = await new_session(get, colour="blue")
         sent = f"session={cookie}" if with_cookie else None
         store.failing = {failing} if failing else set()
         response = await get(path, sent)
@@ -459,7 +459,51 @@ async def test_store_failure_answers_503_then_recovers(
         recovered = await get("/get", f"session={cookie}")
     assert_unavailable(response)
     assert recovered.status_code == 200
-    assert recovered.json() == {"session": {"counter": "41"}}
+    assert recovered.json() == {"session": {"colour": "blue"}}
+
+
+async def test_other_exceptions_keep_the_frameworks_500(store: CountingStore) -> None:
+    """An exception that is not a StoreError still gets the framework's 500, and still propagates."""
+
+    async def broken(request: Request) -> Response:
+        request.session["seen"] = True
+        raise RuntimeError("a bug, not an outage")
+
+    app = SessionMiddleware(Starlette(routes=[Route("/", broken)]), secret=SECRET, store=store)
+    async with serve(app) as get:
+        with pytest.raises(RuntimeError, match="a bug, not an outage"):
+            await get("/")
+    transport = httpx.ASGITransport(app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        response = await client.get("/")
+    assert response.status_code == 500
+    assert response.text == "Internal Server Error"
+    assert store.writes() == 0
+
+
+async def _no_body() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def test_streamed_500_is_passed_on_as_it_streams(store: CountingStore) -> None:
+    """A 500 whose body streams is forwarded chunk by chunk, not held until the app returns."""
+    sent: list[dict[str, Any]] = []
+    seen_by_app: list[list[str]] = []
+
+    async def streaming(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 500, "headers": []})
+        await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+        seen_by_app.append([m["type"] for m in sent])
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
+    await SessionMiddleware(streaming, secret=SECRET, store=store)(scope, _no_body, send)
+    assert seen_by_app == [["http.response.start", "http.response.body"]]
+    assert [m.get("status") for m in sent] == [500, None, None]
+    assert [m.get("body") for m in sent[1:]] == [b"partial", b""]
 
 
 async def test_untouched_route_answers_200_while_the_store_is_down(store: CountingStore) -> None:

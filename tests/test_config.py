@@ -150,7 +150,8 @@ def test_secrets_are_normalised_to_bytes_newest_first(secret: Any, expected: tup
 @pytest.mark.parametrize("option", ["max_age", "idle_timeout", "absolute_timeout"])
 def test_durations_accept_int_and_timedelta(option: str, value: int | timedelta, seconds: int) -> None:
     """Every duration option accepts int seconds or a timedelta and is normalised to int seconds."""
-    config = SessionConfig(secret=SECRET, **{option: value})
+    options: dict[str, Any] = {option: value}
+    config = SessionConfig(secret=SECRET, **options)
     derived = {"max_age": "max_age_seconds", "idle_timeout": "idle_seconds", "absolute_timeout": "absolute_seconds"}
     assert getattr(config, derived[option]) == seconds
     assert type(getattr(config, derived[option])) is int

@@ -115,9 +115,7 @@ WHEN = 1_000_000_000
         ),
         pytest.param({"path": "/app"}, "s=v; Path=/app; HttpOnly; SameSite=Lax", id="Path"),
         pytest.param({"path": None}, "s=v; HttpOnly; SameSite=Lax", id="no Path"),
-        pytest.param(
-            {"domain": "example.com"}, "s=v; Path=/; Domain=example.com; HttpOnly; SameSite=Lax", id="Domain"
-        ),
+        pytest.param({"domain": "example.com"}, "s=v; Path=/; Domain=example.com; HttpOnly; SameSite=Lax", id="Domain"),
         pytest.param({"secure": True}, "s=v; Path=/; Secure; HttpOnly; SameSite=Lax", id="Secure"),
         pytest.param({"httponly": False}, "s=v; Path=/; SameSite=Lax", id="no HttpOnly"),
         pytest.param({"samesite": "strict"}, "s=v; Path=/; HttpOnly; SameSite=Strict", id="SameSite Strict"),

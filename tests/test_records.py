@@ -24,9 +24,7 @@ CURRENT = {"a": 1, "b": [1, 2], "c": "x"}
         pytest.param(Change(set={}, deleted=frozenset({"zzz"})), CURRENT, id="delete a missing key"),
         pytest.param(Change(set={}, cleared=True), {}, id="clear"),
         pytest.param(Change(set={"d": 4}, cleared=True), {"d": 4}, id="clear then set"),
-        pytest.param(
-            Change(set={"a": 0}, deleted=frozenset({"b", "c"})), {"a": 0}, id="set and delete different keys"
-        ),
+        pytest.param(Change(set={"a": 0}, deleted=frozenset({"b", "c"})), {"a": 0}, id="set and delete different keys"),
         pytest.param(Change(set={"a": 5}, deleted=frozenset({"a"})), {**CURRENT, "a": 5}, id="set wins over delete"),
     ],
 )

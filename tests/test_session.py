@@ -178,9 +178,9 @@ READS: list[Any] = [
 def test_reads_mark_accessed_but_not_modified(read: Callable[[Session], object]) -> None:
     """Every way of reading the session sets .accessed and leaves .modified false."""
     session = stored()
-    assert not session.accessed
+    before = session.accessed
     read(session)
-    assert session.accessed
+    assert (before, session.accessed) == (False, True)
     assert not session.modified
 
 

@@ -69,8 +69,11 @@ class SessionMiddleware:
 
     A store failure while loading makes every use of the session raise
     :class:`~persession.StoreError`; if the application lets it (or any
-    ``StoreError``) escape before responding, or the final save fails, the
-    client gets ``503`` with ``Retry-After`` and no traceback.
+    ``StoreError``) escape, or the final save fails, the client gets ``503``
+    with ``Retry-After`` and no traceback. That holds for frameworks that
+    send their own 500 page first (Starlette does, then re-raises): a 500 is
+    held back until the application returns, and a 500 from an application
+    whose session failed to load is answered with the 503.
 
     .. versionadded:: 0.1
     """
@@ -127,13 +130,32 @@ class SessionMiddleware:
     ) -> None:
         started = False
         failed = False
+        # A 500 waits here until the app returns: Starlette sends its error page and then
+        # re-raises, and a StoreError behind that page must still become the 503.
+        held: list[Message] | None = None
+
+        async def release() -> None:
+            nonlocal held
+            messages, held = held or [], None
+            for message in messages:
+                await send(message)
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal started, failed
+            nonlocal started, failed, held
             if failed:
                 return  # the 503 went out instead of the application's response
+            if held is not None:
+                held.append(message)
+                if message.get("more_body", False):
+                    await release()  # a streamed body is not an error page: stop holding it
+                return
             if message["type"] == "http.response.start" and not started:
                 started = True
+                if message["status"] == 500 and session.failed is not None:
+                    # The framework's error page for the StoreError the session raised (logged at load).
+                    failed = True
+                    await _send_unavailable(send)
+                    return
                 plan = self.engine.plan(session, opening, status=message["status"], secure_request=secure)
                 try:
                     await arun_plan(self.store, plan)
@@ -149,15 +171,24 @@ class SessionMiddleware:
                     if plan.vary:
                         _vary(headers)
                     message = {**message, "headers": headers}
+                if message["status"] == 500:
+                    held = [message]
+                    return
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
         except StoreError as error:
-            if started:
-                raise
-            _shell.log_unavailable(error)
-            await _send_unavailable(send)
+            if started and not failed and held is None:
+                raise  # the response is already on its way
+            if not failed:
+                _shell.log_unavailable(error)
+                await _send_unavailable(send)
+            return
+        except Exception:
+            await release()
+            raise
+        await release()
 
 
 def _vary(headers: list[tuple[bytes, bytes]]) -> None:

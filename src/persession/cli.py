@@ -46,18 +46,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.print_help()
+        parser.print_help(sys.stderr)
         return 2
+    return _purge(args.url)
+
+
+def _purge(url: str) -> int:
     from .stores import SqliteStore, store_from_url
 
+    if not url.lower().startswith("sqlite:"):
+        return _fail("purge works on sqlite: URLs; Redis and MongoDB expire sessions themselves")
     try:
-        store = store_from_url(args.url)
-        if not isinstance(store, SqliteStore):
-            parser.error("purge works on sqlite:// URLs; Redis and MongoDB expire sessions themselves")
-        removed = store.purge()
-        store.close()
+        store = store_from_url(url)
     except PersessionError as error:
-        print(f"persession: error: {error}", file=sys.stderr)
-        return 2
+        return _fail(str(error))
+    if not isinstance(store, SqliteStore) or not store.path.is_file():
+        return _fail(f"no SQLite session database at {getattr(store, 'path', url)}")
+    try:
+        removed = store.purge()
+    except PersessionError as error:
+        return _fail(str(error))
+    finally:
+        store.close()
     print(f"removed {removed} expired session(s) from {store.path}")
     return 0
+
+
+def _fail(message: str) -> int:
+    print(f"persession: error: {message}", file=sys.stderr)
+    return 2

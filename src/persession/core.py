@@ -172,6 +172,10 @@ class SessionEngine:
         old = session.id
         cookie_allowed = config.secure is not True or secure_request
         secure_attr = secure_request if config.secure == "auto" else bool(config.secure)
+        # Browsers drop SameSite=None and Partitioned cookies without Secure; over
+        # plain HTTP (secure="auto") fall back to the browser's default (Lax).
+        samesite = None if config.samesite == "none" and not secure_attr else config.samesite
+        partitioned = config.partitioned and secure_attr
 
         def cookie(sid: str, created: float) -> str | None:
             if not cookie_allowed:
@@ -186,8 +190,8 @@ class SessionEngine:
                 domain=config.domain,
                 secure=secure_attr,
                 httponly=config.httponly,
-                samesite=config.samesite,
-                partitioned=config.partitioned,
+                samesite=samesite,
+                partitioned=partitioned,
             )
 
         def expired_cookie() -> str | None:
@@ -201,8 +205,8 @@ class SessionEngine:
                 domain=config.domain,
                 secure=secure_attr,
                 httponly=config.httponly,
-                samesite=config.samesite,
-                partitioned=config.partitioned,
+                samesite=samesite,
+                partitioned=partitioned,
             )
 
         data_empty = dict.__len__(session) == 0
@@ -213,9 +217,11 @@ class SessionEngine:
 
         if old is None or session.destroyed or session.regenerated:
             untouched = not (session.modified or session.touched or session.regenerated)
-            if old is None and untouched and not (config.save_uninitialized and cookie_allowed):
-                # An unverifiable or unknown cookie is expired so the client stops sending it.
-                return Plan(set_cookie=expired_cookie(), vary=vary)
+            if old is None and (not cookie_allowed or (untouched and not config.save_uninitialized)):
+                # No cookie can reach the client (secure=True over HTTP), or nobody used the
+                # session: store nothing. An unverifiable or unknown cookie is expired so the
+                # client stops sending it.
+                return Plan(set_cookie=expired_cookie() if cookie_allowed else None, vary=vary)
             created = now if session.destroyed or session.created is None else session.created
             record = Record(dict(session), created=created, accessed=now, expires=self._expires(now, created))
             self._check_size(record.data)

@@ -16,7 +16,6 @@ simple-websocket) get the session read-only.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -69,8 +68,8 @@ class SessionMiddleware:
 
     A store failure while loading makes every use of the session raise
     :class:`~persession.StoreError`; if the application lets it escape, or
-    the final save fails, the client gets ``503`` with ``Retry-After`` and no
-    traceback.
+    answers 500 because of it (Flask catches it and does), or the final save
+    fails, the client gets ``503`` with ``Retry-After`` and no traceback.
 
     .. versionadded:: 0.1
     """
@@ -105,7 +104,7 @@ class SessionMiddleware:
         except StoreError as error:
             if state.started and not state.failed:
                 raise
-            return state.unavailable(error, sys.exc_info())
+            return state.unavailable(error)
         if state.failed:
             _close(result)
             return [_shell.UNAVAILABLE_BODY]
@@ -154,6 +153,11 @@ class _Response:
         if self.started:  # a second call, with exc_info, replaces the response: commit only once
             return self.real_start_response(status, headers, exc_info)
         self.started = True
+        if _status_code(status) == 500 and self.session.failed is not None:
+            # The framework's 500 page for the StoreError the session raised (logged at load).
+            self.failed = True
+            self.real_start_response(_UNAVAILABLE_STATUS, list(_shell.UNAVAILABLE_HEADERS))
+            return _discard
         middleware = self.middleware
         plan = middleware.engine.plan(
             self.session, self.opening, status=_status_code(status), secure_request=self.secure
@@ -161,7 +165,7 @@ class _Response:
         try:
             run_plan(middleware.store, plan)
         except StoreError as error:
-            self.unavailable(error, exc_info or sys.exc_info())
+            self.unavailable(error)
             return _discard
         if plan.set_cookie is not None or plan.vary:
             headers = list(headers)
@@ -176,10 +180,16 @@ class _Response:
                     headers.append(("Vary", "Cookie"))
         return self.real_start_response(status, headers, exc_info)
 
-    def unavailable(self, error: StoreError, exc_info: OptExcInfo) -> list[bytes]:
-        self.failed = True
-        _shell.log_unavailable(error)
-        self.real_start_response(_UNAVAILABLE_STATUS, list(_shell.UNAVAILABLE_HEADERS), exc_info)
+    def unavailable(self, error: StoreError) -> list[bytes]:
+        """Answer 503 instead of the application, once.
+
+        Only ever the first real ``start_response`` call, so no ``exc_info``:
+        test clients (Werkzeug's, Flask's, httpx's) raise any they are given.
+        """
+        if not self.failed:
+            self.failed = True
+            _shell.log_unavailable(error)
+            self.real_start_response(_UNAVAILABLE_STATUS, list(_shell.UNAVAILABLE_HEADERS))
         return [_shell.UNAVAILABLE_BODY]
 
 
@@ -200,7 +210,7 @@ class _Deferred:
             if self.state.started and not self.state.failed:
                 raise
             if not self.state.failed:
-                self.state.unavailable(error, sys.exc_info())
+                self.state.unavailable(error)
         if self.state.failed:
             yield _shell.UNAVAILABLE_BODY
 

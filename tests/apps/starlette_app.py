@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from persession import SessionReadOnly
 from persession.asgi import SessionMiddleware
 from persession.stores import store_from_url
 
@@ -64,6 +65,18 @@ async def ws(websocket: WebSocket) -> None:
     await websocket.close()
 
 
+async def ws_write(websocket: WebSocket) -> None:
+    """Try to write to the session over a websocket; report the error class it raised, if any."""
+    await websocket.accept()
+    try:
+        websocket.session["written_over_websocket"] = True
+    except SessionReadOnly as error:
+        await websocket.send_json({"refused": type(error).__name__})
+    else:
+        await websocket.send_json({"refused": None})
+    await websocket.close()
+
+
 def build() -> SessionMiddleware:
     secret = os.environ.get("PERSESSION_TEST_SECRET", "test-secret").split(",")
     options = json.loads(os.environ.get("PERSESSION_TEST_OPTIONS", "{}"))
@@ -78,6 +91,7 @@ def build() -> SessionMiddleware:
         Route("/static", static),
         Route("/crash", crash),
         WebSocketRoute("/ws", ws),
+        WebSocketRoute("/ws-write", ws_write),
     ]
     return SessionMiddleware(Starlette(routes=routes), secret=secret, store=store, **options)
 

@@ -6,7 +6,7 @@ stores load their driver when their module is imported.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ..exceptions import ConfigError
@@ -14,11 +14,19 @@ from .base import AsyncStore, Store, SupportsAsync, arun_plan, run_plan
 from .memory import AsyncMemoryStore, MemoryStore
 from .sqlite import AsyncSqliteStore, SqliteStore, default_sqlite_path
 
+if TYPE_CHECKING:
+    from .mongo import AsyncMongoStore, MongoStore
+    from .redis import AsyncRedisStore, RedisStore
+
 __all__ = [
     "AsyncMemoryStore",
+    "AsyncMongoStore",
+    "AsyncRedisStore",
     "AsyncSqliteStore",
     "AsyncStore",
     "MemoryStore",
+    "MongoStore",
+    "RedisStore",
     "SqliteStore",
     "Store",
     "SupportsAsync",
@@ -40,7 +48,15 @@ def store_from_url(url: str, **options: Any) -> Store:
     - ``sqlite:///abs/path/sessions.db`` (absolute path), ``sqlite:relative.db``,
       or ``sqlite://`` for the default file; query parameters ``table``,
       ``busy_timeout``, ``purge_interval``;
-    - ``memory://`` (this process only; tests).
+    - ``memory://`` (this process only; tests);
+    - ``mongodb://[user:pass@]host[:port]/dbname[?collection=sessions&...]`` or
+      ``mongodb+srv://``: :meth:`MongoStore.from_url <persession.stores.mongo.MongoStore.from_url>`
+      (needs ``pip install "persession[mongo]"``);
+    - ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS),
+      ``unix:///path/to/redis.sock``, and
+      ``redis+sentinel://[password@]host:port[,host:port...]/service_name[/db]``:
+      :meth:`RedisStore.from_url <persession.stores.redis.RedisStore.from_url>`
+      (needs ``pip install "persession[redis]"``).
 
     :raises ConfigError: the URL is malformed or its scheme unsupported. A URL
         never falls back to a default server.
@@ -66,4 +82,32 @@ def store_from_url(url: str, **options: Any) -> Store:
                 raise ConfigError("url", f"sqlite URL parameter {key}={value!r} is not valid") from None
         path = unquote(parts.path) or None
         return SqliteStore(path, **{**query, **options})
-    raise ConfigError("url", f"unsupported store URL scheme {parts.scheme!r}; use sqlite:// or memory://")
+    if scheme in ("mongodb", "mongodb+srv"):
+        from .mongo import MongoStore  # imports pymongo, or raises ConfigError saying how to install it
+
+        return MongoStore.from_url(url, **options)
+    if scheme in ("redis", "rediss", "unix", "redis+sentinel"):
+        from .redis import RedisStore  # imports redis-py, or raises ConfigError saying how to install it
+
+        return RedisStore.from_url(url, **options)
+    raise ConfigError(
+        "url", f"unsupported store URL scheme {parts.scheme!r}; use sqlite://, redis://, mongodb:// or memory://"
+    )
+
+
+# Stores whose module imports an optional driver: imported on first attribute access.
+_LAZY = {
+    "MongoStore": ".mongo",
+    "AsyncMongoStore": ".mongo",
+    "RedisStore": ".redis",
+    "AsyncRedisStore": ".redis",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    return getattr(import_module(module, __name__), name)

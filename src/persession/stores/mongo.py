@@ -1,0 +1,656 @@
+"""MongoDB session stores: :class:`MongoStore` (WSGI) and :class:`AsyncMongoStore` (ASGI).
+
+Both flavours speak PyMongo (``pip install "persession[mongo]"``): the sync
+store wraps a :class:`pymongo.collection.Collection`, the asyncio store a
+:class:`pymongo.asynchronous.collection.AsyncCollection` from PyMongo's native
+:class:`~pymongo.AsyncMongoClient` (no threads). Build either on a collection
+you already have, or with ``from_url("mongodb://host/db")``.
+
+One document per session::
+
+    {
+        "_id": "<session id>",
+        "data": {"user": 42, "a%2Eb": 1},     # the session, field names escaped
+        "created": 1700000000.25,             # Unix seconds (float, exact)
+        "accessed": 1700000100.5,             # Unix seconds (float, exact)
+        "expires": ISODate("2023-11-14T23:13:20.250Z"),  # aware UTC date: TTL index, filters
+        "expires_ts": 1700003600.2504,        # the same instant, exact (a BSON date keeps ms)
+    }
+
+``created`` and ``accessed`` are floats rather than dates so that a record
+loads back exactly as it was saved. ``expires`` is the date the TTL index and
+every query filter use, rounded *down* to the millisecond so the store never
+calls a session live past its expiry; ``expires_ts`` is the exact value the
+record reports.
+
+Field names in ``data`` (at every depth) are escaped so that any JSON key is
+stored safely and ``$set`` / ``$unset`` on ``data.<key>`` address exactly one
+field: ``%`` becomes ``%25``, ``.`` ``%2E``, ``$`` ``%24``, NUL ``%00``, and the
+empty key is stored as a lone ``%``. Values are plain JSON; a document holding
+anything else (a BSON Binary, a date, an ObjectId, a field name that is not a
+valid escape, a missing field) is treated as no session and logged once on
+the ``persession.security`` logger. Integers outside BSON's signed 64-bit range
+are refused with :class:`~persession.NotSerializable`.
+
+Expiry: a TTL index on ``expires`` (``expireAfterSeconds=0``) is created on
+the store's first use; MongoDB's TTL monitor deletes expired documents only
+about once a minute, so every read and write also filters on
+``expires > now``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Final, TypedDict
+from urllib.parse import parse_qsl, unquote, unquote_plus, urlsplit
+
+from ..exceptions import ConfigError, NotSerializable, StoreError, StoreUnavailable
+from ..records import Change, Record, dumps, loads
+
+try:
+    from bson.codec_options import CodecOptions
+    from bson.errors import BSONError
+    from bson.int64 import Int64
+    from pymongo import AsyncMongoClient, MongoClient
+    from pymongo.asynchronous.collection import AsyncCollection
+    from pymongo.collection import Collection
+    from pymongo.errors import ConnectionFailure, ExecutionTimeout, OperationFailure, PyMongoError
+except ImportError as error:  # pragma: no cover - exercised in a subprocess
+    raise ConfigError(
+        "store", f'the MongoDB stores need pymongo>=4.13 ({error}): pip install "persession[mongo]"'
+    ) from error
+
+__all__ = [
+    "AsyncMongoStore",
+    "MongoStore",
+    "SessionDocument",
+    "DEFAULT_COLLECTION",
+    "DEFAULT_CONNECT_TIMEOUT_MS",
+    "DEFAULT_SERVER_SELECTION_TIMEOUT_MS",
+    "DEFAULT_SOCKET_TIMEOUT_MS",
+]
+
+log = logging.getLogger("persession")
+security_log = logging.getLogger("persession.security")
+
+#: The collection ``from_url`` uses when neither the URL nor the caller names one.
+DEFAULT_COLLECTION: Final = "sessions"
+#: ``from_url`` default: milliseconds to find a usable server before
+#: :class:`~persession.StoreUnavailable` (PyMongo's own default is 30 s).
+DEFAULT_SERVER_SELECTION_TIMEOUT_MS: Final = 2000
+#: ``from_url`` default: milliseconds to open a connection (PyMongo: 20 s).
+DEFAULT_CONNECT_TIMEOUT_MS: Final = 2000
+#: ``from_url`` default: milliseconds to wait for a reply on an open
+#: connection (PyMongo: no limit). Session reads and writes are small.
+DEFAULT_SOCKET_TIMEOUT_MS: Final = 2000
+
+_SCHEMES: Final = ("mongodb", "mongodb+srv")
+#: Query parameters persession reads from a URL and removes before PyMongo sees it.
+_OWN_PARAMS: Final = frozenset({"collection"})
+_TIMEOUT_DEFAULTS: Final = {
+    "serverSelectionTimeoutMS": DEFAULT_SERVER_SELECTION_TIMEOUT_MS,
+    "connectTimeoutMS": DEFAULT_CONNECT_TIMEOUT_MS,
+    "socketTimeoutMS": DEFAULT_SOCKET_TIMEOUT_MS,
+}
+# Decode to plain dicts and aware UTC datetimes whatever the caller's client uses.
+_CODEC_OPTIONS: CodecOptions[dict[str, Any]] = CodecOptions(document_class=dict, tz_aware=True, tzinfo=timezone.utc)
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_INT64_MIN: Final = -(2**63)
+_INT64_MAX: Final = 2**63 - 1
+# MongoDB's codes for "an index on these keys exists with another name or options".
+_INDEX_CONFLICTS: Final = frozenset({85, 86})
+
+
+class SessionDocument(TypedDict):
+    """The shape of one stored session (``_id`` is the session id)."""
+
+    _id: str
+    data: dict[str, Any]
+    created: float
+    accessed: float
+    expires: datetime
+    expires_ts: float
+
+
+# --- field-name escaping -------------------------------------------------------------------------
+
+_ESCAPES: Final = {"%": "%25", ".": "%2E", "$": "%24", "\x00": "%00"}
+_UNESCAPES: Final = {code[1:]: char for char, code in _ESCAPES.items()}
+_NEEDS_ESCAPE: Final = re.compile(r"[%.$\x00]")
+_EMPTY_KEY: Final = "%"
+
+
+def escape_key(key: str) -> str:
+    """The field name under which session key ``key`` is stored (see the module docs)."""
+    if not key:
+        return _EMPTY_KEY
+    if _NEEDS_ESCAPE.search(key) is None:
+        return key
+    return "".join(_ESCAPES.get(char, char) for char in key)
+
+
+def unescape_key(name: str) -> str:
+    """The session key stored as field ``name``; :class:`ValueError` unless ``escape_key`` made it.
+
+    Strict on purpose: accepting a raw ``.`` or ``$`` here would give a key
+    that ``$unset`` (which goes through :func:`escape_key`) could never reach.
+    """
+    if name == _EMPTY_KEY:
+        return ""
+    if not name or "." in name or "$" in name or "\x00" in name:
+        raise ValueError("a field name in data is not escaped")
+    if "%" not in name:
+        return name
+    head, *rest = name.split("%")
+    parts = [head]
+    for piece in rest:
+        char = _UNESCAPES.get(piece[:2])
+        if char is None:
+            raise ValueError("a field name in data holds an unknown escape")
+        parts.append(char)
+        parts.append(piece[2:])
+    return "".join(parts)
+
+
+# --- documents: shared by both flavours ----------------------------------------------------------
+
+
+class _Malformed(ValueError):
+    """A stored document that is not one of ours; the message never holds the id or a key."""
+
+
+def _date(timestamp: float) -> datetime:
+    """``timestamp`` as an aware UTC datetime, rounded down to BSON's millisecond."""
+    return _EPOCH + timedelta(milliseconds=math.floor(timestamp * 1000))
+
+
+def _plain(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` as plain JSON types, exactly as every other store keeps it (tuples become lists,
+    non-string keys strings), or :class:`~persession.NotSerializable` naming the key."""
+    return loads(dumps(data))
+
+
+def _to_bson(value: Any, key: str) -> Any:
+    """A plain JSON value with every field name escaped; ``key`` names the session key for errors."""
+    if isinstance(value, dict):
+        return {escape_key(_utf8(name, key)): _to_bson(item, key) for name, item in value.items()}
+    if isinstance(value, list):
+        return [_to_bson(item, key) for item in value]
+    if isinstance(value, str):
+        return _utf8(value, key)
+    if isinstance(value, int) and not isinstance(value, bool) and not _INT64_MIN <= value <= _INT64_MAX:
+        raise NotSerializable(key, OverflowError("MongoDB stores integers of at most 64 bits"))
+    return value  # None, bool, float, small int
+
+
+def _utf8(text: str, key: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:  # lone surrogates: JSON takes them, BSON does not
+        raise NotSerializable(key, error) from None
+    return text
+
+
+def _bson_data(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Session data as the stored ``data`` sub-document (escaped keys, plain values)."""
+    return {escape_key(_utf8(key, key)): _to_bson(value, key) for key, value in _plain(data).items()}
+
+
+def _from_bson(value: Any) -> Any:
+    """A stored value as plain JSON, or :class:`_Malformed` for anything JSON has not."""
+    kind = type(value)
+    if value is None or kind is bool or kind is int or kind is float or kind is str:
+        return value
+    if kind is Int64:  # BSON int64 decodes to this int subclass
+        return int(value)
+    if kind is dict:
+        return {unescape_key(name): _from_bson(item) for name, item in value.items()}
+    if kind is list:
+        return [_from_bson(item) for item in value]
+    raise _Malformed(f"data holds a BSON {kind.__name__} value")
+
+
+def _number(document: Mapping[str, Any], name: str) -> float:
+    value: Any = document.get(name)
+    if type(value) not in (float, int, Int64) or not math.isfinite(value):
+        raise _Malformed(f"field {name!r} is missing or not a number")
+    return float(value)
+
+
+def record_from_document(document: Mapping[str, Any], now: float) -> Record | None:
+    """The record a stored document holds; ``None`` if it expired; :class:`ValueError` if malformed."""
+    data = document.get("data")
+    if type(data) is not dict:
+        raise _Malformed("field 'data' is missing or not a document")
+    if not isinstance(document.get("expires"), datetime):
+        raise _Malformed("field 'expires' is missing or not a date")
+    created = _number(document, "created")
+    accessed = _number(document, "accessed")
+    expires = _number(document, "expires_ts")
+    if expires <= now:  # written with a date later than its exact expiry: trust the earlier
+        return None
+    try:
+        plain = _from_bson(data)
+    except RecursionError:
+        raise _Malformed("data is nested too deeply") from None
+    return Record(plain, created=created, accessed=accessed, expires=expires)
+
+
+def _document(record: Record) -> dict[str, Any]:
+    """The stored document for ``record``, without ``_id`` (for ``replace_one``)."""
+    return {
+        "data": _bson_data(record.data),
+        "created": float(record.created),
+        "accessed": float(record.accessed),
+        "expires": _date(record.expires),
+        "expires_ts": float(record.expires),
+    }
+
+
+def _live(sid: str, now: float) -> dict[str, Any]:
+    """The filter for ``sid`` while it is live: the TTL monitor may not have run yet."""
+    return {"_id": sid, "expires": {"$gt": _date(now)}}
+
+
+def _times(now: float, expires: float) -> dict[str, Any]:
+    return {"accessed": float(now), "expires": _date(expires), "expires_ts": float(expires)}
+
+
+def _merge_update(change: Change, now: float, expires: float) -> dict[str, Any]:
+    """The one update document that applies ``change`` and moves the expiry."""
+    values = _bson_data(change.set)
+    fields = _times(now, expires)
+    if change.cleared:
+        fields["data"] = values
+        return {"$set": fields}
+    fields.update((f"data.{name}", value) for name, value in values.items())
+    update: dict[str, Any] = {"$set": fields}
+    # A key both set and deleted ends up set (Change.apply); Mongo refuses both on one path anyway.
+    unset = {f"data.{name}": "" for name in map(escape_key, change.deleted) if name not in values}
+    if unset:
+        update["$unset"] = unset
+    return update
+
+
+def _touch_update(now: float, expires: float) -> dict[str, Any]:
+    return {"$set": _times(now, expires)}
+
+
+def _load_result(document: Mapping[str, Any] | None, now: float, namespace: str) -> Record | None:
+    if document is None:
+        return None
+    try:
+        return record_from_document(document, now)
+    except ValueError as error:  # _Malformed, or unescape_key's refusal
+        security_log.warning("malformed session document in MongoDB collection %s ignored: %s", namespace, error)
+        return None
+
+
+_INDEX_KEYS: Final = [("expires", 1)]
+
+
+def _index_conflict(error: OperationFailure) -> bool:
+    """An index on ``expires`` exists already under another name or options: use it."""
+    if error.code not in _INDEX_CONFLICTS:
+        return False
+    log.info("MongoDB TTL index on 'expires' not created: an index on that field exists (code %s)", error.code)
+    return True
+
+
+@contextlib.contextmanager
+def _map_errors() -> Iterator[None]:
+    """Translate PyMongo's errors: the one place this module does so (both flavours)."""
+    try:
+        yield
+    except (ConnectionFailure, ExecutionTimeout) as error:
+        raise StoreUnavailable(f"MongoDB store unavailable: {error}", error) from error
+    except PyMongoError as error:
+        if error.timeout:
+            raise StoreUnavailable(f"MongoDB store unavailable: {type(error).__name__}", error) from error
+        # Server messages can quote the filter (a duplicate key quotes the id): name only the error.
+        code = getattr(error, "code", None)
+        raise StoreError(f"MongoDB store failed: {type(error).__name__} (code {code})", error) from error
+    except BSONError as error:
+        raise StoreError(f"MongoDB store failed: {type(error).__name__}: {error}", error) from error
+
+
+# --- URLs ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What ``from_url`` builds a store from: kept so ``to_async()`` can build the twin."""
+
+    url: str
+    database: str | None
+    collection: str | None
+    client_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def _split_url(url: str, database: str | None, collection: str | None) -> tuple[str, str, str]:
+    """``(url for PyMongo, database, collection)``; :class:`ConfigError` naming ``url`` if unusable."""
+    if not isinstance(url, str):
+        raise ConfigError("url", f"{url!r} is not a MongoDB URL such as 'mongodb://host/dbname'")
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in _SCHEMES:
+        raise ConfigError("url", f"{parts.scheme!r} is not a MongoDB URL scheme; use mongodb:// or mongodb+srv://")
+    if not parts.netloc.rpartition("@")[2].strip(","):
+        # PyMongo never assumes localhost either, but say so before it does.
+        raise ConfigError("url", "the MongoDB URL names no host (a store URL never falls back to localhost)")
+    path_database = unquote(parts.path[1:]) if parts.path.startswith("/") else unquote(parts.path)
+    kept: list[str] = []
+    url_collection: str | None = None
+    for piece in re.split(r"[&;]", parts.query) if parts.query else ():
+        name, _, value = piece.partition("=")
+        if unquote_plus(name) in _OWN_PARAMS:
+            url_collection = unquote_plus(value)
+        else:
+            kept.append(piece)
+    chosen_database = database or path_database
+    if not chosen_database:
+        raise ConfigError("url", "name the database in the URL path ('mongodb://host/dbname') or pass database=")
+    chosen_collection = collection or url_collection or DEFAULT_COLLECTION
+    driver_url = f"{parts.scheme}://{parts.netloc}{parts.path or '/'}"
+    if kept:
+        driver_url += "?" + "&".join(kept)
+    return driver_url, chosen_database, chosen_collection
+
+
+def _client_options(driver_url: str, client_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``client_kwargs`` plus the bounded timeouts the URL or the caller did not set themselves."""
+    given = {name.lower() for name, _ in parse_qsl(urlsplit(driver_url).query.replace(";", "&"))}
+    given.update(name.lower() for name in client_kwargs)
+    options = {name: value for name, value in _TIMEOUT_DEFAULTS.items() if name.lower() not in given}
+    # Connect on first use, not now: safe to build before a fork (gunicorn --preload), and a
+    # mongodb+srv:// lookup happens when the store is used, not at import time.
+    options.setdefault("connect", False)
+    options.update(client_kwargs)
+    return options
+
+
+# --- the stores ----------------------------------------------------------------------------------
+
+
+class MongoStore:
+    """A synchronous MongoDB session store (WSGI).
+
+    :param collection: a PyMongo :class:`~pymongo.collection.Collection` the store
+        owns the documents of (one collection per application). The store reads
+        and writes through it with its own codec options (plain dicts, aware
+        UTC dates), and never closes its client.
+    :param clock: returns the current Unix time; default :func:`time.time`.
+
+    The TTL index on ``expires`` is created on first use (an existing index on
+    ``expires`` is used as it is). ``save(..., replaces=old)`` writes the new
+    document and then deletes ``old``: two writes, not a transaction, so a
+    crash between them leaves the old session live until it expires (see
+    :meth:`save`).
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, collection: Collection[Any], *, clock: Callable[[], float] = time.time) -> None:
+        if not isinstance(collection, Collection):
+            raise ConfigError(
+                "collection",
+                "MongoStore needs a pymongo Collection; for an AsyncMongoClient collection use AsyncMongoStore",
+            )
+        self._collection: Collection[dict[str, Any]] = collection.with_options(codec_options=_CODEC_OPTIONS)
+        self._clock = clock
+        self._namespace = collection.full_name
+        self._indexed = False
+        self._index_lock = threading.Lock()
+        self._client: MongoClient[dict[str, Any]] | None = None
+        self._target: _Target | None = None
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        database: str | None = None,
+        collection: str | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        **client_kwargs: Any,
+    ) -> MongoStore:
+        """A store on its own :class:`~pymongo.MongoClient`, closed by :meth:`close`.
+
+        :param url: ``mongodb://[user:pass@]host[:port][,host...]/dbname[?options]``
+            or ``mongodb+srv://``; the query parameter ``collection`` is
+            persession's, the rest go to PyMongo.
+        :param database: the database, when the URL path names none (this wins
+            over the path when both do).
+        :param collection: the collection; default the URL's ``collection``
+            parameter, else ``"sessions"``.
+        :param clock: returns the current Unix time.
+        :param client_kwargs: more :class:`~pymongo.MongoClient` options. Unless
+            the URL or these set them, ``serverSelectionTimeoutMS``,
+            ``connectTimeoutMS`` and ``socketTimeoutMS`` are 2000 (see the
+            ``DEFAULT_*_MS`` constants), and ``connect=False``.
+        :raises ConfigError: naming ``url``: not a MongoDB URL, no host, no database,
+            or options PyMongo refuses.
+        """
+        target = _Target(url, database, collection, dict(client_kwargs))
+        driver_url, db_name, coll_name = _split_url(url, database, collection)
+        try:
+            client: MongoClient[dict[str, Any]] = MongoClient(driver_url, **_client_options(driver_url, client_kwargs))
+        except (PyMongoError, ValueError, TypeError) as error:
+            raise ConfigError("url", f"PyMongo refused the MongoDB URL or options: {error}") from error
+        try:
+            store = cls(client[db_name][coll_name], clock=clock)
+        except PyMongoError as error:  # InvalidName
+            client.close()
+            raise ConfigError("url", f"bad MongoDB database or collection name: {error}") from error
+        store._client = client
+        store._target = target
+        return store
+
+    @property
+    def collection(self) -> Collection[dict[str, Any]]:
+        """The collection the documents live in."""
+        return self._collection
+
+    def _ready(self) -> Collection[dict[str, Any]]:
+        """The collection, with the TTL index ensured once per store object."""
+        if not self._indexed:
+            with self._index_lock:
+                if not self._indexed:
+                    with _map_errors():
+                        try:
+                            self._collection.create_index(_INDEX_KEYS, expireAfterSeconds=0)
+                        except OperationFailure as error:
+                            if not _index_conflict(error):
+                                raise
+                    self._indexed = True
+        return self._collection
+
+    def load(self, sid: str) -> Record | None:
+        collection = self._ready()
+        now = self._clock()
+        with _map_errors():
+            document = collection.find_one(_live(sid, now))
+        return _load_result(document, now, self._namespace)
+
+    def save(self, sid: str, record: Record, *, replaces: str | None = None) -> None:
+        """Write ``record`` whole, then delete ``replaces``.
+
+        Two writes, not a transaction: a transaction needs a replica set and
+        costs a third round trip, and the only state a crash between the
+        writes can leave is the *old* session still live until it expires —
+        with its old data, never the new record's — which is what it was
+        before the regenerate began.
+        """
+        document = _document(record)  # refuse bad data before writing anything
+        collection = self._ready()
+        with _map_errors():
+            collection.replace_one({"_id": sid}, document, upsert=True)
+            if replaces is not None and replaces != sid:
+                collection.delete_one({"_id": replaces})
+
+    def merge(self, sid: str, change: Change, expires: float) -> bool:
+        now = self._clock()
+        update = _merge_update(change, now, expires)
+        collection = self._ready()
+        with _map_errors():
+            result = collection.update_one(_live(sid, now), update)
+        return result.matched_count == 1
+
+    def touch(self, sid: str, expires: float) -> bool:
+        now = self._clock()
+        collection = self._ready()
+        with _map_errors():
+            result = collection.update_one(_live(sid, now), _touch_update(now, expires))
+        return result.matched_count == 1
+
+    def delete(self, sid: str) -> None:
+        collection = self._ready()
+        with _map_errors():
+            collection.delete_one({"_id": sid})
+
+    def close(self) -> None:
+        """Close the client if :meth:`from_url` created it; a caller's client is left open."""
+        if self._client is not None:
+            self._client.close()
+
+    def to_async(self) -> AsyncMongoStore:
+        """An :class:`AsyncMongoStore` on the same URL, database and collection (its own client).
+
+        :raises ConfigError: this store was not built by :meth:`from_url`.
+        """
+        target = self._target
+        if target is None:
+            raise ConfigError(
+                "store",
+                "to_async() needs a store built with MongoStore.from_url(); otherwise construct "
+                "AsyncMongoStore on a collection of an AsyncMongoClient",
+            )
+        return AsyncMongoStore.from_url(
+            target.url, target.database, target.collection, clock=self._clock, **target.client_kwargs
+        )
+
+
+class AsyncMongoStore:
+    """The asyncio twin of :class:`MongoStore` (ASGI), on PyMongo's native async client.
+
+    :param collection: an :class:`~pymongo.asynchronous.collection.AsyncCollection`
+        from an :class:`~pymongo.AsyncMongoClient`; never closed by the store.
+    :param clock: returns the current Unix time; default :func:`time.time`.
+
+    An ``AsyncMongoClient`` belongs to the event loop it first runs on, so build
+    the store inside the application's loop (or with :meth:`from_url`, which
+    connects lazily). Semantics as :class:`MongoStore`.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, collection: AsyncCollection[Any], *, clock: Callable[[], float] = time.time) -> None:
+        if not isinstance(collection, AsyncCollection):
+            raise ConfigError(
+                "collection",
+                "AsyncMongoStore needs an AsyncMongoClient collection; for a MongoClient collection use MongoStore",
+            )
+        self._collection: AsyncCollection[dict[str, Any]] = collection.with_options(codec_options=_CODEC_OPTIONS)
+        self._clock = clock
+        self._namespace = collection.full_name
+        self._indexed = False
+        self._index_lock = asyncio.Lock()  # binds to a loop only when first contended
+        self._client: AsyncMongoClient[dict[str, Any]] | None = None
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        database: str | None = None,
+        collection: str | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        **client_kwargs: Any,
+    ) -> AsyncMongoStore:
+        """A store on its own :class:`~pymongo.AsyncMongoClient`, closed by :meth:`close`.
+
+        Parameters and defaults as :meth:`MongoStore.from_url`.
+
+        :raises ConfigError: naming ``url``.
+        """
+        driver_url, db_name, coll_name = _split_url(url, database, collection)
+        try:
+            client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+                driver_url, **_client_options(driver_url, client_kwargs)
+            )
+        except (PyMongoError, ValueError, TypeError) as error:
+            raise ConfigError("url", f"PyMongo refused the MongoDB URL or options: {error}") from error
+        try:
+            store = cls(client[db_name][coll_name], clock=clock)
+        except PyMongoError as error:  # InvalidName; the client has not connected yet
+            raise ConfigError("url", f"bad MongoDB database or collection name: {error}") from error
+        store._client = client
+        return store
+
+    @property
+    def collection(self) -> AsyncCollection[dict[str, Any]]:
+        """The collection the documents live in."""
+        return self._collection
+
+    async def _ready(self) -> AsyncCollection[dict[str, Any]]:
+        """The collection, with the TTL index ensured once per store object."""
+        if not self._indexed:
+            async with self._index_lock:
+                if not self._indexed:
+                    with _map_errors():
+                        try:
+                            await self._collection.create_index(_INDEX_KEYS, expireAfterSeconds=0)
+                        except OperationFailure as error:
+                            if not _index_conflict(error):
+                                raise
+                    self._indexed = True
+        return self._collection
+
+    async def load(self, sid: str) -> Record | None:
+        collection = await self._ready()
+        now = self._clock()
+        with _map_errors():
+            document = await collection.find_one(_live(sid, now))
+        return _load_result(document, now, self._namespace)
+
+    async def save(self, sid: str, record: Record, *, replaces: str | None = None) -> None:
+        """See :meth:`MongoStore.save`: the new document first, then the old one deleted."""
+        document = _document(record)
+        collection = await self._ready()
+        with _map_errors():
+            await collection.replace_one({"_id": sid}, document, upsert=True)
+            if replaces is not None and replaces != sid:
+                await collection.delete_one({"_id": replaces})
+
+    async def merge(self, sid: str, change: Change, expires: float) -> bool:
+        now = self._clock()
+        update = _merge_update(change, now, expires)
+        collection = await self._ready()
+        with _map_errors():
+            result = await collection.update_one(_live(sid, now), update)
+        return result.matched_count == 1
+
+    async def touch(self, sid: str, expires: float) -> bool:
+        now = self._clock()
+        collection = await self._ready()
+        with _map_errors():
+            result = await collection.update_one(_live(sid, now), _touch_update(now, expires))
+        return result.matched_count == 1
+
+    async def delete(self, sid: str) -> None:
+        collection = await self._ready()
+        with _map_errors():
+            await collection.delete_one({"_id": sid})
+
+    async def close(self) -> None:
+        """Close the client if :meth:`from_url` created it; a caller's client is left open."""
+        if self._client is not None:
+            await self._client.close()

@@ -1,0 +1,728 @@
+"""Redis stores: :class:`RedisStore` (WSGI) and :class:`AsyncRedisStore` (ASGI).
+
+Both work on a client you pass in, unchanged for a single server, a Sentinel
+master (``Sentinel(...).master_for(name)``) and Redis Cluster
+(``redis.cluster.RedisCluster`` / ``redis.asyncio.cluster.RedisCluster``)::
+
+    store = RedisStore(redis.Redis(host="cache", socket_timeout=2))
+    astore = AsyncRedisStore(redis.asyncio.Redis(host="cache", socket_timeout=2))
+
+or build their own client from a URL with :meth:`RedisStore.from_url` (also
+reached through :func:`persession.stores.store_from_url`).
+
+**Layout.** One Redis hash per session, at ``prefix + session_id`` (the prefix
+defaults to ``"persession:"``)::
+
+    persession:<id>   created   "1700000000.25"     (Unix seconds, Python repr)
+                      accessed  "1700000042.5"
+                      expires   "1700003600.125"
+                      .user     "42"                (one field per session key:
+                      .cart     "[1,2]"              "." + key -> the value's JSON)
+
+Every session key's field starts with ``"."`` and no metadata field does, so a
+session key can never collide with the metadata, whatever its name (``""``,
+``"created"`` and ``".x"`` included). The key also carries a Redis TTL
+(``PEXPIRE``) matching ``expires``, so Redis itself drops dead sessions.
+Values are JSON, never pickle: a field that is not JSON, or a hash without
+its metadata, loads as no session and logs a warning on
+``persession.security``.
+
+**Round trips and atomicity.** :meth:`~RedisStore.load` is one ``HGETALL``.
+``save``, ``merge`` and ``touch`` are each one ``EVALSHA`` of a short Lua
+script, so each is atomic: ``merge`` rewrites only the fields a request
+changed (two requests setting different keys both survive) and does nothing
+when the session is gone (a slow request cannot resurrect a destroyed
+session); ``save(replaces=old)`` writes the new hash and deletes the old key in
+the same step. The first call of a script on a server adds one ``EVAL``.
+
+**Redis Cluster.** A regenerated session's old and new keys usually hash to
+different slots, and no single atomic step can span slots. In a cluster,
+``save(replaces=)`` therefore writes the new key first, then deletes the old
+one: if the second step fails, the old session outlives the error until its
+TTL, but no session is ever lost. A prefix with a hash tag (``"{sessions}:"``)
+puts every key in one slot (and on one node), which makes this atomic again at
+the price of all sessions living on one shard.
+
+**Timeouts.** Clients built from a URL wait at most
+:data:`DEFAULT_CONNECT_TIMEOUT` seconds to connect and
+:data:`DEFAULT_SOCKET_TIMEOUT` seconds for a reply, and retry a failed command
+:data:`DEFAULT_RETRIES` time(s) without backoff (every command here is
+idempotent), so an unreachable server becomes
+:class:`~persession.StoreUnavailable` within
+``(1 + DEFAULT_RETRIES) * timeout`` instead of hanging a worker. A client you
+pass in keeps its own settings: give it timeouts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, NoReturn, TypeAlias
+from urllib.parse import unquote, urlsplit
+
+from ..exceptions import ConfigError, NotSerializable, StoreError, StoreUnavailable
+from ..records import Change, Record
+
+try:
+    import redis
+    import redis.asyncio
+    import redis.asyncio.cluster
+    import redis.asyncio.retry
+    import redis.asyncio.sentinel
+    import redis.cluster
+    import redis.retry
+    import redis.sentinel
+    from redis.backoff import NoBackoff
+    from redis.crc import key_slot
+    from redis.exceptions import (
+        AuthenticationError,
+        AuthorizationError,
+        ClusterError,
+        NoScriptError,
+        ReadOnlyError,
+        RedisClusterException,
+        RedisError,
+        ResponseError,
+        TryAgainError,
+    )
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+except ImportError as error:  # pragma: no cover - exercised in a subprocess
+    raise ConfigError(
+        "store", f'the Redis stores need redis-py>=5 ({error}): pip install "persession[redis]"'
+    ) from error
+
+__all__ = [
+    "AsyncRedisStore",
+    "RedisStore",
+    "DEFAULT_PREFIX",
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_SOCKET_TIMEOUT",
+    "DEFAULT_RETRIES",
+    "DEFAULT_SENTINEL_PORT",
+]
+
+security_log = logging.getLogger("persession.security")
+
+#: The key prefix: a session lives at ``DEFAULT_PREFIX + session_id``.
+DEFAULT_PREFIX: Final = "persession:"
+#: Seconds a client built from a URL waits for a TCP (or unix socket) connection.
+DEFAULT_CONNECT_TIMEOUT: Final = 2.0
+#: Seconds a client built from a URL waits for a reply.
+DEFAULT_SOCKET_TIMEOUT: Final = 2.0
+#: Times a client built from a URL retries a command after a connection error or timeout.
+DEFAULT_RETRIES: Final = 1
+#: The port of a ``redis+sentinel://`` host given without one.
+DEFAULT_SENTINEL_PORT: Final = 26379
+
+#: Clients :class:`RedisStore` works on.
+SyncClient: TypeAlias = redis.Redis | redis.cluster.RedisCluster
+#: Clients :class:`AsyncRedisStore` works on.
+AsyncClient: TypeAlias = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
+
+_SCHEMES: Final = ("redis", "rediss", "unix", "redis+sentinel")
+_DATA: Final = "."  # every session key's field starts with it; metadata fields never do
+_CREATED: Final = b"created"
+_ACCESSED: Final = b"accessed"
+_EXPIRES: Final = b"expires"
+
+# -- Lua -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Script:
+    text: str
+    sha: str
+
+    @classmethod
+    def of(cls, text: str) -> _Script:
+        return cls(text, hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest())
+
+
+# Live means: the hash exists and its expires (ARGV[1] is now) is still ahead.
+_IF_GONE_RETURN_0 = """
+local live = tonumber(redis.call('HGET', KEYS[1], 'expires') or '')
+if not live or live <= tonumber(ARGV[1]) then return 0 end
+"""
+
+# KEYS: the key[, the key it replaces]. ARGV: created, accessed, expires, ttl_ms, field, json, ...
+_SAVE = _Script.of("""
+if KEYS[2] then redis.call('DEL', KEYS[2]) end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'created', ARGV[1], 'accessed', ARGV[2], 'expires', ARGV[3])
+for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+""")
+
+# KEYS: the key. ARGV: now, expires, ttl_ms, cleared (1/0), n, n deleted fields, field, json, ...
+_MERGE = _Script.of(
+    _IF_GONE_RETURN_0
+    + """
+if ARGV[4] == '1' then
+  local created = redis.call('HGET', KEYS[1], 'created')
+  redis.call('DEL', KEYS[1])
+  if created then redis.call('HSET', KEYS[1], 'created', created) end
+end
+local n = tonumber(ARGV[5])
+for i = 6, 5 + n do redis.call('HDEL', KEYS[1], ARGV[i]) end
+redis.call('HSET', KEYS[1], 'accessed', ARGV[1], 'expires', ARGV[2])
+for i = 6 + n, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+)
+
+# KEYS: the key. ARGV: now, expires, ttl_ms.
+_TOUCH = _Script.of(
+    _IF_GONE_RETURN_0
+    + """
+redis.call('HSET', KEYS[1], 'accessed', ARGV[1], 'expires', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+)
+
+# -- shared by both flavours: keys, TTLs, the hash, errors -----------------------------------------
+
+_Arg: TypeAlias = bytes | str | int
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """One round trip: a script call, or a DEL of ``keys`` when ``script`` is None."""
+
+    script: _Script | None
+    keys: tuple[str, ...]
+    args: tuple[_Arg, ...] = ()
+
+
+@contextlib.contextmanager
+def _map_errors() -> Iterator[None]:
+    """Translate redis-py's errors: the one place this module does so (both flavours use it)."""
+    try:
+        yield
+    except (AuthenticationError, AuthorizationError) as error:
+        # Connection errors by class, but retrying will not help: a configuration problem.
+        raise StoreError(f"Redis store refused the credentials: {error}", error) from error
+    except (
+        RedisConnectionError,  # includes BusyLoadingError, MaxConnectionsError, MasterNotFoundError
+        RedisTimeoutError,
+        ClusterError,  # includes ClusterDownError, MasterDownError
+        TryAgainError,  # a cluster slot is migrating
+        ReadOnlyError,  # a replica promoted away from us during failover
+        RedisClusterException,  # no reachable node, slot not covered
+    ) as error:
+        raise StoreUnavailable(f"Redis store unavailable: {error}", error) from error
+    except RedisError as error:
+        raise StoreError(f"Redis store failed: {error}", error) from error
+
+
+def _check_prefix(prefix: object) -> str:
+    if not isinstance(prefix, str):
+        raise ConfigError("prefix", f"must be a str such as {DEFAULT_PREFIX!r}, not {type(prefix).__name__}")
+    return prefix
+
+
+def _ttl_ms(expires: float, now: float) -> int:
+    """The Redis TTL for ``expires``: rounded up, so Redis never drops a record early; 0 when past."""
+    return max(0, math.ceil((expires - now) * 1000))
+
+
+def _time(value: float) -> str:
+    return repr(float(value))  # repr round-trips a float exactly
+
+
+def _field(key: object) -> bytes:
+    if not isinstance(key, str):
+        raise NotSerializable(repr(key), TypeError("session keys must be str"))
+    try:
+        return (_DATA + key).encode("utf-8")
+    except UnicodeEncodeError as error:  # a lone surrogate
+        raise NotSerializable(key, error) from None
+
+
+def _fields(data: Mapping[str, Any]) -> list[_Arg]:
+    """``field, json, field, json, ...`` for ``data``; raises before any I/O if a value is not JSON."""
+    flat: list[_Arg] = []
+    for key, value in data.items():
+        field = _field(key)
+        try:
+            text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+        except (TypeError, ValueError) as error:  # not JSON, NaN, circular, lone surrogate
+            raise NotSerializable(key, error) from None
+        flat += (field, text)
+    return flat
+
+
+def _save_steps(
+    prefix: str, sid: str, record: Record, replaces: str | None, now: float, cluster: bool
+) -> tuple[_Step, ...]:
+    key = prefix + sid
+    old = prefix + replaces if replaces is not None and replaces != sid else None
+    ttl = _ttl_ms(record.expires, now)
+    args = (_time(record.created), _time(record.accessed), _time(record.expires), ttl, *_fields(record.data))
+    if ttl == 0:  # already expired: write nothing, and leave no live key behind
+        return (_Step(None, (key,) if old is None else (key, old)),)
+    if old is None:
+        return (_Step(_SAVE, (key,), args),)
+    if cluster and key_slot(key.encode()) != key_slot(old.encode()):
+        # Cluster: one script cannot touch keys in two slots. Write the new key
+        # first, so a failure in between leaves the old session, never none.
+        return (_Step(_SAVE, (key,), args), _Step(None, (old,)))
+    return (_Step(_SAVE, (key, old), args),)
+
+
+def _merge_step(prefix: str, sid: str, change: Change, expires: float, now: float) -> _Step:
+    deleted = [] if change.cleared else [_field(key) for key in change.deleted]
+    args = (_time(now), _time(expires), _ttl_ms(expires, now), int(change.cleared), len(deleted))
+    return _Step(_MERGE, (prefix + sid,), (*args, *deleted, *_fields(change.set)))
+
+
+def _touch_step(prefix: str, sid: str, expires: float, now: float) -> _Step:
+    return _Step(_TOUCH, (prefix + sid,), (_time(now), _time(expires), _ttl_ms(expires, now)))
+
+
+def _malformed(prefix: str, reason: str) -> None:
+    # Never the id (or the key, which contains it).
+    security_log.warning("malformed session record under Redis prefix %r ignored: %s", prefix, reason)
+
+
+def _is_wrong_type(error: ResponseError) -> bool:
+    return str(error).startswith("WRONGTYPE")
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _record(prefix: str, raw: Mapping[bytes | str, bytes | str], now: float) -> Record | None:
+    """Decode an ``HGETALL`` reply; ``None`` (and a warning, if malformed) unless it is a live record."""
+    if not raw:
+        return None
+    data: dict[str, Any] = {}
+    times: dict[bytes, float] = {}
+    for name, value in raw.items():
+        field = name if isinstance(name, bytes) else name.encode("utf-8")
+        try:
+            text = value.decode("utf-8") if isinstance(value, bytes) else value  # strict: planted bytes fail
+            if field.startswith(b"."):
+                data[field[1:].decode("utf-8")] = json.loads(text, parse_constant=_reject_constant)
+            elif field in (_CREATED, _ACCESSED, _EXPIRES):
+                times[field] = float(text)
+            # Any other field is reserved for later versions and ignored.
+        except ValueError:  # JSONDecodeError, UnicodeDecodeError, a bad float
+            _malformed(prefix, "a field is not valid JSON" if field.startswith(b".") else "a time is not a number")
+            return None
+    if len(times) != 3 or not all(math.isfinite(t) for t in times.values()):
+        _malformed(prefix, "the hash lacks its created/accessed/expires metadata")
+        return None
+    if times[_EXPIRES] <= now:
+        return None
+    return Record(data, created=times[_CREATED], accessed=times[_ACCESSED], expires=times[_EXPIRES])
+
+
+# -- URLs --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _SentinelTarget:
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int
+    username: str | None
+    password: str | None
+
+
+def _host_port(text: str, url: str) -> tuple[str, int]:
+    if text.startswith("["):  # [IPv6]:port
+        host, _, rest = text[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else rest
+    else:
+        host, _, port_text = text.partition(":")
+    if not host:
+        raise ConfigError("url", f"a redis+sentinel URL needs host[:port] for every sentinel: {_redact(url)!r}")
+    try:
+        port = int(port_text) if port_text else DEFAULT_SENTINEL_PORT
+    except ValueError:
+        raise ConfigError("url", f"bad sentinel port {port_text!r} in {_redact(url)!r}") from None
+    if not 0 < port < 65536:
+        raise ConfigError("url", f"bad sentinel port {port} in {_redact(url)!r}")
+    return host, port
+
+
+def _redact(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    _, at, hosts = rest.rpartition("@")
+    return f"{scheme}{sep}***@{hosts}" if at else url
+
+
+def _parse_url(url: object) -> _SentinelTarget | str:
+    """Validate a store URL: the URL itself for redis-py, or where a Sentinel setup lives."""
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigError("url", f"{url!r} is not a Redis URL such as 'redis://host:6379/0'")
+    scheme, _, rest = url.partition("://")
+    scheme = scheme.lower()
+    if scheme not in _SCHEMES:
+        raise ConfigError("url", f"unsupported scheme {scheme!r}; use one of {', '.join(_SCHEMES)}")
+    if scheme == "unix":
+        if not urlsplit(url).path:
+            raise ConfigError("url", f"a unix:// URL needs the socket path, e.g. 'unix:///run/redis.sock': {url!r}")
+        return url
+    if scheme != "redis+sentinel":
+        try:
+            host = urlsplit(url).hostname
+        except ValueError as error:
+            raise ConfigError("url", f"malformed Redis URL {_redact(url)!r}: {error}") from None
+        if not host:  # redis-py would quietly use localhost
+            raise ConfigError("url", f"the Redis URL names no host: {_redact(url)!r}")
+        return url
+    netloc, _, path = rest.partition("/")
+    path, _, query = path.partition("?")
+    if query:
+        raise ConfigError("url", "redis+sentinel URLs take no query; pass client options as keywords")
+    userinfo, _, hosts = netloc.rpartition("@")
+    username: str | None = None
+    password: str | None = None
+    if userinfo:
+        user, colon, secret = userinfo.partition(":")
+        username, password = (unquote(user) or None, unquote(secret)) if colon else (None, unquote(user))
+    if not hosts:
+        raise ConfigError("url", f"the redis+sentinel URL names no sentinel host: {_redact(url)!r}")
+    sentinels = tuple(_host_port(part, url) for part in hosts.split(","))
+    service, _, db_text = path.strip("/").partition("/")
+    if not service:
+        raise ConfigError("url", "a redis+sentinel URL needs the service name: redis+sentinel://host:26379/mymaster")
+    try:
+        db = int(db_text) if db_text else 0
+    except ValueError:
+        raise ConfigError("url", f"bad database number {db_text!r} in the redis+sentinel URL") from None
+    return _SentinelTarget(sentinels, unquote(service), db, username, password)
+
+
+def _client_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    merged = {"socket_connect_timeout": DEFAULT_CONNECT_TIMEOUT, "socket_timeout": DEFAULT_SOCKET_TIMEOUT}
+    merged.update(options)
+    return merged
+
+
+def _master_options(target: _SentinelTarget) -> dict[str, Any]:
+    master: dict[str, Any] = {"db": target.db}
+    if target.username is not None:
+        master["username"] = target.username
+    if target.password is not None:
+        master["password"] = target.password
+    return master
+
+
+def _sentinel_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    # Sentinels get the timeouts and retry policy, never the master's credentials.
+    return {k: v for k, v in options.items() if k.startswith("socket_") or k == "retry"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """What a store was built from, so ``to_async()`` can build its twin."""
+
+    url: str
+    prefix: str
+    clock: Callable[[], float]
+    options: Mapping[str, Any]
+
+
+def _check_client(client: object, *, want_async: bool) -> None:
+    is_async = isinstance(client, (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster))
+    if is_async and not want_async:
+        raise ConfigError("client", "RedisStore needs a synchronous client; use AsyncRedisStore for redis.asyncio")
+    if not is_async and want_async:
+        raise ConfigError("client", "AsyncRedisStore needs a redis.asyncio client; use RedisStore for redis.Redis")
+
+
+# -- the stores --------------------------------------------------------------------------------------
+
+
+class RedisStore:
+    """A synchronous Redis session store (WSGI), on a ``redis.Redis`` or ``redis.cluster.RedisCluster``.
+
+    A Sentinel master client (``Sentinel(...).master_for(name)``) is a
+    ``redis.Redis`` too. See the module documentation for the key layout,
+    atomicity and cluster behaviour.
+
+    :param client: the client to use; the store never closes it. Give it
+        ``socket_timeout`` and ``socket_connect_timeout``, or a dead server
+        blocks a worker for redis-py's defaults.
+    :param prefix: prepended to the session id to make its key; default
+        ``"persession:"``. Use one prefix per application sharing a server.
+        (connect-redis's ``prefix``; its default is ``"sess:"``.)
+    :param clock: returns the current Unix time; default :func:`time.time`.
+    :raises ConfigError: the client is an asyncio client, or the prefix is not a str.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self, client: SyncClient, *, prefix: str = DEFAULT_PREFIX, clock: Callable[[], float] = time.time
+    ) -> None:
+        _check_client(client, want_async=False)
+        self._client = client
+        self._prefix = _check_prefix(prefix)
+        self._clock = clock
+        self._cluster = isinstance(client, redis.cluster.RedisCluster)
+        self._owned: list[Callable[[], None]] = []
+        self._source: _Source | None = None
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        clock: Callable[[], float] = time.time,
+        **client_options: Any,
+    ) -> RedisStore:
+        """A store on a client of its own, built from ``url``; :meth:`close` closes that client.
+
+        Accepted URLs (a URL never falls back to localhost):
+
+        - ``redis://[[user]:password@]host[:port][/db]`` and ``rediss://...`` (TLS);
+        - ``unix://[[user]:password@]/path/to/redis.sock[?db=N]``;
+        - ``redis+sentinel://[[user:]password@]host[:port][,host[:port]...]/service_name[/db]``:
+          asks the sentinels (port default 26379) for the master of
+          ``service_name``, following failovers. The password is the master's;
+          pass ``sentinel_kwargs={"password": ...}`` if the sentinels need one.
+
+        :param client_options: passed to ``redis.Redis.from_url`` (or to
+            ``redis.sentinel.Sentinel``); defaults ``socket_connect_timeout=2.0``
+            (:data:`DEFAULT_CONNECT_TIMEOUT`), ``socket_timeout=2.0``
+            (:data:`DEFAULT_SOCKET_TIMEOUT`) and one immediate retry
+            (:data:`DEFAULT_RETRIES`). Query parameters of a ``redis://`` URL
+            override them.
+        :raises ConfigError: the URL is malformed, names no host, or its
+            scheme is not one of the above.
+        """
+        target = _parse_url(url)
+        options = _client_options(client_options)
+        # Sync and asyncio retry objects differ: the twin gets the default policy.
+        twin_options = {k: v for k, v in options.items() if k != "retry"}
+        options.setdefault("retry", redis.retry.Retry(NoBackoff(), DEFAULT_RETRIES))
+        owned: list[Callable[[], None]] = []
+        client: redis.Redis
+        if isinstance(target, _SentinelTarget):
+            sentinel_options = _sentinel_options(options)
+            # redis-py's sync Sentinel is unannotated.
+            sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+                list(target.sentinels), sentinel_kwargs=options.pop("sentinel_kwargs", sentinel_options), **options
+            )
+            client = sentinel.master_for(target.service, **_master_options(target))  # type: ignore[no-untyped-call]
+            owned += [sentinel_client.close for sentinel_client in sentinel.sentinels]
+        else:
+            try:
+                client = redis.Redis.from_url(url, **options)
+            except ValueError as error:
+                raise ConfigError("url", f"{error}") from None
+        owned.insert(0, client.close)
+        store = cls(client, prefix=prefix, clock=clock)
+        store._owned = owned
+        store._source = _Source(url, store._prefix, clock, twin_options)
+        return store
+
+    @property
+    def client(self) -> SyncClient:
+        """The redis-py client the store uses."""
+        return self._client
+
+    @property
+    def prefix(self) -> str:
+        """The key prefix."""
+        return self._prefix
+
+    def _run(self, step: _Step) -> Any:
+        if step.script is None:
+            return self._client.delete(*step.keys)
+        try:
+            return self._client.evalsha(step.script.sha, len(step.keys), *step.keys, *step.args)
+        except NoScriptError:  # first use on this server (or after SCRIPT FLUSH): EVAL caches it
+            return self._client.eval(step.script.text, len(step.keys), *step.keys, *step.args)
+
+    def load(self, sid: str) -> Record | None:
+        """The live record for ``sid``, or ``None``: one ``HGETALL``."""
+        with _map_errors():
+            try:
+                raw = self._client.hgetall(self._prefix + sid)
+            except ResponseError as error:
+                if not _is_wrong_type(error):
+                    raise
+                _malformed(self._prefix, "the key is not a hash")
+                return None
+        return _record(self._prefix, raw, self._clock())
+
+    def save(self, sid: str, record: Record, *, replaces: str | None = None) -> None:
+        """Write the whole record (and its TTL), deleting ``replaces``, in one atomic script.
+
+        In a cluster, when the two keys are in different slots: two steps (see the module docs).
+        """
+        steps = _save_steps(self._prefix, sid, record, replaces, self._clock(), self._cluster)
+        with _map_errors():
+            for step in steps:
+                self._run(step)
+
+    def merge(self, sid: str, change: Change, expires: float) -> bool:
+        """Apply ``change`` and move the expiry in one atomic script; ``False`` if the record is gone."""
+        step = _merge_step(self._prefix, sid, change, expires, self._clock())
+        with _map_errors():
+            return bool(self._run(step))
+
+    def touch(self, sid: str, expires: float) -> bool:
+        """Move the expiry (and ``accessed``) in one atomic script; ``False`` if the record is gone."""
+        step = _touch_step(self._prefix, sid, expires, self._clock())
+        with _map_errors():
+            return bool(self._run(step))
+
+    def delete(self, sid: str) -> None:
+        """Delete the record, if any: one ``DEL``."""
+        with _map_errors():
+            self._run(_Step(None, (self._prefix + sid,)))
+
+    def close(self) -> None:
+        """Close the client if :meth:`from_url` built it; a client passed in is left open."""
+        owned, self._owned = self._owned, []
+        with _map_errors():
+            for close in owned:
+                close()
+
+    def to_async(self) -> AsyncRedisStore:
+        """An :class:`AsyncRedisStore` on a new asyncio client built from the same URL and options.
+
+        :raises ConfigError: this store was built on a client passed in; build
+            ``AsyncRedisStore(redis.asyncio.Redis(...))`` yourself for ASGI.
+        """
+        source = self._source
+        if source is None:
+            raise ConfigError(
+                "client",
+                "to_async() needs a store built with RedisStore.from_url(); for a client you built, "
+                "construct AsyncRedisStore on a redis.asyncio client to the same server",
+            )
+        return AsyncRedisStore.from_url(source.url, prefix=source.prefix, clock=source.clock, **source.options)
+
+
+class AsyncRedisStore:
+    """The asyncio twin of :class:`RedisStore` (ASGI), on ``redis.asyncio.Redis`` or its ``RedisCluster``.
+
+    Parameters as :class:`RedisStore`. Create the client inside the event loop
+    that will use it, or let :meth:`from_url` do so lazily.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self, client: AsyncClient, *, prefix: str = DEFAULT_PREFIX, clock: Callable[[], float] = time.time
+    ) -> None:
+        _check_client(client, want_async=True)
+        self._client = client
+        self._prefix = _check_prefix(prefix)
+        self._clock = clock
+        self._cluster = isinstance(client, redis.asyncio.cluster.RedisCluster)
+        self._owned: list[Callable[[], Any]] = []
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        clock: Callable[[], float] = time.time,
+        **client_options: Any,
+    ) -> AsyncRedisStore:
+        """A store on an asyncio client of its own, built from ``url``: see :meth:`RedisStore.from_url`.
+
+        :raises ConfigError: the URL is malformed, names no host, or its scheme is unsupported.
+        """
+        target = _parse_url(url)
+        options = _client_options(client_options)
+        options.setdefault("retry", redis.asyncio.retry.Retry(NoBackoff(), DEFAULT_RETRIES))
+        owned: list[Callable[[], Any]] = []
+        client: redis.asyncio.Redis
+        if isinstance(target, _SentinelTarget):
+            sentinel_options = _sentinel_options(options)
+            sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]  # unannotated
+                list(target.sentinels), sentinel_kwargs=options.pop("sentinel_kwargs", sentinel_options), **options
+            )
+            client = sentinel.master_for(target.service, **_master_options(target))
+            owned += [sentinel_client.aclose for sentinel_client in sentinel.sentinels]
+        else:
+            try:
+                client = redis.asyncio.Redis.from_url(url, **options)
+            except ValueError as error:
+                raise ConfigError("url", f"{error}") from None
+        owned.insert(0, client.aclose)
+        store = cls(client, prefix=prefix, clock=clock)
+        store._owned = owned
+        return store
+
+    @property
+    def client(self) -> AsyncClient:
+        """The redis-py client the store uses."""
+        return self._client
+
+    @property
+    def prefix(self) -> str:
+        """The key prefix."""
+        return self._prefix
+
+    async def _run(self, step: _Step) -> Any:
+        if step.script is None:
+            return await self._client.delete(*step.keys)
+        try:
+            return await self._client.evalsha(step.script.sha, len(step.keys), *step.keys, *step.args)
+        except NoScriptError:  # first use on this server (or after SCRIPT FLUSH): EVAL caches it
+            return await self._client.eval(step.script.text, len(step.keys), *step.keys, *step.args)
+
+    async def load(self, sid: str) -> Record | None:
+        """See :meth:`RedisStore.load`."""
+        with _map_errors():
+            try:
+                raw = await self._client.hgetall(self._prefix + sid)
+            except ResponseError as error:
+                if not _is_wrong_type(error):
+                    raise
+                _malformed(self._prefix, "the key is not a hash")
+                return None
+        return _record(self._prefix, raw, self._clock())
+
+    async def save(self, sid: str, record: Record, *, replaces: str | None = None) -> None:
+        """See :meth:`RedisStore.save`."""
+        steps = _save_steps(self._prefix, sid, record, replaces, self._clock(), self._cluster)
+        with _map_errors():
+            for step in steps:
+                await self._run(step)
+
+    async def merge(self, sid: str, change: Change, expires: float) -> bool:
+        """See :meth:`RedisStore.merge`."""
+        step = _merge_step(self._prefix, sid, change, expires, self._clock())
+        with _map_errors():
+            return bool(await self._run(step))
+
+    async def touch(self, sid: str, expires: float) -> bool:
+        """See :meth:`RedisStore.touch`."""
+        step = _touch_step(self._prefix, sid, expires, self._clock())
+        with _map_errors():
+            return bool(await self._run(step))
+
+    async def delete(self, sid: str) -> None:
+        """See :meth:`RedisStore.delete`."""
+        with _map_errors():
+            await self._run(_Step(None, (self._prefix + sid,)))
+
+    async def close(self) -> None:
+        """Close the client if :meth:`from_url` built it; a client passed in is left open."""
+        owned, self._owned = self._owned, []
+        with _map_errors():
+            for close in owned:
+                await close()
