@@ -35,7 +35,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 def test_no_command_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     """Without a command the help goes to stderr and the exit status is 2."""
     assert run([]) == 2
-    assert "purge" in capsys.rea.errerr().out
+    assert "purge" in capsys.readouterr().err
 
 
 @pytest.fixture
