@@ -2,7 +2,7 @@
 
 The API, for ``tests/stores/test_mongo.py`` and the contract suite::
 
-    from _mongo import make_mongo_store, mongo_server  # noqa: F401  (mongo_server is a fixture)
+    from _mongo import MongoServer, make_mongo_store, mongo_server_fixture  # noqa: F401  (the fixture)
 
     @pytest.mark.anyio
     async def test_something(mongo_server: MongoServer) -> None:
@@ -11,7 +11,8 @@ The API, for ``tests/stores/test_mongo.py`` and the contract suite::
         async with make_mongo_store("sync", "test_something") as store:   # MongoStore
             ...
 
-- ``mongo_server`` (session-scoped fixture) is the server every test shares:
+- ``mongo_server`` (session-scoped fixture; import ``mongo_server_fixture`` to
+  make it visible in a test module or conftest) is the server every test shares:
   ``$PERSESSION_MONGO_URL`` when set, else a SecantusDB server (``pip install
   secantusdb``, a MongoDB-wire server written in Python) started on a free
   127.0.0.1 port with its data in a temporary directory, and stopped at the end
@@ -44,8 +45,8 @@ from pathlib import Path
 from typing import Any, Literal, overload
 
 import pytest
-from _servers import IN_CI, ServerProcess, free_port
 
+from _servers import IN_CI, ServerProcess, free_port
 from persession.stores.mongo import AsyncMongoStore, MongoStore
 
 #: Names an external server to use instead of starting SecantusDB, e.g. ``mongodb://127.0.0.1:27017/``.
@@ -134,7 +135,8 @@ def wait_for_hello(url: str, timeout: float = 20.0) -> None:
     from pymongo.errors import PyMongoError
 
     deadline = time.monotonic() + timeout
-    with contextlib.closing(MongoClient(url, serverSelectionTimeoutMS=500, connect=False)) as client:
+    client: MongoClient[dict[str, Any]] = MongoClient(url, serverSelectionTimeoutMS=500, connect=False)
+    with contextlib.closing(client):
         while True:
             try:
                 client.admin.command("hello")
@@ -148,8 +150,8 @@ def wait_for_hello(url: str, timeout: float = 20.0) -> None:
 _shared: MongoServer | ExternalMongoServer | None = None
 
 
-@pytest.fixture(scope="session")
-def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoServer | ExternalMongoServer]:
+@pytest.fixture(scope="session", name="mongo_server")
+def mongo_server_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoServer | ExternalMongoServer]:
     """The MongoDB server shared by the whole test session (see the module docs)."""
     global _shared
     external = os.environ.get(ENV_URL)

@@ -17,14 +17,16 @@
 
 For the contract suite (``tests/stores/conftest.py``)::
 
-    from _redis import redis_contract_factories, redis_servers  # noqa: F401  (fixture)
+    from _redis import redis_contract_factories, redis_servers_fixture  # noqa: F401  (fixture)
     FACTORIES.update(redis_contract_factories(SyncAdapter))     # ids "redis-single-sync", ...
     MARKS.update(dict.fromkeys(REDIS_KINDS_IDS, [pytest.mark.server]))
 
 **Servers** start on first use and stop when the test session ends (the
 session-scoped ``redis_servers`` fixture, or at exit). Fixtures
-``redis_server``, ``redis_cluster`` and ``redis_sentinel`` hand them to tests;
-import them together with ``redis_servers`` into a test module. Every server
+``redis_server``, ``redis_cluster`` and ``redis_sentinel`` hand them to tests.
+The fixture functions are named ``<fixture>_fixture`` (so a test's parameter
+does not shadow an import): ``from _redis import redis_server_fixture,
+redis_servers_fixture  # noqa: F401`` makes ``redis_server`` available. Every server
 binds 127.0.0.1 on free ports, writes nothing outside its own temporary
 directory, and persists nothing.
 
@@ -78,11 +80,11 @@ __all__ = [
     "RedisServers",
     "make_redis_store",
     "redis_binary",
-    "redis_cluster",
+    "redis_cluster_fixture",
     "redis_contract_factories",
-    "redis_sentinel",
-    "redis_server",
-    "redis_servers",
+    "redis_sentinel_fixture",
+    "redis_server_fixture",
+    "redis_servers_fixture",
     "unique_prefix",
 ]
 
@@ -466,27 +468,27 @@ SERVERS = RedisServers()
 atexit.register(SERVERS.close)  # in case servers were used without the session fixture
 
 
-@pytest.fixture(scope="session")
-def redis_servers() -> Iterator[RedisServers]:
+@pytest.fixture(scope="session", name="redis_servers")
+def redis_servers_fixture() -> Iterator[RedisServers]:
     """The session's Redis servers, stopped when the session ends."""
     yield SERVERS
     SERVERS.close()
 
 
-@pytest.fixture(scope="session")
-def redis_server(redis_servers: RedisServers) -> RedisServer:
+@pytest.fixture(scope="session", name="redis_server")
+def redis_server_fixture(redis_servers: RedisServers) -> RedisServer:
     """A redis-server shared by the session (or ``PERSESSION_REDIS_URL``)."""
     return redis_servers.single()
 
 
-@pytest.fixture(scope="session")
-def redis_cluster(redis_servers: RedisServers) -> RedisCluster:
+@pytest.fixture(scope="session", name="redis_cluster")
+def redis_cluster_fixture(redis_servers: RedisServers) -> RedisCluster:
     """A 3-master Redis Cluster shared by the session."""
     return redis_servers.cluster()
 
 
-@pytest.fixture(scope="session")
-def redis_sentinel(redis_servers: RedisServers) -> RedisSentinel:
+@pytest.fixture(scope="session", name="redis_sentinel")
+def redis_sentinel_fixture(redis_servers: RedisServers) -> RedisSentinel:
     """A master and a sentinel shared by the session."""
     return redis_servers.sentinel()
 
@@ -564,7 +566,7 @@ def redis_contract_factories(
 
     ``adapt`` wraps a synchronous store in the async protocol (the suite's
     ``SyncAdapter``). The requesting module must see the ``redis_servers``
-    fixture (import it from this module).
+    fixture (import ``redis_servers_fixture`` from this module).
     """
 
     def factory(flavour: Flavour, kind: Kind) -> Callable[..., AbstractAsyncContextManager[AsyncStore]]:

@@ -43,19 +43,27 @@ def test_cookie_values(headers: Headers, name: str, expected: list[str]) -> None
     assert cookie_values(headers, name) == expected
 
 
-@pytest.mark.parametrize(
-    ("length", "kept"),
-    [
-        pytest.param(MAX_VALUE_LENGTH, True, id="4096 kept"),
-        pytest.param(MAX_VALUE_LENGTH + 1, False, id="4097 ignored"),
-    ],
-)
-def test_values_over_the_browser_limit_are_ignored(length: int, kept: bool) -> None:
-    """A value longer than 4096 characters is skipped, while a later good value is still found."""
+@pytest.mark.parametrize("length", [MAX_VALUE_LENGTH, MAX_VALUE_LENGTH + 1, 5 * MAX_VALUE_LENGTH])
+def test_values_over_the_browser_limit_are_still_reported(length: int) -> None:
+    """Long values are returned with the others, so the engine can reject and expire them; order is kept."""
     long_value = "v" * length
     values = cookie_values(f"session={long_value}; session=good", "session")
-    assert values == ([long_value, "good"] if kept else ["good"])
+    assert values == [long_value, "good"]
     assert MAX_VALUE_LENGTH == 4096
+
+
+def test_engine_never_verifies_a_value_over_the_limit() -> None:
+    """A value over 4096 characters is a rejected cookie: present, but naming no session."""
+    from persession import SessionConfig
+    from persession.core import SessionEngine
+
+    engine = SessionEngine(SessionConfig(secret="s"))
+    signed = engine.signer.sign(engine.signer.new_id())
+    padded = signed + "=" * (MAX_VALUE_LENGTH + 1 - len(signed))
+    opening = engine.open(f"session={padded}")
+    assert opening.present
+    assert opening.sid is None
+    assert engine.open(f"session={signed}").sid is not None
 
 
 @pytest.mark.parametrize(

@@ -151,7 +151,7 @@ class SessionMiddleware:
                 return
             if message["type"] == "http.response.start" and not started:
                 started = True
-                if message["status"] == 500 and session.failed is not None:
+                if message["status"] == 500 and session.failed is not None and session.accessed:
                     # The framework's error page for the StoreError the session raised (logged at load).
                     failed = True
                     await _send_unavailable(send)

@@ -3,7 +3,9 @@
 Parsing never raises: request headers are client input. Bytes that are not
 UTF-8 are read as Latin-1 (every byte is a character there), values that are
 too long are skipped, and every value sent under the wanted name is returned
-in order, so a stale duplicate cannot hide the good one.
+in order, so a stale duplicate cannot hide the good one. Values longer than
+:data:`MAX_VALUE_LENGTH` are returned too, so that the engine can reject
+(and expire) them like any other bad cookie.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from .types import SameSite
 
 __all__ = ["MAX_VALUE_LENGTH", "cookie_values", "render_set_cookie"]
 
-#: Longer cookie values are ignored: browsers cap a cookie at 4096 bytes.
+#: Longer cookie values are never verified: browsers cap a cookie at 4096 bytes.
 MAX_VALUE_LENGTH = 4096
 # A header this long is cut before parsing: no legitimate browser sends one.
 _MAX_HEADER_LENGTH = 64 * 1024
@@ -53,7 +55,7 @@ def cookie_values(headers: str | bytes | Iterable[str | bytes] | None, name: str
             value = value.strip()
             if len(value) >= 2 and value[0] == value[-1] == '"':
                 value = value[1:-1]
-            if value and len(value) <= MAX_VALUE_LENGTH:
+            if value:
                 found.append(value)
         if budget <= 0:
             break

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from .config import SessionConfig
-from .cookies import cookie_values, render_set_cookie
+from .cookies import MAX_VALUE_LENGTH, cookie_values, render_set_cookie
 from .exceptions import SessionTooLarge
 from .records import Change, Record, dumps
 from .session import Session
@@ -127,6 +127,8 @@ class SessionEngine:
         if not values:
             return Opening()
         for value in values:
+            if len(value) > MAX_VALUE_LENGTH:
+                continue
             unsigned = self.signer.unsign(value)
             if unsigned is not None:
                 return Opening(sid=unsigned.sid, present=True, stale=unsigned.stale)

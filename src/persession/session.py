@@ -189,9 +189,9 @@ class Session(dict[str, Any]):
     # -- dict interface -------------------------------------------------------
 
     def _use(self) -> None:
+        self.accessed = True
         if self._error is not None:
             raise self._error
-        self.accessed = True
 
     def _write(self) -> None:
         self._use()

@@ -153,7 +153,7 @@ class _Response:
         if self.started:  # a second call, with exc_info, replaces the response: commit only once
             return self.real_start_response(status, headers, exc_info)
         self.started = True
-        if _status_code(status) == 500 and self.session.failed is not None:
+        if _status_code(status) == 500 and self.session.failed is not None and self.session.accessed:
             # The framework's 500 page for the StoreError the session raised (logged at load).
             self.failed = True
             self.real_start_response(_UNAVAILABLE_STATUS, list(_shell.UNAVAILABLE_HEADERS))

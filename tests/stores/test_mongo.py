@@ -14,14 +14,14 @@ from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
-from _mongo import ExternalMongoServer, MongoServer, make_mongo_store, mongo_server  # noqa: F401
 from bson import Binary, ObjectId
 from pymongo import AsyncMongoClient, MongoClient, monitoring
 from pymongo.errors import AutoReconnect, ConnectionFailure, NetworkTimeout, OperationFailure
 
+from _mongo import ExternalMongoServer, Flavour, MongoServer, make_mongo_store, mongo_server_fixture  # noqa: F401
 from persession import ConfigError, NotSerializable, StoreError, StoreUnavailable
 from persession.records import Change, Record
 from persession.stores import store_from_url
@@ -84,15 +84,17 @@ class CommandCounter(monitoring.CommandListener):
 
 
 @pytest.fixture(params=FLAVOURS)
-def flavour(request: pytest.FixtureRequest) -> str:
+def flavour(request: pytest.FixtureRequest) -> Flavour:
     """Each test runs once with MongoStore and once with AsyncMongoStore."""
-    return str(request.param)
+    return cast(Flavour, request.param)
 
 
 @pytest.fixture
-async def store(flavour: str, mongo_server: AnyServer, request: pytest.FixtureRequest) -> AsyncIterator[AnyMongoStore]:
+async def store(
+    flavour: Flavour, mongo_server: AnyServer, request: pytest.FixtureRequest
+) -> AsyncIterator[AnyMongoStore]:
     """A store of the flavour on a fresh database, dropped after the test."""
-    async with make_mongo_store(flavour, request.node.name) as opened:  # type: ignore[call-overload]
+    async with make_mongo_store(flavour, request.node.name) as opened:
         yield opened
 
 
@@ -214,8 +216,11 @@ async def test_escaped_keys_survive_merge(store: AnyMongoStore, raw: MongoClient
 @pytest.mark.server
 @pytest.mark.parametrize(
     "value",
-    [pytest.param(2**63, id="int over 64 bits"), pytest.param(-(2**63) - 1, id="int under 64 bits"),
-     pytest.param("lone \ud800 surrogate", id="lone surrogate")],
+    [
+        pytest.param(2**63, id="int over 64 bits"),
+        pytest.param(-(2**63) - 1, id="int under 64 bits"),
+        pytest.param("lone \ud800 surrogate", id="lone surrogate"),
+    ],
 )
 async def test_values_bson_cannot_hold_are_refused(
     store: AnyMongoStore, raw: MongoClient[dict[str, Any]], value: Any
@@ -414,10 +419,10 @@ async def test_save_with_replaces_removes_the_old_document(
 
 @pytest.mark.anyio
 @pytest.mark.server
-async def test_round_trips_per_operation(mongo_server: AnyServer, flavour: str) -> None:
+async def test_round_trips_per_operation(mongo_server: AnyServer, flavour: Flavour) -> None:
     """load, merge, touch, save and delete are one command each; save with replaces= is two; the index is made once."""
     counter = CommandCounter()
-    async with make_mongo_store(flavour, "round_trips", event_listeners=[counter]) as store:  # type: ignore[call-overload]
+    async with make_mongo_store(flavour, "round_trips", event_listeners=[counter]) as store:
         sid, old = new_sid(), new_sid()
         await run(store.save(old, live({"a": 1})))
         assert counter.take() == ["createIndexes", "update"]
@@ -446,6 +451,8 @@ MALFORMED = [
     pytest.param({"data": "not a document"}, id="data is a string"),
     pytest.param({"data": [1, 2]}, id="data is an array"),
     pytest.param({"data": ...}, id="data missing"),
+    pytest.param({"expires": ...}, id="expires missing"),
+    pytest.param({"expires": "tomorrow"}, id="expires a string"),
     pytest.param({"expires_ts": ...}, id="expires_ts missing"),
     pytest.param({"expires_ts": "soon"}, id="expires_ts a string"),
     pytest.param({"created": True}, id="created a bool"),
@@ -480,14 +487,16 @@ async def test_malformed_document_loads_as_none_with_one_warning(
 
 @pytest.mark.anyio
 @pytest.mark.server
-async def test_missing_expires_date_is_not_a_live_session(
+async def test_document_without_an_expires_date_is_never_merged_or_touched(
     store: AnyMongoStore, raw: MongoClient[dict[str, Any]]
 ) -> None:
-    """A document without an expires date is never matched by the live filter, so it never loads."""
+    """A document without an expires date (which the TTL monitor never deletes) is not live for merge or touch."""
     sid = new_sid()
-    raw_collection(raw, store).insert_one({"_id": sid, **planted(at=_future(), expires=...)})
-    assert await run(store.load(sid)) is None
+    collection = raw_collection(raw, store)
+    collection.insert_one({"_id": sid, **planted(at=_future(), expires=...)})
+    assert await run(store.merge(sid, Change({"k": 1}), _future())) is False
     assert await run(store.touch(sid, _future())) is False
+    assert collection.find_one({"_id": sid})["data"] == {"user": 42}
 
 
 @pytest.mark.anyio
@@ -510,7 +519,7 @@ async def test_int64_values_load_as_plain_int(store: AnyMongoStore) -> None:
 async def test_outage_raises_store_unavailable_then_recovers(
     mongo_server: AnyServer, flavour: str, tmp_path: Path
 ) -> None:
-    """With the server stopped a store raises StoreUnavailable within its timeouts; a new server on the port heals it."""
+    """A stopped server gives StoreUnavailable within the timeouts; a new server on its port heals the store."""
     if mongo_server.external:
         pytest.skip("cannot stop an external server")
     with MongoServer(tmp_path / "data") as server:
@@ -592,7 +601,7 @@ async def test_store_from_url_collection_parameter_is_not_passed_to_pymongo(
         pytest.param("mongodb://127.0.0.1:27017/?collection=x", id="only a collection"),
         pytest.param("mongodb:///db", id="no host"),
         pytest.param("mongodb://user:pw@/db", id="credentials but no host"),
-        pytest.param("mongodb://127.0.0.1:27017/db?serverSelectionTimeoutMS=soon", id="options pymongo refuses"),
+        pytest.param("mongodb://127.0.0.1:port/db", id="a URL pymongo refuses"),
     ],
 )
 def test_store_from_url_refuses_unusable_urls(url: str) -> None:
@@ -695,3 +704,10 @@ def test_datetime_rounding_never_extends_a_session() -> None:
         assert value - stored.timestamp() < 0.001 + 1e-6
         assert stored.microsecond % 1000 == 0
     assert math.isclose(_date(1.5).timestamp(), 1.5)
+
+
+def test_store_from_url_refuses_client_options_pymongo_refuses() -> None:
+    """A client option PyMongo rejects is a ConfigError naming url, raised before any connection."""
+    with pytest.raises(ConfigError) as caught:
+        store_from_url("mongodb://127.0.0.1:9/db", socketTimeoutMS="soon")
+    assert caught.value.option == "url"

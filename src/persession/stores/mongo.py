@@ -35,7 +35,9 @@ are refused with :class:`~persession.NotSerializable`.
 Expiry: a TTL index on ``expires`` (``expireAfterSeconds=0``) is created on
 the store's first use; MongoDB's TTL monitor deletes expired documents only
 about once a minute, so every read and write also filters on
-``expires > now``.
+``expires > now``. (A load also fetches a document whose ``expires`` is
+missing or not a date, only to report it as malformed: the TTL monitor would
+never delete it.)
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ __all__ = [
     "AsyncMongoStore",
     "MongoStore",
     "SessionDocument",
+    "escape_key",
+    "unescape_key",
     "DEFAULT_COLLECTION",
     "DEFAULT_CONNECT_TIMEOUT_MS",
     "DEFAULT_SERVER_SELECTION_TIMEOUT_MS",
@@ -226,7 +230,7 @@ def _number(document: Mapping[str, Any], name: str) -> float:
     return float(value)
 
 
-def record_from_document(document: Mapping[str, Any], now: float) -> Record | None:
+def _record_from_document(document: Mapping[str, Any], now: float) -> Record | None:
     """The record a stored document holds; ``None`` if it expired; :class:`ValueError` if malformed."""
     data = document.get("data")
     if type(data) is not dict:
@@ -245,9 +249,10 @@ def record_from_document(document: Mapping[str, Any], now: float) -> Record | No
     return Record(plain, created=created, accessed=accessed, expires=expires)
 
 
-def _document(record: Record) -> dict[str, Any]:
-    """The stored document for ``record``, without ``_id`` (for ``replace_one``)."""
+def _document(sid: str, record: Record) -> SessionDocument:
+    """The stored document for ``record`` under ``sid``."""
     return {
+        "_id": sid,
         "data": _bson_data(record.data),
         "created": float(record.created),
         "accessed": float(record.accessed),
@@ -259,6 +264,15 @@ def _document(record: Record) -> dict[str, Any]:
 def _live(sid: str, now: float) -> dict[str, Any]:
     """The filter for ``sid`` while it is live: the TTL monitor may not have run yet."""
     return {"_id": sid, "expires": {"$gt": _date(now)}}
+
+
+def _load_filter(sid: str, now: float) -> dict[str, Any]:
+    """:func:`_live`, plus a document whose ``expires`` is missing or not a date.
+
+    Such a document never expires (the TTL monitor skips it) and is not ours:
+    loading it lets :func:`_load_result` report it, still in one round trip.
+    """
+    return {"_id": sid, "$or": [{"expires": {"$gt": _date(now)}}, {"expires": {"$not": {"$type": "date"}}}]}
 
 
 def _times(now: float, expires: float) -> dict[str, Any]:
@@ -289,7 +303,7 @@ def _load_result(document: Mapping[str, Any] | None, now: float, namespace: str)
     if document is None:
         return None
     try:
-        return record_from_document(document, now)
+        return _record_from_document(document, now)
     except ValueError as error:  # _Malformed, or unescape_key's refusal
         security_log.warning("malformed session document in MongoDB collection %s ignored: %s", namespace, error)
         return None
@@ -477,7 +491,7 @@ class MongoStore:
         collection = self._ready()
         now = self._clock()
         with _map_errors():
-            document = collection.find_one(_live(sid, now))
+            document = collection.find_one(_load_filter(sid, now))
         return _load_result(document, now, self._namespace)
 
     def save(self, sid: str, record: Record, *, replaces: str | None = None) -> None:
@@ -489,7 +503,7 @@ class MongoStore:
         with its old data, never the new record's — which is what it was
         before the regenerate began.
         """
-        document = _document(record)  # refuse bad data before writing anything
+        document = _document(sid, record)  # refuse bad data before writing anything
         collection = self._ready()
         with _map_errors():
             collection.replace_one({"_id": sid}, document, upsert=True)
@@ -618,12 +632,12 @@ class AsyncMongoStore:
         collection = await self._ready()
         now = self._clock()
         with _map_errors():
-            document = await collection.find_one(_live(sid, now))
+            document = await collection.find_one(_load_filter(sid, now))
         return _load_result(document, now, self._namespace)
 
     async def save(self, sid: str, record: Record, *, replaces: str | None = None) -> None:
         """See :meth:`MongoStore.save`: the new document first, then the old one deleted."""
-        document = _document(record)
+        document = _document(sid, record)
         collection = await self._ready()
         with _map_errors():
             await collection.replace_one({"_id": sid}, document, upsert=True)

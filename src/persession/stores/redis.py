@@ -49,8 +49,12 @@ the price of all sessions living on one shard.
 :data:`DEFAULT_RETRIES` time(s) without backoff (every command here is
 idempotent), so an unreachable server becomes
 :class:`~persession.StoreUnavailable` within
-``(1 + DEFAULT_RETRIES) * timeout`` instead of hanging a worker. A client you
-pass in keeps its own settings: give it timeouts.
+``(1 + DEFAULT_RETRIES) * timeout`` instead of hanging a worker. Their pool
+holds up to :data:`DEFAULT_MAX_CONNECTIONS` connections; a request that finds
+them all busy waits up to :data:`DEFAULT_POOL_TIMEOUT` seconds for one
+(redis-py's plain pool would fail it at once). A Sentinel client's pool cannot
+wait: past ``max_connections`` it fails at once. A client you pass in keeps its
+own settings: give it timeouts.
 """
 
 from __future__ import annotations
@@ -106,6 +110,8 @@ __all__ = [
     "DEFAULT_SOCKET_TIMEOUT",
     "DEFAULT_RETRIES",
     "DEFAULT_SENTINEL_PORT",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_POOL_TIMEOUT",
 ]
 
 security_log = logging.getLogger("persession.security")
@@ -120,6 +126,10 @@ DEFAULT_SOCKET_TIMEOUT: Final = 2.0
 DEFAULT_RETRIES: Final = 1
 #: The port of a ``redis+sentinel://`` host given without one.
 DEFAULT_SENTINEL_PORT: Final = 26379
+#: Connections a client built from a ``redis://``, ``rediss://`` or ``unix://`` URL opens at most.
+DEFAULT_MAX_CONNECTIONS: Final = 100
+#: Seconds a command waits for a free connection when all are busy.
+DEFAULT_POOL_TIMEOUT: Final = 2.0
 
 #: Clients :class:`RedisStore` works on.
 SyncClient: TypeAlias = redis.Redis | redis.cluster.RedisCluster
@@ -310,15 +320,17 @@ def _record(prefix: str, raw: Mapping[bytes | str, bytes | str], now: float) -> 
     times: dict[bytes, float] = {}
     for name, value in raw.items():
         field = name if isinstance(name, bytes) else name.encode("utf-8")
+        is_data = field.startswith(b".")
+        if not is_data and field not in (_CREATED, _ACCESSED, _EXPIRES):
+            continue  # reserved for later versions: ignored, never decoded
         try:
             text = value.decode("utf-8") if isinstance(value, bytes) else value  # strict: planted bytes fail
-            if field.startswith(b"."):
+            if is_data:
                 data[field[1:].decode("utf-8")] = json.loads(text, parse_constant=_reject_constant)
-            elif field in (_CREATED, _ACCESSED, _EXPIRES):
+            else:
                 times[field] = float(text)
-            # Any other field is reserved for later versions and ignored.
         except ValueError:  # JSONDecodeError, UnicodeDecodeError, a bad float
-            _malformed(prefix, "a field is not valid JSON" if field.startswith(b".") else "a time is not a number")
+            _malformed(prefix, "a field is not valid JSON" if is_data else "a time is not a number")
             return None
     if len(times) != 3 or not all(math.isfinite(t) for t in times.values()):
         _malformed(prefix, "the hash lacks its created/accessed/expires metadata")
@@ -421,6 +433,10 @@ def _master_options(target: _SentinelTarget) -> dict[str, Any]:
     return master
 
 
+def _pool_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    return {"max_connections": DEFAULT_MAX_CONNECTIONS, "timeout": DEFAULT_POOL_TIMEOUT, **options}
+
+
 def _sentinel_options(options: Mapping[str, Any]) -> dict[str, Any]:
     # Sentinels get the timeouts and retry policy, never the master's credentials.
     return {k: v for k, v in options.items() if k.startswith("socket_") or k == "retry"}
@@ -497,12 +513,14 @@ class RedisStore:
           ``service_name``, following failovers. The password is the master's;
           pass ``sentinel_kwargs={"password": ...}`` if the sentinels need one.
 
-        :param client_options: passed to ``redis.Redis.from_url`` (or to
-            ``redis.sentinel.Sentinel``); defaults ``socket_connect_timeout=2.0``
-            (:data:`DEFAULT_CONNECT_TIMEOUT`), ``socket_timeout=2.0``
-            (:data:`DEFAULT_SOCKET_TIMEOUT`) and one immediate retry
-            (:data:`DEFAULT_RETRIES`). Query parameters of a ``redis://`` URL
-            override them.
+        :param client_options: passed to ``redis.BlockingConnectionPool.from_url``
+            (or to ``redis.sentinel.Sentinel``); defaults
+            ``socket_connect_timeout=2.0`` (:data:`DEFAULT_CONNECT_TIMEOUT`),
+            ``socket_timeout=2.0`` (:data:`DEFAULT_SOCKET_TIMEOUT`), one
+            immediate retry (:data:`DEFAULT_RETRIES`), and for the pool
+            ``max_connections=100`` (:data:`DEFAULT_MAX_CONNECTIONS`) and
+            ``timeout=2.0`` (:data:`DEFAULT_POOL_TIMEOUT`). Query parameters of
+            a ``redis://`` URL override them.
         :raises ConfigError: the URL is malformed, names no host, or its
             scheme is not one of the above.
         """
@@ -523,7 +541,8 @@ class RedisStore:
             owned += [sentinel_client.close for sentinel_client in sentinel.sentinels]
         else:
             try:
-                client = redis.Redis.from_url(url, **options)
+                pool = redis.BlockingConnectionPool.from_url(url, **_pool_options(options))
+                client = redis.Redis.from_pool(pool)
             except ValueError as error:
                 raise ConfigError("url", f"{error}") from None
         owned.insert(0, client.close)
@@ -658,7 +677,8 @@ class AsyncRedisStore:
             owned += [sentinel_client.aclose for sentinel_client in sentinel.sentinels]
         else:
             try:
-                client = redis.asyncio.Redis.from_url(url, **options)
+                async_pool = redis.asyncio.BlockingConnectionPool.from_url(url, **_pool_options(options))
+                client = redis.asyncio.Redis.from_pool(async_pool)
             except ValueError as error:
                 raise ConfigError("url", f"{error}") from None
         owned.insert(0, client.aclose)
