@@ -814,7 +814,7 @@ def test_config_errors_for_wrong_clients_and_prefix(redis_server: RedisServer) -
     """Mismatched client flavours, a non-str prefix and to_async() on an injected client raise ConfigError."""
     with redis_server.client() as client:
         with pytest.raises(ConfigError) as wrong_flavour:
-            AsyncRedisStore(client)  # type: ignore[arg-type]
+            AsyncRedisStore(client)
         assert wrong_flavour.value.option == "client"
         with pytest.raises(ConfigError) as bad_prefix:
             RedisStore(client, prefix=b"bytes:")  # type: ignore[arg-type]
@@ -889,3 +889,30 @@ def test_ttl_rounding_never_shortens_the_record() -> None:
     assert _ttl_ms(10.0, 10.0) == 0
     assert _ttl_ms(5.0, 10.0) == 0
     assert _ttl_ms(3610.5, 10.0) == math.ceil(3600.5 * 1000)
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        pytest.param(redis.exceptions.ConnectionError("refused"), StoreUnavailable, id="ConnectionError"),
+        pytest.param(redis.exceptions.TimeoutError("timed out"), StoreUnavailable, id="TimeoutError"),
+        pytest.param(redis.exceptions.BusyLoadingError("loading"), StoreUnavailable, id="BusyLoadingError"),
+        pytest.param(redis.exceptions.ClusterDownError("CLUSTERDOWN"), StoreUnavailable, id="ClusterDownError"),
+        pytest.param(redis.exceptions.TryAgainError("TRYAGAIN"), StoreUnavailable, id="TryAgainError"),
+        pytest.param(redis.exceptions.ReadOnlyError("READONLY"), StoreUnavailable, id="ReadOnlyError"),
+        pytest.param(redis.exceptions.RedisClusterException("no node"), StoreUnavailable, id="RedisClusterException"),
+        pytest.param(redis.sentinel.MasterNotFoundError("no master"), StoreUnavailable, id="MasterNotFoundError"),
+        pytest.param(redis.exceptions.AuthenticationError("bad password"), StoreError, id="AuthenticationError"),
+        pytest.param(redis.exceptions.ResponseError("ERR syntax"), StoreError, id="ResponseError"),
+        pytest.param(redis.exceptions.OutOfMemoryError("OOM"), StoreError, id="OutOfMemoryError"),
+    ],
+)
+def test_driver_errors_are_translated_in_one_place(error: Exception, expected: type[StoreError]) -> None:
+    """Connection-class driver errors become StoreUnavailable, the rest StoreError, chained to the original."""
+    from persession.stores.redis import _map_errors
+
+    with pytest.raises(StoreError) as caught, _map_errors():
+        raise error
+    assert type(caught.value) is expected
+    assert caught.value.original_error is error
+    assert caught.value.__cause__ is error

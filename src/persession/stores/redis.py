@@ -385,7 +385,7 @@ def _parse_url(url: object) -> _SentinelTarget | str:
         raise ConfigError("url", f"unsupported scheme {scheme!r}; use one of {', '.join(_SCHEMES)}")
     if scheme == "unix":
         if not urlsplit(url).path:
-            raise ConfigError("url", f"a unix:// URL needs the socket path, e.g. 'unix:///run/redis.sock': {url!r}")
+            raise ConfigError("url", f"a unix:// URL needs a socket path ('unix:///run/redis.sock'): {_redact(url)!r}")
         return url
     if scheme != "redis+sentinel":
         try:
