@@ -39,6 +39,14 @@ def test_import_layering_contracts_hold() -> None:
     assert "0 broken" in result.stdout
 
 
+def test_docs_build_without_warnings(tmp_path: Path) -> None:
+    """The Sphinx site builds with every warning treated as an error."""
+    result = _run(sys.executable, "-m", "sphinx", "-T", "-W", "--keep-going", "-q", "-b", "html", "docs", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "index.html").is_file()
+    assert (tmp_path / "api.html").read_text(encoding="utf-8").count("SessionMiddleware") >= 2
+
+
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sdist and wheel, built from this checkout."""
