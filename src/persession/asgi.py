@@ -28,6 +28,7 @@ from . import _shell
 from .config import SessionConfig
 from .core import Opening, SessionEngine, add_vary_cookie
 from .exceptions import SessionNotAvailable, StoreError
+from .guard import GuardPolicy, WebSocketGuard
 from .session import Session
 from .stores.base import AsyncStore, Store, arun_plan
 from .types import ASGIApp, Message, Receive, Scope, Send
@@ -64,6 +65,9 @@ class SessionMiddleware:
     :param config: a :class:`~persession.SessionConfig` instead of ``secret``
         and ``options``.
     :param clock: returns the current Unix time (tests).
+    :param websocket_guard: refuse websocket handshakes of logged-out users
+        and foreign origins before the app sees them: ``True`` for the default
+        :class:`~persession.guard.GuardPolicy`, or a policy. Default ``None``.
     :param options: any other :class:`~persession.SessionConfig` field.
     :raises ConfigError: a bad option, named.
 
@@ -86,9 +90,13 @@ class SessionMiddleware:
         store: AsyncStore | Store | None = None,
         config: SessionConfig | None = None,
         clock: Callable[[], float] = time.time,
+        websocket_guard: GuardPolicy | bool | None = None,
         **options: Any,
     ) -> None:
         self.app: ASGIApp = guarantee_single_callable(app)  # type: ignore[no-untyped-call]
+        if websocket_guard:
+            policy = websocket_guard if isinstance(websocket_guard, GuardPolicy) else None
+            self.app = WebSocketGuard(self.app, policy=policy)
         self.engine: SessionEngine = _shell.make_engine(secret, config, options, clock)
         self.config: SessionConfig = self.engine.config
         self.store: AsyncStore = _shell.async_store(store)

@@ -81,6 +81,8 @@ class Plan:
     set_cookie: str | None = None
     #: Send ``Vary: Cookie``: the response depends on the session.
     vary: bool = False
+    #: For SAVE: index the new session under this user id (a login).
+    user: str | None = None
 
 
 _NOTHING = Plan()
@@ -230,7 +232,13 @@ class SessionEngine:
             sid = self.signer.new_id()
             replaces = old if (old is not None and old != sid) else None
             return Plan(
-                Action.SAVE, sid=sid, record=record, replaces=replaces, set_cookie=cookie(sid, created), vary=vary
+                Action.SAVE,
+                sid=sid,
+                record=record,
+                replaces=replaces,
+                set_cookie=cookie(sid, created),
+                vary=vary,
+                user=session.logged_in_as,
             )
 
         created = session.created if session.created is not None else now

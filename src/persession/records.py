@@ -12,7 +12,7 @@ from typing import Any
 
 from .exceptions import NotSerializable
 
-__all__ = ["Change", "Record", "dumps", "loads"]
+__all__ = ["Change", "Record", "SessionInfo", "dumps", "loads"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +56,23 @@ class Change:
             merged.pop(key, None)
         merged.update(self.set)
         return merged
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """One live session of a user, as the per-user index lists it (never log ``sid``).
+
+    .. versionadded:: 0.1
+    """
+
+    #: The session id.
+    sid: str
+    #: When the session was created (Unix seconds).
+    created: float
+    #: When a request last wrote or touched it (Unix seconds).
+    accessed: float
+    #: When it expires (Unix seconds).
+    expires: float
 
 
 def dumps(data: Mapping[str, Any]) -> str:

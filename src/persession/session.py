@@ -51,6 +51,7 @@ class Session(dict[str, Any]):
         "_deleted",
         "_destroyed",
         "_error",
+        "_login_user",
         "_regenerate",
         "_set",
         "_touched",
@@ -89,6 +90,7 @@ class Session(dict[str, Any]):
         self._destroyed = False
         self._touched = False
         self._error: StoreError | None = None
+        self._login_user: str | None = None
 
     @classmethod
     def unavailable(cls, error: StoreError) -> Session:
@@ -128,6 +130,19 @@ class Session(dict[str, Any]):
     def touched(self) -> bool:
         """:meth:`touch` was called."""
         return self._touched
+
+    @property
+    def logged_in_as(self) -> str | None:
+        """The user id :func:`persession.guard.login` recorded in this request, if any."""
+        return self._login_user
+
+    def mark_login(self, user_id: str) -> None:
+        """Record a login, so the store indexes this session under ``user_id``.
+
+        :func:`persession.guard.login` calls this; use that instead.
+        """
+        self._write()
+        self._login_user = user_id
 
     def changes(self) -> Change:
         """Exactly what this request changed, for a merge into the stored record."""
@@ -173,6 +188,7 @@ class Session(dict[str, Any]):
         super().clear()
         self._destroyed = True
         self._regenerate = False
+        self._login_user = None
         self._set.clear()
         self._deleted.clear()
         self._cleared = False

@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import Protocol, TypeVar, runtime_checkable
 
 from ..core import Action, Plan
-from ..records import Change, Record
+from ..records import Change, Record, SessionInfo
 
-__all__ = ["AsyncStore", "Store", "SupportsAsync", "arun_plan", "run_plan"]
+__all__ = ["AsyncStore", "AsyncUserIndex", "Store", "SupportsAsync", "UserIndex", "arun_plan", "run_plan"]
 
 _V = TypeVar("_V")
 
@@ -89,6 +89,45 @@ class AsyncStore(Protocol):
 
 
 @runtime_checkable
+class UserIndex(Protocol):
+    """**Protocol**: a sync store that indexes sessions by user (every built-in store does).
+
+    :func:`persession.guard.login` records the session under the user; the
+    index lists a user's live sessions and revokes them all at once (after a
+    password change, say). Destroyed, revoked and expired sessions drop out.
+    """
+
+    def index_user(self, user: str, sid: str, expires: float) -> None:
+        """Record that session ``sid`` belongs to ``user`` (until ``expires``)."""
+        ...
+
+    def user_sessions(self, user: str) -> list[SessionInfo]:
+        """The user's live sessions, oldest first."""
+        ...
+
+    def revoke_user(self, user: str) -> list[str]:
+        """Delete every session of ``user``; return the revoked ids."""
+        ...
+
+
+@runtime_checkable
+class AsyncUserIndex(Protocol):
+    """**Protocol**: the asyncio twin of :class:`UserIndex`."""
+
+    async def index_user(self, user: str, sid: str, expires: float) -> None:
+        """See :meth:`UserIndex.index_user`."""
+        ...
+
+    async def user_sessions(self, user: str) -> list[SessionInfo]:
+        """See :meth:`UserIndex.user_sessions`."""
+        ...
+
+    async def revoke_user(self, user: str) -> list[str]:
+        """See :meth:`UserIndex.revoke_user`."""
+        ...
+
+
+@runtime_checkable
 class SupportsAsync(Protocol):
     """**Protocol**: a sync store that can build its asyncio twin on the same data.
 
@@ -113,7 +152,10 @@ def run_plan(store: Store, plan: Plan) -> None:
         return
     sid = _need(plan.sid)
     if action is Action.SAVE:
-        store.save(sid, _need(plan.record), replaces=plan.replaces)
+        record = _need(plan.record)
+        store.save(sid, record, replaces=plan.replaces)
+        if plan.user is not None and isinstance(store, UserIndex):
+            store.index_user(plan.user, sid, record.expires)
     elif action is Action.MERGE:
         store.merge(sid, _need(plan.change), _need(plan.expires))
     elif action is Action.TOUCH:
@@ -129,7 +171,10 @@ async def arun_plan(store: AsyncStore, plan: Plan) -> None:
         return
     sid = _need(plan.sid)
     if action is Action.SAVE:
-        await store.save(sid, _need(plan.record), replaces=plan.replaces)
+        record = _need(plan.record)
+        await store.save(sid, record, replaces=plan.replaces)
+        if plan.user is not None and isinstance(store, AsyncUserIndex):
+            await store.index_user(plan.user, sid, record.expires)
     elif action is Action.MERGE:
         await store.merge(sid, _need(plan.change), _need(plan.expires))
     elif action is Action.TOUCH:

@@ -118,18 +118,36 @@ class _Database:
             connection = sqlite3.connect(
                 self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
             )
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=NORMAL")
-            connection.execute(
-                f"CREATE TABLE IF NOT EXISTS {self.table} ("
-                "id TEXT PRIMARY KEY, data TEXT NOT NULL, created REAL NOT NULL,"
-                " accessed REAL NOT NULL, expires REAL NOT NULL) WITHOUT ROWID"
-            )
-            connection.execute(f"CREATE INDEX IF NOT EXISTS {self.table}_expires ON {self.table} (expires)")
+            try:
+                self._enable_wal(connection)
+                connection.execute("PRAGMA synchronous=NORMAL")
+                connection.execute(
+                    f"CREATE TABLE IF NOT EXISTS {self.table} ("
+                    "id TEXT PRIMARY KEY, data TEXT NOT NULL, created REAL NOT NULL,"
+                    " accessed REAL NOT NULL, expires REAL NOT NULL) WITHOUT ROWID"
+                )
+                connection.execute(f"CREATE INDEX IF NOT EXISTS {self.table}_expires ON {self.table} (expires)")
+            except BaseException:
+                connection.close()  # not yet registered: nothing else would close it
+                raise
         self._local.connection = connection
         with self._lock:
             self._connections.append(connection)
         return connection
+
+    def _enable_wal(self, connection: sqlite3.Connection) -> None:
+        # Switching a new file to WAL needs an exclusive lock, and SQLite reports
+        # "database is locked" at once, without waiting busy_timeout, when
+        # several processes open a new file together: retry until the deadline.
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                connection.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
 
     def load(self, sid: str) -> Record | None:
         with _map_errors():
