@@ -120,19 +120,23 @@ class ServerProcess:
         self.stop()
 
 
-def uvicorn_server(app: str, *, env: Mapping[str, str] | None = None, workers: int = 1) -> ServerProcess:
-    """uvicorn serving ``module:attribute`` from tests/apps on a free port."""
+def uvicorn_server(
+    app: str, *, env: Mapping[str, str] | None = None, workers: int = 1, args: Sequence[str] = ()
+) -> ServerProcess:
+    """uvicorn serving ``module:attribute`` from tests/apps on a free port; ``args`` are extra options."""
     port = free_port()
     argv = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
-    argv += ["--workers", str(workers), "--log-level", "warning", "--app-dir", str(APPS)]
+    argv += ["--workers", str(workers), "--log-level", "warning", "--app-dir", str(APPS), *args]
     return ServerProcess(argv, port, env=env)
 
 
-def gunicorn_server(app: str, *, env: Mapping[str, str] | None = None, workers: int = 1) -> ServerProcess:
-    """gunicorn (sync workers) serving ``module:attribute`` from tests/apps on a free port."""
+def gunicorn_server(
+    app: str, *, env: Mapping[str, str] | None = None, workers: int = 1, args: Sequence[str] = ()
+) -> ServerProcess:
+    """gunicorn (sync workers, unless ``args`` choose others) serving ``module:attribute`` from tests/apps."""
     port = free_port()
     argv = [sys.executable, "-m", "gunicorn", app, "--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
-    argv += ["--chdir", str(APPS), "--log-level", "warning"]
+    argv += ["--chdir", str(APPS), "--log-level", "warning", *args]
     return ServerProcess(argv, port, env=env)
 
 

@@ -19,6 +19,7 @@ from .exceptions import StoreError as StoreError
 from .exceptions import StoreUnavailable as StoreUnavailable
 from .records import Change as Change
 from .records import Record as Record
+from .records import SessionInfo as SessionInfo
 from .session import Session as Session
 
 __version__ = "0.1.0"
@@ -32,6 +33,7 @@ __all__ = [
     "Session",
     "SessionConfig",
     "SessionError",
+    "SessionInfo",
     "SessionNotAvailable",
     "SessionReadOnly",
     "SessionTooLarge",

@@ -28,7 +28,7 @@ from . import _shell
 from .config import SessionConfig
 from .core import Opening, SessionEngine, add_vary_cookie
 from .exceptions import SessionNotAvailable, StoreError
-from .guard import GuardPolicy, WebSocketGuard
+from .guard import LIVE_SOCKETS, GuardPolicy, WebSocketGuard
 from .session import Session
 from .stores.base import AsyncStore, Store, arun_plan
 from .types import ASGIApp, Message, Receive, Scope, Send
@@ -66,7 +66,8 @@ class SessionMiddleware:
         and ``options``.
     :param clock: returns the current Unix time (tests).
     :param websocket_guard: refuse websocket handshakes of logged-out users
-        and foreign origins before the app sees them: ``True`` for the default
+        and foreign origins before the app sees them, and close accepted ones
+        (code 4001) when their session ends: ``True`` for the default
         :class:`~persession.guard.GuardPolicy`, or a policy. Default ``None``.
     :param options: any other :class:`~persession.SessionConfig` field.
     :raises ConfigError: a bad option, named.
@@ -94,12 +95,12 @@ class SessionMiddleware:
         **options: Any,
     ) -> None:
         self.app: ASGIApp = guarantee_single_callable(app)  # type: ignore[no-untyped-call]
-        if websocket_guard:
-            policy = websocket_guard if isinstance(websocket_guard, GuardPolicy) else None
-            self.app = WebSocketGuard(self.app, policy=policy)
         self.engine: SessionEngine = _shell.make_engine(secret, config, options, clock)
         self.config: SessionConfig = self.engine.config
         self.store: AsyncStore = _shell.async_store(store)
+        if websocket_guard:
+            policy = websocket_guard if isinstance(websocket_guard, GuardPolicy) else None
+            self.app = WebSocketGuard(self.app, policy=policy, store=self.store)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -172,6 +173,7 @@ class SessionMiddleware:
                     _shell.log_unavailable(error)
                     await _send_unavailable(send)
                     return
+                LIVE_SOCKETS.after_plan(plan)  # websockets of a deleted or replaced session close
                 if plan.set_cookie is not None or plan.vary:
                     headers = list(message.get("headers", ()))
                     if plan.set_cookie is not None:

@@ -30,21 +30,53 @@ allowed by default (``allow_missing_origin=True``): every browser sends
 ``Origin`` on websocket handshakes, so a missing one means a non-browser
 client, which cannot be tricked into lending a victim's cookies; it still
 needs a logged-in session. Set it to ``False`` to refuse such clients.
+
+**Live websockets follow the session.** An accepted websocket under
+:class:`WebSocketGuard` is closed with code **4001** (:data:`REVOKED_CLOSE_CODE`,
+reason ``"session revoked"``) when its session ends: the application's
+``receive`` returns ``{"type": "websocket.disconnect", "code": 4001}`` and
+its later sends are dropped. The session ends
+
+- at once, when a request of the same process logs out, regenerates (logs in
+  again) or destroys it: :class:`persession.asgi.SessionMiddleware` reports
+  every store delete and replace to :data:`LIVE_SOCKETS`;
+- when any process revokes it, if the store has a revocation feed
+  (:class:`~persession.stores.base.RevocationFeed`, e.g. ``AsyncRedisStore``
+  over pub/sub): one subscriber task per guard, started with its first
+  websocket and stopped with its last (or at lifespan shutdown);
+- within :attr:`GuardPolicy.recheck_interval` (30 s) otherwise: the guard
+  loads the session of each live websocket and closes those whose record is
+  gone (destroyed, revoked or expired). It runs with a feed too, since
+  pub/sub may lose messages while it reconnects.
+
+Code that deletes sessions itself (``revoke_user`` on a store without a
+feed) can call ``LIVE_SOCKETS.revoke(sid)``. WSGI websockets are not followed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import re
-from collections.abc import Callable, Iterable, Sequence
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
+from .core import Action, Plan
+from .exceptions import ConfigError, StoreError
 from .session import Session
+from .stores.base import AsyncStore, Store
+from .types import Message, Receive, Send
 
 __all__ = [
+    "LIVE_SOCKETS",
+    "REVOKED_CLOSE_CODE",
     "USER_KEY",
     "GuardPolicy",
+    "LiveSockets",
     "OriginPolicy",
     "Refusal",
     "WSGIWebSocketGuard",
@@ -56,7 +88,13 @@ __all__ = [
 
 #: The session key :func:`login` stores the user under.
 USER_KEY: Final = "user"
+#: The close code of a live websocket whose session was destroyed or revoked (an application code, 4000-4999).
+REVOKED_CLOSE_CODE: Final = 4001
+_REVOKED_REASON: Final = "session revoked"
+#: Seconds between two subscriptions to a revocation feed that failed or ended.
+_FEED_RETRY: Final = 5.0
 _DEFAULT_PORTS: Final = {"http": 80, "ws": 80, "https": 443, "wss": 443}
+log = logging.getLogger("persession")
 
 
 def login(session: Session, user: str | int, **extra: Any) -> None:
@@ -154,8 +192,6 @@ class OriginPolicy:
     _patterns: tuple[_Pattern, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        from .exceptions import ConfigError
-
         if isinstance(self.allowed_origins, str):
             raise ConfigError("allowed_origins", "must be a list of origins, not one string")
         try:
@@ -205,6 +241,10 @@ class GuardPolicy:
     :param origins: the :class:`OriginPolicy`; default same-origin only.
     :param include: path prefixes guarded; default every path.
     :param exclude: path prefixes never guarded (checked first).
+    :param recheck_interval: seconds between two checks that the sessions of
+        live websockets still exist (those whose record is gone are closed
+        with code 4001); default 30, ``None`` to never re-check. Needs the
+        guard to know the store (see :class:`WebSocketGuard`).
 
     .. versionadded:: 0.1
     """
@@ -213,6 +253,11 @@ class GuardPolicy:
     origins: OriginPolicy = field(default_factory=OriginPolicy)
     include: Sequence[str] = ("/",)
     exclude: Sequence[str] = ()
+    recheck_interval: float | None = 30.0
+
+    def __post_init__(self) -> None:
+        if self.recheck_interval is not None and not self.recheck_interval > 0:
+            raise ConfigError("recheck_interval", "must be a positive number of seconds, or None")
 
     def guards(self, path: str) -> bool:
         """Whether websocket handshakes to ``path`` are checked."""
@@ -229,6 +274,131 @@ class GuardPolicy:
         if session is None or session.failed is not None or not self.predicate(session):
             return _NOT_LOGGED_IN
         return None
+
+
+@runtime_checkable
+class RevocationFeed(Protocol):
+    """Stand-in until ``persession.stores.base.RevocationFeed`` lands (same name and signature)."""
+
+    def watch_revocations(self) -> AsyncIterator[str]:
+        """The ids of sessions revoked in any process, as they are revoked."""
+        ...
+
+
+class _Live:
+    """One guarded websocket that follows its session: closed with 4001 on revocation."""
+
+    __slots__ = ("_closer", "_lock", "_pending", "_receive", "_revoked", "_send", "closed", "loop", "sid")
+
+    def __init__(self, sid: str, receive: Receive, send: Send) -> None:
+        self.sid = sid
+        self.loop = asyncio.get_running_loop()
+        self.closed = False  # a close (or denial) went to the server
+        self._receive = receive
+        self._send = send
+        self._revoked: asyncio.Future[None] = self.loop.create_future()
+        self._pending: asyncio.Future[Message] | None = None
+        self._lock = asyncio.Lock()
+        self._closer: asyncio.Task[None] | None = None
+
+    def revoke(self) -> None:
+        """Close the websocket with 4001; callable from any thread."""
+        try:
+            here = asyncio.get_running_loop() is self.loop
+        except RuntimeError:
+            here = False
+        if here:
+            self._revoke()
+        else:
+            with contextlib.suppress(RuntimeError):  # that loop is closed, and the websocket with it
+                self.loop.call_soon_threadsafe(self._revoke)
+
+    def _revoke(self) -> None:
+        if self._revoked.done():
+            return
+        self._revoked.set_result(None)
+        if self._pending is not None:
+            self._pending.cancel()
+        self._closer = self.loop.create_task(self._close())
+
+    async def _close(self) -> None:
+        async with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            # The client may be gone already; then there is nothing left to close.
+            with contextlib.suppress(OSError, RuntimeError):
+                await self._send({"type": "websocket.close", "code": REVOKED_CLOSE_CODE, "reason": _REVOKED_REASON})
+
+    async def send(self, message: Message) -> None:
+        async with self._lock:
+            if self._revoked.done():
+                return  # closed on revocation: the application's later messages go nowhere
+            if message["type"] in ("websocket.close", "websocket.http.response.start"):
+                self.closed = True
+            await self._send(message)
+
+    async def receive(self) -> Message:
+        if not self._revoked.done():
+            if self._pending is None:
+                self._pending = asyncio.ensure_future(self._receive())
+            await asyncio.wait((self._pending, self._revoked), return_when=asyncio.FIRST_COMPLETED)
+            if not self._revoked.done():
+                message, self._pending = self._pending.result(), None
+                return message
+        return {"type": "websocket.disconnect", "code": REVOKED_CLOSE_CODE, "reason": _REVOKED_REASON}
+
+    async def finish(self) -> None:
+        """After the application returned: let the 4001 close reach the server, drop a pending receive."""
+        if self._pending is not None:
+            self._pending.cancel()
+        if self._closer is not None:
+            await self._closer
+
+
+class LiveSockets:
+    """The live guarded websockets of this process, by session id: what a revocation closes.
+
+    :data:`LIVE_SOCKETS` is the one instance; the ASGI middleware and the
+    guards' feeds and re-checks report to it.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self) -> None:
+        self._by_sid: dict[str, set[_Live]] = {}
+        self._lock = threading.Lock()
+
+    def _add(self, live: _Live) -> None:
+        with self._lock:
+            self._by_sid.setdefault(live.sid, set()).add(live)
+
+    def _discard(self, live: _Live) -> None:
+        with self._lock:
+            lives = self._by_sid.get(live.sid)
+            if lives is not None:
+                lives.discard(live)
+                if not lives:
+                    del self._by_sid[live.sid]
+
+    def revoke(self, sid: str) -> int:
+        """Close every live guarded websocket of session ``sid`` with code 4001; return how many."""
+        with self._lock:
+            lives = list(self._by_sid.get(sid, ()))
+        for live in lives:
+            live.revoke()
+        return len(lives)
+
+    def after_plan(self, plan: Plan) -> None:
+        """Close the websockets of the session a completed plan deleted, or replaced by a new id."""
+        if plan.action is Action.DELETE and plan.sid is not None:
+            self.revoke(plan.sid)
+        elif plan.action is Action.SAVE and plan.replaces is not None:
+            self.revoke(plan.replaces)
+
+
+#: The process-wide registry of live guarded websockets.
+LIVE_SOCKETS: Final = LiveSockets()
 
 
 def _first(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
@@ -248,12 +418,19 @@ class WebSocketGuard:
     read-only for websocket scopes), or standalone with the same ``secret``,
     ``store`` and options, in which case it builds that middleware around
     itself. ``SessionMiddleware(app, websocket_guard=GuardPolicy(...))`` is the
-    same as wrapping ``app`` in this guard.
+    same as wrapping ``app`` in this guard, and gives it the middleware's store.
+
+    Accepted websockets follow their session (see the module docs): they are
+    closed with code 4001 when it is destroyed or revoked.
 
     :param app: the ASGI application.
     :param policy: what to check; default :class:`GuardPolicy` (logged in, same origin).
     :param secret: for standalone use: as :class:`persession.asgi.SessionMiddleware`.
-    :param options: for standalone use: ``store``, ``config`` and any
+    :param store: the session store; for standalone use, as the middleware's.
+        Without ``secret`` (the guard inside a middleware you built), the
+        store the middleware uses, for the revocation feed and the re-check;
+        without it only revocations made in this process close websockets.
+    :param options: for standalone use: ``config`` and any
         :class:`~persession.SessionConfig` option.
 
     .. versionadded:: 0.1
@@ -265,6 +442,7 @@ class WebSocketGuard:
         *,
         policy: GuardPolicy | None = None,
         secret: str | bytes | Sequence[str | bytes] | None = None,
+        store: AsyncStore | Store | None = None,
         **options: Any,
     ) -> None:
         from asgiref.compatibility import guarantee_single_callable
@@ -272,42 +450,121 @@ class WebSocketGuard:
         self.app: Any = guarantee_single_callable(app)  # type: ignore[no-untyped-call]
         self.policy: GuardPolicy = policy if policy is not None else GuardPolicy()
         self._entry: Any = self._guard
+        #: The store whose sessions live websockets follow, if known.
+        self.store: AsyncStore | None = None
+        self._live: set[_Live] = set()
+        self._tasks: list[asyncio.Task[None]] = []
         if secret is not None or "config" in options:
             from .asgi import SessionMiddleware
 
-            self._entry = SessionMiddleware(self._guard, secret=secret, **options)
+            middleware = SessionMiddleware(self._guard, secret=secret, store=store, **options)
+            self._entry, self.store = middleware, middleware.store
         elif options:
-            from .exceptions import ConfigError
-
             raise ConfigError(sorted(options)[0], "session options need secret= or config= (standalone guard)")
+        elif store is not None:
+            from ._shell import async_store
+
+            self.store = async_store(store)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await self._entry(scope, receive, send)
 
     async def _guard(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, self._lifespan_receive(receive), send)
+            return
         if scope["type"] != "websocket" or not self.policy.guards(scope.get("path", "")):
             await self.app(scope, receive, send)
             return
+        session, refusal = self._check(scope)
+        if refusal is not None:
+            await _deny_websocket(scope, receive, send, refusal)
+        elif session is None or session.id is None:
+            await self.app(scope, receive, send)  # a predicate that admits unstored sessions: nothing to follow
+        else:
+            await self._follow(session.id, scope, receive, send)
+
+    def _check(self, scope: Any) -> tuple[Session | None, Refusal | None]:
+        """The scope's session, and why the policy refuses it (``None``: it may proceed)."""
         headers = scope.get("headers", ())
         session = scope.get("session")
-        refusal = self.policy.check(
-            session if isinstance(session, Session) else None,
-            _first(headers, b"origin"),
-            _first(headers, b"host"),
-            _first(headers, b"x-forwarded-host"),
-        )
-        if refusal is None:
-            await self.app(scope, receive, send)
+        session = session if isinstance(session, Session) else None
+        origin, host, forwarded = (_first(headers, name) for name in (b"origin", b"host", b"x-forwarded-host"))
+        return session, self.policy.check(session, origin, host, forwarded)
+
+    async def _follow(self, sid: str, scope: Any, receive: Receive, send: Send) -> None:
+        live = _Live(sid, receive, send)
+        self._live.add(live)
+        LIVE_SOCKETS._add(live)
+        if not self._tasks:
+            self._start()
+        try:
+            await self.app(scope, live.receive, live.send)
+        finally:
+            LIVE_SOCKETS._discard(live)
+            self._live.discard(live)
+            if not self._live:
+                await self.stop()
+            await live.finish()
+
+    def _start(self) -> None:
+        store, interval = self.store, self.policy.recheck_interval
+        if store is None:
             return
-        message = await receive()  # the handshake's websocket.connect
-        if message.get("type") != "websocket.connect":
-            return
-        if "websocket.http.response" in (scope.get("extensions") or {}):
-            await send({"type": "websocket.http.response.start", "status": refusal.status, "headers": _DENIAL_HEADERS})
-            await send({"type": "websocket.http.response.body", "body": f"{refusal.reason}\n".encode()})
-        else:
-            # Closing before accept: servers answer the handshake with 403.
-            await send({"type": "websocket.close", "code": 1008, "reason": refusal.reason})
+        if isinstance(store, RevocationFeed):
+            self._tasks.append(asyncio.create_task(_watch(store)))
+        if interval is not None:
+            self._tasks.append(asyncio.create_task(self._recheck(store, interval)))
+
+    async def stop(self) -> None:
+        """Stop the background tasks (revocation feed, re-check); the next websocket restarts them."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _recheck(self, store: AsyncStore, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            for sid in {live.sid for live in self._live}:
+                try:
+                    gone = await store.load(sid) is None
+                except StoreError:
+                    continue  # an outage is not a revocation
+                if gone:
+                    LIVE_SOCKETS.revoke(sid)
+
+    def _lifespan_receive(self, receive: Receive) -> Receive:
+        async def lifespan_receive() -> Message:
+            message = await receive()
+            if message.get("type") == "lifespan.shutdown":
+                await self.stop()
+            return message
+
+        return lifespan_receive
+
+
+async def _watch(feed: RevocationFeed) -> None:
+    """Close the websockets of every session the feed reports revoked, resubscribing after failures."""
+    while True:
+        try:
+            async for sid in feed.watch_revocations():
+                LIVE_SOCKETS.revoke(sid)
+        except StoreError as error:
+            log.warning("session revocation feed failed, resubscribing in %ss: %s", _FEED_RETRY, error)
+        await asyncio.sleep(_FEED_RETRY)
+
+
+async def _deny_websocket(scope: Any, receive: Any, send: Any, refusal: Refusal) -> None:
+    message = await receive()  # the handshake's websocket.connect
+    if message.get("type") != "websocket.connect":
+        return
+    if "websocket.http.response" in (scope.get("extensions") or {}):
+        await send({"type": "websocket.http.response.start", "status": refusal.status, "headers": _DENIAL_HEADERS})
+        await send({"type": "websocket.http.response.body", "body": f"{refusal.reason}\n".encode()})
+    else:
+        # Closing before accept: servers answer the handshake with 403.
+        await send({"type": "websocket.close", "code": 1008, "reason": refusal.reason})
 
 
 class WSGIWebSocketGuard:
@@ -338,8 +595,6 @@ class WSGIWebSocketGuard:
 
             self._entry = SessionMiddleware(self._guard, secret=secret, **options)
         elif options:
-            from .exceptions import ConfigError
-
             raise ConfigError(sorted(options)[0], "session options need secret= or config= (standalone guard)")
 
     def __call__(self, environ: Any, start_response: Any) -> Any:
@@ -349,6 +604,10 @@ class WSGIWebSocketGuard:
         upgrade = environ.get("HTTP_UPGRADE", "").lower()
         if upgrade != "websocket" or not self.policy.guards(environ.get("PATH_INFO", "")):
             return self.app(environ, start_response)
+        return self._checked(environ, start_response)
+
+    def _checked(self, environ: Any, start_response: Any) -> Any:
+        """The application's answer if the policy admits the request, else 401 or 403."""
         session = environ.get("persession.session")
         refusal = self.policy.check(
             session if isinstance(session, Session) else None,

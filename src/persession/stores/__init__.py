@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ..exceptions import ConfigError
-from .base import AsyncStore, Store, SupportsAsync, arun_plan, run_plan
+from ..records import SessionInfo
+from .base import AsyncStore, AsyncUserIndex, RevocationFeed, Store, SupportsAsync, UserIndex, arun_plan, run_plan
 from .memory import AsyncMemoryStore, MemoryStore
 from .sqlite import AsyncSqliteStore, SqliteStore, default_sqlite_path
 
@@ -24,12 +25,16 @@ __all__ = [
     "AsyncRedisStore",
     "AsyncSqliteStore",
     "AsyncStore",
+    "AsyncUserIndex",
     "MemoryStore",
     "MongoStore",
     "RedisStore",
+    "RevocationFeed",
+    "SessionInfo",
     "SqliteStore",
     "Store",
     "SupportsAsync",
+    "UserIndex",
     "arun_plan",
     "default_sqlite_path",
     "run_plan",

@@ -9,12 +9,22 @@ module, and never return an expired record.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Protocol, TypeVar, runtime_checkable
 
 from ..core import Action, Plan
 from ..records import Change, Record, SessionInfo
 
-__all__ = ["AsyncStore", "AsyncUserIndex", "Store", "SupportsAsync", "UserIndex", "arun_plan", "run_plan"]
+__all__ = [
+    "AsyncStore",
+    "AsyncUserIndex",
+    "RevocationFeed",
+    "Store",
+    "SupportsAsync",
+    "UserIndex",
+    "arun_plan",
+    "run_plan",
+]
 
 _V = TypeVar("_V")
 
@@ -98,15 +108,21 @@ class UserIndex(Protocol):
     """
 
     def index_user(self, user: str, sid: str, expires: float) -> None:
-        """Record that session ``sid`` belongs to ``user`` (until ``expires``)."""
+        """Record that session ``sid`` belongs to ``user``.
+
+        Does nothing when ``sid`` is missing or expired. The entry lives as
+        long as the session does, however often it is touched: ``expires``
+        (the session's expiry at login) is a hint, the stores go by the
+        session's own expiry. Indexing a session twice is harmless.
+        """
         ...
 
     def user_sessions(self, user: str) -> list[SessionInfo]:
-        """The user's live sessions, oldest first."""
+        """The user's live sessions, oldest (by ``created``) first; dead entries are pruned."""
         ...
 
     def revoke_user(self, user: str) -> list[str]:
-        """Delete every session of ``user``; return the revoked ids."""
+        """Delete every session of ``user`` and the user's index; return the ids of the live sessions deleted."""
         ...
 
 
@@ -124,6 +140,29 @@ class AsyncUserIndex(Protocol):
 
     async def revoke_user(self, user: str) -> list[str]:
         """See :meth:`UserIndex.revoke_user`."""
+        ...
+
+
+@runtime_checkable
+class RevocationFeed(Protocol):
+    """**Protocol**: an asyncio store that announces deleted sessions to every process.
+
+    :class:`~persession.stores.redis.AsyncRedisStore` publishes the id of every
+    session that :meth:`~AsyncStore.delete` (logout) or
+    :meth:`~UserIndex.revoke_user` deletes; a websocket server uses this to
+    close the connections of those sessions, in any process::
+
+        async for sid in store.watch_revocations():
+            for socket in sockets_by_session.pop(sid, ()):
+                await socket.close(code=1008)
+
+    Delivery is at most once: an id announced while the watcher is
+    reconnecting is missed, so long-lived connections should also re-check
+    their session now and then.
+    """
+
+    def watch_revocations(self) -> AsyncIterator[str]:
+        """Yield the id of each session deleted from now on, by any process, until cancelled."""
         ...
 
 

@@ -4,6 +4,11 @@ Sessions live in this process's memory and die with it: use SQLite, Redis or
 MongoDB for anything a restart or a second worker must see. Records are kept
 as JSON text, so the memory store refuses exactly what the others refuse and
 never shares mutable objects between requests.
+
+The per-user index is a dict from user to the set of that user's session
+ids, in the same table and under the same lock as the sessions: entries
+whose session is gone or expired are dropped whenever the user's entries
+are read or written.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ..records import Change, Record, dumps, loads
+from ..records import Change, Record, SessionInfo, dumps, loads
 
 __all__ = ["AsyncMemoryStore", "MemoryStore"]
 
@@ -25,6 +30,7 @@ class _Table:
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self.rows: dict[str, _Row] = {}
+        self.users: dict[str, set[str]] = {}
         self.lock = threading.Lock()
         self.clock = clock
 
@@ -73,6 +79,45 @@ class _Table:
         with self.lock:
             self.rows.pop(sid, None)
 
+    def _prune(self, user: str, now: float) -> dict[str, _Row]:
+        """The user's live rows by id; dead entries (and an emptied index) are dropped. Hold the lock."""
+        sids = self.users.get(user)
+        if sids is None:
+            return {}
+        live = {sid: row for sid in sids if (row := self._live(sid, now)) is not None}
+        if live:
+            self.users[user] = set(live)
+        else:
+            del self.users[user]
+        return live
+
+    def index_user(self, user: str, sid: str) -> None:
+        with self.lock:
+            now = self.clock()
+            self._prune(user, now)
+            if self._live(sid, now) is not None:
+                self.users.setdefault(user, set()).add(sid)
+
+    def user_sessions(self, user: str) -> list[SessionInfo]:
+        with self.lock:
+            live = self._prune(user, self.clock())
+        return _infos(live)
+
+    def revoke_user(self, user: str) -> list[str]:
+        with self.lock:
+            now = self.clock()
+            sids = self.users.pop(user, set())
+            revoked = [sid for sid in sids if self._live(sid, now) is not None]
+            for sid in sids:
+                self.rows.pop(sid, None)
+        return sorted(revoked)
+
+
+def _infos(rows: dict[str, _Row]) -> list[SessionInfo]:
+    """Rows as :class:`SessionInfo`, oldest first."""
+    infos = [SessionInfo(sid, created=row[1], accessed=row[2], expires=row[3]) for sid, row in rows.items()]
+    return sorted(infos, key=lambda info: (info.created, info.sid))
+
 
 class MemoryStore:
     """A synchronous store in this process's memory (tests, development).
@@ -103,6 +148,18 @@ class MemoryStore:
 
     def delete(self, sid: str) -> None:
         self._table.delete(sid)
+
+    def index_user(self, user: str, sid: str, expires: float) -> None:
+        """Record that the live session ``sid`` belongs to ``user`` (see :class:`~persession.stores.UserIndex`)."""
+        self._table.index_user(user, sid)
+
+    def user_sessions(self, user: str) -> list[SessionInfo]:
+        """The user's live sessions, oldest first."""
+        return self._table.user_sessions(user)
+
+    def revoke_user(self, user: str) -> list[str]:
+        """Delete every session of ``user`` at once; return the ids of the live ones."""
+        return self._table.revoke_user(user)
 
     def close(self) -> None:
         """Nothing to release."""
@@ -141,6 +198,18 @@ class AsyncMemoryStore:
 
     async def delete(self, sid: str) -> None:
         self._table.delete(sid)
+
+    async def index_user(self, user: str, sid: str, expires: float) -> None:
+        """See :meth:`MemoryStore.index_user`."""
+        self._table.index_user(user, sid)
+
+    async def user_sessions(self, user: str) -> list[SessionInfo]:
+        """See :meth:`MemoryStore.user_sessions`."""
+        return self._table.user_sessions(user)
+
+    async def revoke_user(self, user: str) -> list[str]:
+        """See :meth:`MemoryStore.revoke_user`."""
+        return self._table.revoke_user(user)
 
     async def close(self) -> None:
         """Nothing to release."""

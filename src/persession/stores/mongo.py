@@ -38,6 +38,19 @@ about once a minute, so every read and write also filters on
 ``expires > now``. (A load also fetches a document whose ``expires`` is
 missing or not a date, only to report it as malformed: the TTL monitor would
 never delete it.)
+
+**Per-user index.** The index is a field of the session document itself:
+``index_user`` sets ``"user": "<user id>"`` on the live document (one
+``update``), and a sparse index on ``user``, created with the TTL index in
+the same ``createIndexes`` command (and as tolerantly), finds a user's
+sessions. There is no second collection and nothing to keep in step: an entry
+lives exactly as long as its session however often the session is touched,
+and the TTL monitor removes both at once. ``user_sessions`` is one ``find``
+(filtered on ``expires > now``, so expired sessions never show);
+``revoke_user`` is a ``find`` for the ids, then one ``delete_many`` on
+``user``, which also deletes a session indexed between the two (its id is
+then not in the returned list). ``save`` over an existing id keeps its
+``user``.
 """
 
 from __future__ import annotations
@@ -56,13 +69,13 @@ from typing import Any, Final, TypedDict
 from urllib.parse import parse_qsl, unquote, unquote_plus, urlsplit
 
 from ..exceptions import ConfigError, NotSerializable, StoreError, StoreUnavailable
-from ..records import Change, Record, dumps, loads
+from ..records import Change, Record, SessionInfo, dumps, loads
 
 try:
     from bson.codec_options import CodecOptions
     from bson.errors import BSONError
     from bson.int64 import Int64
-    from pymongo import AsyncMongoClient, MongoClient
+    from pymongo import AsyncMongoClient, IndexModel, MongoClient
     from pymongo.asynchronous.collection import AsyncCollection
     from pymongo.collection import Collection
     from pymongo.errors import ConnectionFailure, ExecutionTimeout, OperationFailure, PyMongoError
@@ -114,15 +127,19 @@ _INT64_MAX: Final = 2**63 - 1
 _INDEX_CONFLICTS: Final = frozenset({85, 86})
 
 
-class SessionDocument(TypedDict):
-    """The shape of one stored session (``_id`` is the session id)."""
-
+class _StoredSession(TypedDict):
     _id: str
     data: dict[str, Any]
     created: float
     accessed: float
     expires: datetime
     expires_ts: float
+
+
+class SessionDocument(_StoredSession, total=False):
+    """The shape of one stored session (``_id`` is the session id; ``user`` only once indexed)."""
+
+    user: str
 
 
 # --- field-name escaping -------------------------------------------------------------------------
@@ -249,7 +266,7 @@ def _record_from_document(document: Mapping[str, Any], now: float) -> Record | N
     return Record(plain, created=created, accessed=accessed, expires=expires)
 
 
-def _document(sid: str, record: Record) -> SessionDocument:
+def _document(sid: str, record: Record) -> _StoredSession:
     """The stored document for ``record`` under ``sid``."""
     return {
         "_id": sid,
@@ -310,14 +327,61 @@ def _load_result(document: Mapping[str, Any] | None, now: float, namespace: str)
 
 
 _INDEX_KEYS: Final = [("expires", 1)]
+_USER_KEYS: Final = [("user", 1)]
+#: The indexes every store ensures on first use: the TTL index, and the per-user index.
+_INDEXES: Final = (
+    IndexModel(_INDEX_KEYS, expireAfterSeconds=0),
+    IndexModel(_USER_KEYS, sparse=True),
+)
 
 
-def _index_conflict(error: OperationFailure) -> bool:
-    """An index on ``expires`` exists already under another name or options: use it."""
+def _index_conflict(error: OperationFailure, field: str = "expires") -> bool:
+    """An index on ``field`` exists already under another name or options: use it."""
     if error.code not in _INDEX_CONFLICTS:
         return False
-    log.info("MongoDB TTL index on 'expires' not created: an index on that field exists (code %s)", error.code)
+    log.info("MongoDB index on %r not created: an index on that field exists (code %s)", field, error.code)
     return True
+
+
+def _save_update(document: _StoredSession) -> dict[str, Any]:
+    """The upsert that writes ``document`` whole, keeping the stored ``user`` (the index entry)."""
+    return {"$set": {name: value for name, value in document.items() if name != "_id"}}
+
+
+def _user_filter(user: str, now: float) -> dict[str, Any]:
+    return {"user": user, "expires": {"$gt": _date(now)}}
+
+
+_INFO_FIELDS: Final = {"_id": 1, "created": 1, "accessed": 1, "expires_ts": 1}
+
+
+def _infos(documents: list[dict[str, Any]], now: float, namespace: str) -> list[SessionInfo]:
+    """The live sessions among ``documents`` (projected on :data:`_INFO_FIELDS`), oldest first."""
+    infos = []
+    for document in documents:
+        try:
+            info = SessionInfo(
+                str(document["_id"]),
+                created=_number(document, "created"),
+                accessed=_number(document, "accessed"),
+                expires=_number(document, "expires_ts"),
+            )
+        except _Malformed as error:
+            security_log.warning("malformed session document in MongoDB collection %s ignored: %s", namespace, error)
+            continue
+        if info.expires > now:
+            infos.append(info)
+    return sorted(infos, key=lambda info: (info.created, info.sid))
+
+
+def _revoked(documents: list[dict[str, Any]], now: float) -> list[str]:
+    """The ids of the live sessions among ``documents`` (projected on ``expires_ts``)."""
+    live = []
+    for document in documents:
+        expires: Any = document.get("expires_ts")
+        if type(expires) in (float, int, Int64) and expires > now:
+            live.append(str(document["_id"]))
+    return sorted(live)
 
 
 @contextlib.contextmanager
@@ -480,10 +544,17 @@ class MongoStore:
                 if not self._indexed:
                     with _map_errors():
                         try:
-                            self._collection.create_index(_INDEX_KEYS, expireAfterSeconds=0)
+                            self._collection.create_indexes(list(_INDEXES))
                         except OperationFailure as error:
                             if not _index_conflict(error):
                                 raise
+                            for model in _INDEXES:  # one of them exists already: the others one by one
+                                field = next(iter(model.document["key"]))
+                                try:
+                                    self._collection.create_indexes([model])
+                                except OperationFailure as again:
+                                    if not _index_conflict(again, field):
+                                        raise
                     self._indexed = True
         return self._collection
 
@@ -506,7 +577,7 @@ class MongoStore:
         document = _document(sid, record)  # refuse bad data before writing anything
         collection = self._ready()
         with _map_errors():
-            collection.replace_one({"_id": sid}, document, upsert=True)
+            collection.update_one({"_id": sid}, _save_update(document), upsert=True)
             if replaces is not None and replaces != sid:
                 collection.delete_one({"_id": replaces})
 
@@ -529,6 +600,30 @@ class MongoStore:
         collection = self._ready()
         with _map_errors():
             collection.delete_one({"_id": sid})
+
+    def index_user(self, user: str, sid: str, expires: float) -> None:
+        """Set ``user`` on the live session's document: one ``update`` (see the module docs)."""
+        now = self._clock()
+        collection = self._ready()
+        with _map_errors():
+            collection.update_one(_live(sid, now), {"$set": {"user": user}})
+
+    def user_sessions(self, user: str) -> list[SessionInfo]:
+        """The user's live sessions, oldest first: one ``find`` on the ``user`` index."""
+        now = self._clock()
+        collection = self._ready()
+        with _map_errors():
+            documents = list(collection.find(_user_filter(user, now), _INFO_FIELDS))
+        return _infos(documents, now, self._namespace)
+
+    def revoke_user(self, user: str) -> list[str]:
+        """Delete every session of ``user`` (a ``find``, then one ``delete_many``); return the live ids."""
+        now = self._clock()
+        collection = self._ready()
+        with _map_errors():
+            documents = list(collection.find({"user": user}, {"_id": 1, "expires_ts": 1}))
+            collection.delete_many({"user": user})
+        return _revoked(documents, now)
 
     def close(self) -> None:
         """Close the client if :meth:`from_url` created it; a caller's client is left open."""
@@ -621,10 +716,17 @@ class AsyncMongoStore:
                 if not self._indexed:
                     with _map_errors():
                         try:
-                            await self._collection.create_index(_INDEX_KEYS, expireAfterSeconds=0)
+                            await self._collection.create_indexes(list(_INDEXES))
                         except OperationFailure as error:
                             if not _index_conflict(error):
                                 raise
+                            for model in _INDEXES:  # one of them exists already: the others one by one
+                                field = next(iter(model.document["key"]))
+                                try:
+                                    await self._collection.create_indexes([model])
+                                except OperationFailure as again:
+                                    if not _index_conflict(again, field):
+                                        raise
                     self._indexed = True
         return self._collection
 
@@ -640,7 +742,7 @@ class AsyncMongoStore:
         document = _document(sid, record)
         collection = await self._ready()
         with _map_errors():
-            await collection.replace_one({"_id": sid}, document, upsert=True)
+            await collection.update_one({"_id": sid}, _save_update(document), upsert=True)
             if replaces is not None and replaces != sid:
                 await collection.delete_one({"_id": replaces})
 
@@ -663,6 +765,30 @@ class AsyncMongoStore:
         collection = await self._ready()
         with _map_errors():
             await collection.delete_one({"_id": sid})
+
+    async def index_user(self, user: str, sid: str, expires: float) -> None:
+        """See :meth:`MongoStore.index_user`."""
+        now = self._clock()
+        collection = await self._ready()
+        with _map_errors():
+            await collection.update_one(_live(sid, now), {"$set": {"user": user}})
+
+    async def user_sessions(self, user: str) -> list[SessionInfo]:
+        """See :meth:`MongoStore.user_sessions`."""
+        now = self._clock()
+        collection = await self._ready()
+        with _map_errors():
+            documents = await collection.find(_user_filter(user, now), _INFO_FIELDS).to_list(None)
+        return _infos(documents, now, self._namespace)
+
+    async def revoke_user(self, user: str) -> list[str]:
+        """See :meth:`MongoStore.revoke_user`."""
+        now = self._clock()
+        collection = await self._ready()
+        with _map_errors():
+            documents = await collection.find({"user": user}, {"_id": 1, "expires_ts": 1}).to_list(None)
+            await collection.delete_many({"user": user})
+        return _revoked(documents, now)
 
     async def close(self) -> None:
         """Close the client if :meth:`from_url` created it; a caller's client is left open."""

@@ -59,19 +59,20 @@ own settings: give it timeouts.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, NoReturn, TypeAlias
+from typing import Any, Final, NoReturn, TypeAlias, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from ..exceptions import ConfigError, NotSerializable, StoreError, StoreUnavailable
-from ..records import Change, Record
+from ..records import Change, Record, SessionInfo
 
 try:
     import redis
@@ -112,9 +113,12 @@ __all__ = [
     "DEFAULT_SENTINEL_PORT",
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_POOL_TIMEOUT",
+    "REVOCATION_RETRY_MAX",
 ]
 
+log = logging.getLogger("persession")
 security_log = logging.getLogger("persession.security")
+_T = TypeVar("_T")
 
 #: The key prefix: a session lives at ``DEFAULT_PREFIX + session_id``.
 DEFAULT_PREFIX: Final = "persession:"
@@ -130,6 +134,10 @@ DEFAULT_SENTINEL_PORT: Final = 26379
 DEFAULT_MAX_CONNECTIONS: Final = 100
 #: Seconds a command waits for a free connection when all are busy.
 DEFAULT_POOL_TIMEOUT: Final = 2.0
+#: Longest wait, in seconds, of :meth:`AsyncRedisStore.watch_revocations` between resubscribe attempts.
+REVOCATION_RETRY_MAX: Final = 5.0
+_REVOCATION_RETRY_MIN: Final = 0.1
+_POLL_SECONDS: Final = 1.0
 
 #: Clients :class:`RedisStore` works on.
 SyncClient: TypeAlias = redis.Redis | redis.cluster.RedisCluster
@@ -162,42 +170,154 @@ if not live or live <= tonumber(ARGV[1]) then return 0 end
 """
 
 # KEYS: the key[, the key it replaces]. ARGV: created, accessed, expires, ttl_ms, field, json, ...
+# Saving over an existing key keeps its 'index' field (the user index it is in).
 _SAVE = _Script.of("""
+local index = redis.pcall('HGET', KEYS[1], 'index')
 if KEYS[2] then redis.call('DEL', KEYS[2]) end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'created', ARGV[1], 'accessed', ARGV[2], 'expires', ARGV[3])
+if type(index) == 'string' then redis.call('HSET', KEYS[1], 'index', index) end
 for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
 """)
 
+# Single server only: a session in a user index ('index' names the index key)
+# extends that key's TTL to its own, so the index outlives every session in it.
+# ARGV[3] is the session's new TTL in milliseconds.
+_EXTEND_INDEX = """
+local index = redis.call('HGET', KEYS[1], 'index')
+if index then
+  local left = redis.call('PTTL', index)
+  if left >= 0 and left < tonumber(ARGV[3]) then redis.call('PEXPIRE', index, ARGV[3]) end
+end
+"""
+
 # KEYS: the key. ARGV: now, expires, ttl_ms, cleared (1/0), n, n deleted fields, field, json, ...
-_MERGE = _Script.of(
+_MERGE_BODY = (
     _IF_GONE_RETURN_0
     + """
 if ARGV[4] == '1' then
-  local created = redis.call('HGET', KEYS[1], 'created')
+  local kept = redis.call('HMGET', KEYS[1], 'created', 'index')
   redis.call('DEL', KEYS[1])
-  if created then redis.call('HSET', KEYS[1], 'created', created) end
+  if kept[1] then redis.call('HSET', KEYS[1], 'created', kept[1]) end
+  if kept[2] then redis.call('HSET', KEYS[1], 'index', kept[2]) end
 end
 local n = tonumber(ARGV[5])
 for i = 6, 5 + n do redis.call('HDEL', KEYS[1], ARGV[i]) end
 redis.call('HSET', KEYS[1], 'accessed', ARGV[1], 'expires', ARGV[2])
 for i = 6 + n, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1
 """
 )
+_MERGE = _Script.of(_MERGE_BODY + "return 1")
+_MERGE_INDEXED = _Script.of(_MERGE_BODY + _EXTEND_INDEX + "return 1")
 
 # KEYS: the key. ARGV: now, expires, ttl_ms.
-_TOUCH = _Script.of(
+_TOUCH_BODY = (
     _IF_GONE_RETURN_0
     + """
 redis.call('HSET', KEYS[1], 'accessed', ARGV[1], 'expires', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
+"""
+)
+_TOUCH = _Script.of(_TOUCH_BODY + "return 1")
+_TOUCH_INDEXED = _Script.of(_TOUCH_BODY + _EXTEND_INDEX + "return 1")
+
+# -- the user index (single server: one script each; see the module docs) --------------------------
+
+# ARGV[1] is now and ARGV[2] the key prefix. A session's created/accessed/expires
+# when it is live, else nil (missing, expired, not a hash, or without metadata).
+_LIVE_META = """
+local function live_meta(sid)
+  local meta = redis.pcall('HMGET', ARGV[2] .. sid, 'created', 'accessed', 'expires')
+  if type(meta) ~= 'table' or meta.err then return nil end
+  local expires = tonumber(meta[3] or '')
+  if not tonumber(meta[1] or '') or not tonumber(meta[2] or '') or not expires then return nil end
+  if expires <= tonumber(ARGV[1]) then return nil end
+  return meta
+end
+"""
+
+# KEYS: the session key, the index key. ARGV: now, prefix, session id.
+# Adds the live session to the index and points the session at it; drops dead
+# members; gives the index the TTL of its longest-lived session.
+_INDEX = _Script.of(
+    _IF_GONE_RETURN_0
+    + _LIVE_META
+    + """
+redis.call('SADD', KEYS[2], ARGV[3])
+redis.call('HSET', KEYS[1], 'index', KEYS[2])
+local longest, forever = 0, false
+for _, sid in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  if live_meta(sid) then
+    local left = redis.call('PTTL', ARGV[2] .. sid)
+    if left == -1 then forever = true elseif left > longest then longest = left end
+  else
+    redis.call('SREM', KEYS[2], sid)
+  end
+end
+if forever then redis.call('PERSIST', KEYS[2]) elseif longest > 0 then redis.call('PEXPIRE', KEYS[2], longest) end
 return 1
 """
 )
+
+# KEYS: the index key. ARGV: now, prefix. Returns {id, created, accessed, expires} per live session.
+_LIST = _Script.of(
+    _LIVE_META
+    + """
+local live = {}
+for _, sid in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local meta = live_meta(sid)
+  if meta then
+    live[#live + 1] = {sid, meta[1], meta[2], meta[3]}
+  else
+    redis.call('SREM', KEYS[1], sid)
+  end
+end
+return live
+"""
+)
+
+# KEYS: the index key. ARGV: now, prefix, channel. Deletes every session in the
+# index and the index; publishes and returns the ids of the live ones.
+_REVOKE = _Script.of(
+    _LIVE_META
+    + """
+local revoked = {}
+for _, sid in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local live = live_meta(sid)
+  redis.call('DEL', ARGV[2] .. sid)
+  if live then
+    revoked[#revoked + 1] = sid
+    redis.call('PUBLISH', ARGV[3], sid)
+  end
+end
+redis.call('DEL', KEYS[1])
+return revoked
+"""
+)
+
+# -- the same in a cluster, where one script cannot reach keys in other slots -----------------------
+
+# KEYS: the session key. ARGV: channel, session id. (redis-py refuses PUBLISH in cluster pipelines.)
+_DELETE = _Script.of("""
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return 1
+""")
+
+# No keys (runs on any node). ARGV: channel, session id, ...
+_PUBLISH = _Script.of("""
+for i = 2, #ARGV do redis.call('PUBLISH', ARGV[1], ARGV[i]) end
+return #ARGV - 1
+""")
+
+# KEYS: the index key. ARGV: session id. Returns the members, the new one included.
+_ADD = _Script.of("""
+redis.call('SADD', KEYS[1], ARGV[1])
+return redis.call('SMEMBERS', KEYS[1])
+""")
 
 # -- shared by both flavours: keys, TTLs, the hash, errors -----------------------------------------
 
@@ -211,6 +331,25 @@ class _Step:
     script: _Script | None
     keys: tuple[str, ...]
     args: tuple[_Arg, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """One round trip of plain commands, pipelined without a transaction (one per node in a cluster).
+
+    The result is the list of replies. With ``tolerant``, a command's error is
+    its reply (a ``WRONGTYPE`` read means "not a session"); otherwise it raises.
+    """
+
+    commands: tuple[tuple[_Arg, ...], ...]
+    tolerant: bool = False
+
+
+#: What a flow (below) asks its store to run next.
+_Op: TypeAlias = _Step | _Batch
+#: A sequence of round trips whose later steps depend on earlier replies, written once for both
+#: flavours: the store sends each op's reply back in and returns the flow's value.
+_Flow: TypeAlias = Generator[_Op, Any, _T]
 
 
 @contextlib.contextmanager
@@ -289,14 +428,142 @@ def _save_steps(
     return (_Step(_SAVE, (key, old), args),)
 
 
-def _merge_step(prefix: str, sid: str, change: Change, expires: float, now: float) -> _Step:
+def _merge_step(prefix: str, sid: str, change: Change, expires: float, now: float, cluster: bool) -> _Step:
     deleted = [] if change.cleared else [_field(key) for key in change.deleted]
     args = (_time(now), _time(expires), _ttl_ms(expires, now), int(change.cleared), len(deleted))
-    return _Step(_MERGE, (prefix + sid,), (*args, *deleted, *_fields(change.set)))
+    script = _MERGE if cluster else _MERGE_INDEXED
+    return _Step(script, (prefix + sid,), (*args, *deleted, *_fields(change.set)))
 
 
-def _touch_step(prefix: str, sid: str, expires: float, now: float) -> _Step:
-    return _Step(_TOUCH, (prefix + sid,), (_time(now), _time(expires), _ttl_ms(expires, now)))
+def _touch_step(prefix: str, sid: str, expires: float, now: float, cluster: bool) -> _Step:
+    script = _TOUCH if cluster else _TOUCH_INDEXED
+    return _Step(script, (prefix + sid,), (_time(now), _time(expires), _ttl_ms(expires, now)))
+
+
+# -- the user index and revocations, for both flavours ----------------------------------------------
+
+#: Goes between the prefix and the user id in an index key (see the module docs).
+_USER: Final = "user:"
+#: Goes after the prefix to make the revocation channel.
+_REVOKED: Final = "revoked"
+
+
+def _user_key(prefix: str, user: str) -> str:
+    if not isinstance(user, str):
+        raise TypeError(f"a user id is a str, not {type(user).__name__}")
+    return prefix + _USER + user
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _info(sid: bytes | str, meta: Sequence[Any], now: float) -> SessionInfo | None:
+    """A session's created/accessed/expires replies as :class:`SessionInfo`; ``None`` unless live."""
+    try:
+        created, accessed, expires = (float(_text(value)) for value in meta)
+    except (TypeError, ValueError):  # missing (None) or not a number
+        return None
+    if not all(math.isfinite(t) for t in (created, accessed, expires)) or expires <= now:
+        return None
+    return SessionInfo(_text(sid), created=created, accessed=accessed, expires=expires)
+
+
+def _oldest_first(infos: list[SessionInfo]) -> list[SessionInfo]:
+    return sorted(infos, key=lambda info: (info.created, info.sid))
+
+
+def _meta_reads(prefix: str, sids: Sequence[str]) -> _Batch:
+    return _Batch(tuple(("HMGET", prefix + sid, "created", "accessed", "expires") for sid in sids), tolerant=True)
+
+
+def _live_infos(sids: Sequence[str], replies: Sequence[Any], now: float) -> tuple[list[SessionInfo], list[str]]:
+    """Split ``sids`` into the live sessions' infos and the dead ids, from :func:`_meta_reads` replies."""
+    live: list[SessionInfo] = []
+    dead: list[str] = []
+    for sid, reply in zip(sids, replies, strict=True):
+        info = None if isinstance(reply, Exception) else _info(sid, reply, now)
+        if info is None:
+            dead.append(sid)
+        else:
+            live.append(info)
+    return live, dead
+
+
+def _delete_ops(prefix: str, sid: str, cluster: bool) -> _Op:
+    """Delete one session and announce it, in one round trip."""
+    key, channel = prefix + sid, prefix + _REVOKED
+    if cluster:
+        return _Step(_DELETE, (key,), (channel, sid))
+    return _Batch((("DEL", key), ("PUBLISH", channel, sid)))
+
+
+def _members_flow(index: str) -> _Flow[list[str]]:
+    (members,) = yield _Batch((("SMEMBERS", index),))
+    return sorted(_text(member) for member in members)
+
+
+def _prune_flow(prefix: str, index: str, sids: list[str], now: float) -> _Flow[list[SessionInfo]]:
+    """Cluster: the live sessions among ``sids``; the dead are removed from ``index``."""
+    if not sids:
+        return []
+    replies = yield _meta_reads(prefix, sids)
+    live, dead = _live_infos(sids, replies, now)
+    if dead:
+        yield _Batch((("SREM", index, *dead),))
+    return live
+
+
+def _index_flow(prefix: str, user: str, sid: str, now: float, cluster: bool) -> _Flow[None]:
+    index, key = _user_key(prefix, user), prefix + sid
+    if not cluster:
+        yield _Step(_INDEX, (key, index), (_time(now), prefix, sid))
+        return
+    # Cluster: the session, the index and the other sessions are in different slots.
+    (meta,) = yield _meta_reads(prefix, [sid])
+    if isinstance(meta, Exception) or _info(sid, meta, now) is None:
+        return
+    members = yield _Step(_ADD, (index,), (sid,))
+    yield from _prune_flow(prefix, index, sorted(_text(member) for member in members), now)
+
+
+def _list_flow(prefix: str, user: str, now: float, cluster: bool) -> _Flow[list[SessionInfo]]:
+    index = _user_key(prefix, user)
+    if not cluster:
+        rows = yield _Step(_LIST, (index,), (_time(now), prefix))
+        infos = [_info(row[0], row[1:], now) for row in rows]
+        return _oldest_first([info for info in infos if info is not None])
+    sids = yield from _members_flow(index)
+    live = yield from _prune_flow(prefix, index, sids, now)
+    return _oldest_first(live)
+
+
+def _revoke_flow(prefix: str, user: str, now: float, cluster: bool) -> _Flow[list[str]]:
+    index, channel = _user_key(prefix, user), prefix + _REVOKED
+    if not cluster:
+        revoked = yield _Step(_REVOKE, (index,), (_time(now), prefix, channel))
+        return sorted(_text(sid) for sid in revoked)
+    # Cluster: until the index is empty, read its members, delete their sessions,
+    # announce the live ones, and only then remove them from the index; a session
+    # indexed meanwhile is caught by the next pass, and a failure leaves the
+    # index naming every session not yet deleted.
+    revoked_ids: list[str] = []
+    while sids := (yield from _members_flow(index)):
+        reads = _meta_reads(prefix, sids).commands
+        replies = yield _Batch(
+            tuple(command for sid, read in zip(sids, reads, strict=True) for command in (read, ("DEL", prefix + sid))),
+            tolerant=True,
+        )
+        for reply in replies[1::2]:  # the DELs
+            if isinstance(reply, Exception):
+                raise reply
+        live, _ = _live_infos(sids, replies[0::2], now)
+        live_ids = [info.sid for info in live]
+        if live_ids:
+            yield _Step(_PUBLISH, (), (channel, *live_ids))
+        yield _Batch((("SREM", index, *sids),))
+        revoked_ids += live_ids
+    return sorted(revoked_ids)
 
 
 def _malformed(prefix: str, reason: str) -> None:
@@ -569,6 +836,24 @@ class RedisStore:
         except NoScriptError:  # first use on this server (or after SCRIPT FLUSH): EVAL caches it
             return self._client.eval(step.script.text, len(step.keys), *step.keys, *step.args)
 
+    def _execute(self, op: _Op) -> Any:
+        if isinstance(op, _Step):
+            return self._run(op)
+        with self._client.pipeline(transaction=False) as pipe:
+            for command in op.commands:
+                pipe.execute_command(*command)
+            return pipe.execute(raise_on_error=not op.tolerant)
+
+    def _drive(self, flow: _Flow[_T]) -> _T:
+        with _map_errors():
+            try:
+                op = next(flow)
+                while True:
+                    op = flow.send(self._execute(op))
+            except StopIteration as done:
+                result: _T = done.value
+                return result
+
     def load(self, sid: str) -> Record | None:
         """The live record for ``sid``, or ``None``: one ``HGETALL``."""
         with _map_errors():
@@ -593,20 +878,42 @@ class RedisStore:
 
     def merge(self, sid: str, change: Change, expires: float) -> bool:
         """Apply ``change`` and move the expiry in one atomic script; ``False`` if the record is gone."""
-        step = _merge_step(self._prefix, sid, change, expires, self._clock())
+        step = _merge_step(self._prefix, sid, change, expires, self._clock(), self._cluster)
         with _map_errors():
             return bool(self._run(step))
 
     def touch(self, sid: str, expires: float) -> bool:
         """Move the expiry (and ``accessed``) in one atomic script; ``False`` if the record is gone."""
-        step = _touch_step(self._prefix, sid, expires, self._clock())
+        step = _touch_step(self._prefix, sid, expires, self._clock(), self._cluster)
         with _map_errors():
             return bool(self._run(step))
 
     def delete(self, sid: str) -> None:
-        """Delete the record, if any: one ``DEL``."""
+        """Delete the record, if any, and publish its id on the revocation channel: one round trip.
+
+        A pipelined ``DEL`` and ``PUBLISH``; in a cluster, one script.
+        """
         with _map_errors():
-            self._run(_Step(None, (self._prefix + sid,)))
+            self._execute(_delete_ops(self._prefix, sid, self._cluster))
+
+    def index_user(self, user: str, sid: str, expires: float) -> None:
+        """Add the live session ``sid`` to ``user``'s index: one script (cluster: a few steps).
+
+        ``expires`` is not needed: the index follows the session's own expiry.
+        """
+        self._drive(_index_flow(self._prefix, user, sid, self._clock(), self._cluster))
+
+    def user_sessions(self, user: str) -> list[SessionInfo]:
+        """The user's live sessions, oldest first, pruning dead entries: one script (cluster: 2 or 3 steps)."""
+        return self._drive(_list_flow(self._prefix, user, self._clock(), self._cluster))
+
+    def revoke_user(self, user: str) -> list[str]:
+        """Delete every session of ``user`` and the index, publishing each live id: one script.
+
+        Returns the ids of the live sessions deleted. In a cluster: steps
+        repeated until the index is empty (see the module docs).
+        """
+        return self._drive(_revoke_flow(self._prefix, user, self._clock(), self._cluster))
 
     def close(self) -> None:
         """Close the client if :meth:`from_url` built it; a client passed in is left open."""
@@ -704,6 +1011,24 @@ class AsyncRedisStore:
         except NoScriptError:  # first use on this server (or after SCRIPT FLUSH): EVAL caches it
             return await self._client.eval(step.script.text, len(step.keys), *step.keys, *step.args)
 
+    async def _execute(self, op: _Op) -> Any:
+        if isinstance(op, _Step):
+            return await self._run(op)
+        async with self._client.pipeline(transaction=False) as pipe:
+            for command in op.commands:
+                pipe.execute_command(*command)
+            return await pipe.execute(raise_on_error=not op.tolerant)
+
+    async def _drive(self, flow: _Flow[_T]) -> _T:
+        with _map_errors():
+            try:
+                op = next(flow)
+                while True:
+                    op = flow.send(await self._execute(op))
+            except StopIteration as done:
+                result: _T = done.value
+                return result
+
     async def load(self, sid: str) -> Record | None:
         """See :meth:`RedisStore.load`."""
         with _map_errors():
@@ -725,20 +1050,65 @@ class AsyncRedisStore:
 
     async def merge(self, sid: str, change: Change, expires: float) -> bool:
         """See :meth:`RedisStore.merge`."""
-        step = _merge_step(self._prefix, sid, change, expires, self._clock())
+        step = _merge_step(self._prefix, sid, change, expires, self._clock(), self._cluster)
         with _map_errors():
             return bool(await self._run(step))
 
     async def touch(self, sid: str, expires: float) -> bool:
         """See :meth:`RedisStore.touch`."""
-        step = _touch_step(self._prefix, sid, expires, self._clock())
+        step = _touch_step(self._prefix, sid, expires, self._clock(), self._cluster)
         with _map_errors():
             return bool(await self._run(step))
 
     async def delete(self, sid: str) -> None:
         """See :meth:`RedisStore.delete`."""
         with _map_errors():
-            await self._run(_Step(None, (self._prefix + sid,)))
+            await self._execute(_delete_ops(self._prefix, sid, self._cluster))
+
+    async def index_user(self, user: str, sid: str, expires: float) -> None:
+        """See :meth:`RedisStore.index_user`."""
+        await self._drive(_index_flow(self._prefix, user, sid, self._clock(), self._cluster))
+
+    async def user_sessions(self, user: str) -> list[SessionInfo]:
+        """See :meth:`RedisStore.user_sessions`."""
+        return await self._drive(_list_flow(self._prefix, user, self._clock(), self._cluster))
+
+    async def revoke_user(self, user: str) -> list[str]:
+        """See :meth:`RedisStore.revoke_user`."""
+        return await self._drive(_revoke_flow(self._prefix, user, self._clock(), self._cluster))
+
+    async def watch_revocations(self) -> AsyncIterator[str]:
+        """Yield the id of every session deleted or revoked from now on, by any process, until cancelled.
+
+        Subscribes to ``prefix + "revoked"`` on a connection of the store's own
+        client (a cluster: regular pub/sub on one node, which sees every
+        node's ``PUBLISH``). When the server is unreachable it logs a warning
+        on ``persession`` and resubscribes, waiting up to
+        :data:`REVOCATION_RETRY_MAX` seconds between tries; ids published
+        meanwhile are missed. Cancelling the consumer (or ``aclose()``) closes
+        the subscription. Implements :class:`~persession.stores.RevocationFeed`.
+        """
+        channel = self._prefix + _REVOKED
+        delay = _REVOCATION_RETRY_MIN
+        while True:
+            pubsub = self._client.pubsub()
+            try:
+                try:
+                    with _map_errors():
+                        await pubsub.subscribe(channel)
+                    while True:
+                        with _map_errors():
+                            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=_POLL_SECONDS)
+                        delay = _REVOCATION_RETRY_MIN
+                        if message is not None and message.get("type") == "message":
+                            yield _text(message["data"])
+                except StoreUnavailable as error:
+                    log.warning("revocation feed: Redis unreachable (%s); resubscribing in %.1f s", error, delay)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, REVOCATION_RETRY_MAX)
 
     async def close(self) -> None:
         """Close the client if :meth:`from_url` built it; a client passed in is left open."""

@@ -14,6 +14,18 @@ application: the file is the namespace.
 
 Not for several hosts: SQLite over NFS or similar does not lock reliably. Use
 Redis or MongoDB there.
+
+**Per-user index.** A second table, created with the sessions table, holds one
+row per indexed session::
+
+    CREATE TABLE <table>_users (user TEXT, sid TEXT, PRIMARY KEY (user, sid)) WITHOUT ROWID
+
+Its rows carry no expiry of their own: a session's liveness is always read
+from the sessions table (so a session kept alive by later requests stays
+listed and revocable). ``user_sessions`` joins the two tables and deletes the
+rows whose session is gone or expired; ``revoke_user`` deletes the user's
+sessions and rows in one ``BEGIN IMMEDIATE`` transaction; the periodic purge
+also deletes rows whose session no longer exists.
 """
 
 from __future__ import annotations
@@ -33,7 +45,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..exceptions import ConfigError, StoreError, StoreUnavailable
-from ..records import Change, Record, dumps, loads
+from ..records import Change, Record, SessionInfo, dumps, loads
 
 __all__ = ["AsyncSqliteStore", "SqliteStore", "default_sqlite_path"]
 
@@ -103,6 +115,20 @@ class _Database:
         self._sql_data = f"SELECT data FROM {t} WHERE id = ? AND expires > ?"  # noqa: S608
         self._sql_update = f"UPDATE {t} SET data = ?, accessed = ?, expires = ? WHERE id = ?"  # noqa: S608
         self._sql_purge = f"DELETE FROM {t} WHERE expires <= ?"  # noqa: S608
+        u = f"{t}_users"
+        self.users_table = u
+        self._sql_index = f"INSERT OR IGNORE INTO {u} (user, sid) SELECT ?, id FROM {t} WHERE id = ? AND expires > ?"  # noqa: S608
+        self._sql_user_sessions = (
+            f"SELECT u.sid, s.created, s.accessed, s.expires FROM {u} AS u"  # noqa: S608
+            f" LEFT JOIN {t} AS s ON s.id = u.sid AND s.expires > ? WHERE u.user = ?"
+        )
+        self._sql_unindex = f"DELETE FROM {u} WHERE user = ? AND sid = ?"  # noqa: S608
+        self._sql_revoke_ids = (
+            f"SELECT s.id FROM {u} AS u JOIN {t} AS s ON s.id = u.sid AND s.expires > ? WHERE u.user = ?"  # noqa: S608
+        )
+        self._sql_revoke_sessions = f"DELETE FROM {t} WHERE id IN (SELECT sid FROM {u} WHERE user = ?)"  # noqa: S608
+        self._sql_revoke_index = f"DELETE FROM {u} WHERE user = ?"  # noqa: S608
+        self._sql_purge_index = f"DELETE FROM {u} WHERE NOT EXISTS (SELECT 1 FROM {t} WHERE id = {u}.sid)"  # noqa: S608
 
     def _connect(self) -> sqlite3.Connection:
         if self._pid != os.getpid():
@@ -127,6 +153,10 @@ class _Database:
                     " accessed REAL NOT NULL, expires REAL NOT NULL) WITHOUT ROWID"
                 )
                 connection.execute(f"CREATE INDEX IF NOT EXISTS {self.table}_expires ON {self.table} (expires)")
+                connection.execute(
+                    f"CREATE TABLE IF NOT EXISTS {self.users_table} ("
+                    "user TEXT NOT NULL, sid TEXT NOT NULL, PRIMARY KEY (user, sid)) WITHOUT ROWID"
+                )
             except BaseException:
                 connection.close()  # not yet registered: nothing else would close it
                 raise
@@ -208,16 +238,55 @@ class _Database:
         with _map_errors():
             self._connect().execute(self._sql_delete, (sid,))
 
+    def index_user(self, user: str, sid: str) -> None:
+        with _map_errors():
+            self._connect().execute(self._sql_index, (user, sid, self.clock()))
+
+    def user_sessions(self, user: str) -> list[SessionInfo]:
+        with _map_errors():
+            connection = self._connect()
+            rows = connection.execute(self._sql_user_sessions, (self.clock(), user)).fetchall()
+            dead = [(user, row[0]) for row in rows if row[1] is None]
+            if dead:  # gone or expired: they never come back (ids are not reused)
+                connection.executemany(self._sql_unindex, dead)
+        infos = [
+            SessionInfo(row[0], created=row[1], accessed=row[2], expires=row[3]) for row in rows if row[1] is not None
+        ]
+        return sorted(infos, key=lambda info: (info.created, info.sid))
+
+    def revoke_user(self, user: str) -> list[str]:
+        with _map_errors():
+            connection = self._connect()
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                revoked = [row[0] for row in connection.execute(self._sql_revoke_ids, (self.clock(), user))]
+                connection.execute(self._sql_revoke_sessions, (user,))
+                connection.execute(self._sql_revoke_index, (user,))
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+        return sorted(revoked)
+
     def _maybe_purge(self, connection: sqlite3.Connection) -> None:
         now = self.clock()
         if now - self._last_purge >= self.purge_interval:
             self._last_purge = now
             connection.execute(self._sql_purge, (now,))
+            connection.execute(self._sql_purge_index)
 
     def purge(self) -> int:
         with _map_errors():
-            cursor = self._connect().execute(self._sql_purge, (self.clock(),))
-        return cursor.rowcount
+            connection = self._connect()
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                purged = connection.execute(self._sql_purge, (self.clock(),)).rowcount
+                connection.execute(self._sql_purge_index)
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+        return purged
 
     def close(self) -> None:
         with self._lock:
@@ -272,6 +341,18 @@ class SqliteStore:
 
     def delete(self, sid: str) -> None:
         self._db.delete(sid)
+
+    def index_user(self, user: str, sid: str, expires: float) -> None:
+        """Record that the live session ``sid`` belongs to ``user``: one ``INSERT``."""
+        self._db.index_user(user, sid)
+
+    def user_sessions(self, user: str) -> list[SessionInfo]:
+        """The user's live sessions, oldest first (one join); dead index rows are deleted."""
+        return self._db.user_sessions(user)
+
+    def revoke_user(self, user: str) -> list[str]:
+        """Delete every session of ``user`` and their index rows in one transaction; return the live ids."""
+        return self._db.revoke_user(user)
 
     def purge(self) -> int:
         """Delete expired rows now; return how many."""
@@ -337,6 +418,18 @@ class AsyncSqliteStore:
 
     async def delete(self, sid: str) -> None:
         await self._run(self._db.delete, sid)
+
+    async def index_user(self, user: str, sid: str, expires: float) -> None:
+        """See :meth:`SqliteStore.index_user`."""
+        await self._run(self._db.index_user, user, sid)
+
+    async def user_sessions(self, user: str) -> list[SessionInfo]:
+        """See :meth:`SqliteStore.user_sessions`."""
+        return await self._run(self._db.user_sessions, user)
+
+    async def revoke_user(self, user: str) -> list[str]:
+        """See :meth:`SqliteStore.revoke_user`."""
+        return await self._run(self._db.revoke_user, user)
 
     async def purge(self) -> int:
         """Delete expired rows now; return how many."""

@@ -1,0 +1,1 @@
+"""Thin adapters between persession and other libraries, each in its own module."""
