@@ -6,7 +6,7 @@ import persession
 
 project = "persession"
 author = "persession developers"
-copyright = "2026, persession developers"  # noqa: A001 - Sphinx's name
+copyright = "2026, persession developers"
 release = persession.__version__
 version = ".".join(release.split(".")[:2])
 

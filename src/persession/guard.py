@@ -60,15 +60,15 @@ import contextlib
 import logging
 import re
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol, runtime_checkable
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from .core import Action, Plan
 from .exceptions import ConfigError, StoreError
 from .session import Session
-from .stores.base import AsyncStore, Store
+from .stores.base import AsyncStore, RevocationFeed, Store
 from .types import Message, Receive, Send
 
 __all__ = [
@@ -274,15 +274,6 @@ class GuardPolicy:
         if session is None or session.failed is not None or not self.predicate(session):
             return _NOT_LOGGED_IN
         return None
-
-
-@runtime_checkable
-class RevocationFeed(Protocol):
-    """Stand-in until ``persession.stores.base.RevocationFeed`` lands (same name and signature)."""
-
-    def watch_revocations(self) -> AsyncIterator[str]:
-        """The ids of sessions revoked in any process, as they are revoked."""
-        ...
 
 
 class _Live:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from _mongo import make_mongo_store, mongo_server_fixture  # noqa: F401  (the fixture)
+from _redis import REDIS_FACTORY_IDS, redis_contract_factories, redis_servers_fixture  # noqa: F401  (the fixture)
 from persession.records import Change, Record
 from persession.stores import AsyncMemoryStore, AsyncSqliteStore, AsyncStore, MemoryStore, SqliteStore, Store
 
@@ -86,9 +88,27 @@ FACTORIES: dict[str, StoreFactory] = {
     "sqlite-async": _sqlite_async,
 }
 
-#: Marks for kinds that need something (``"redis-sync": [pytest.mark.redis]``).
-MARKS: dict[str, Collection[pytest.MarkDecorator]] = {}
 
+def _mongo(flavour: str) -> StoreFactory:
+    @contextlib.asynccontextmanager
+    async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncStore]:
+        request.getfixturevalue("mongo_server")
+        async with make_mongo_store("sync" if flavour == "sync" else "async", "contract") as opened:
+            yield opened if flavour == "async" else SyncAdapter(opened)  # type: ignore[arg-type]
+
+    return open_store
+
+
+FACTORIES.update(redis_contract_factories(SyncAdapter))
+FACTORIES["mongo-sync"] = _mongo("sync")
+FACTORIES["mongo-async"] = _mongo("async")
+
+#: Marks for kinds that need a server process.
+MARKS: dict[str, Collection[pytest.MarkDecorator]] = {
+    kind: [pytest.mark.server] for kind in (*REDIS_FACTORY_IDS, "mongo-sync", "mongo-async")
+}
+
+# Built once, when this conftest is imported: register new kinds in FACTORIES and MARKS above this line.
 STORE_PARAMS = [pytest.param(kind, id=kind, marks=MARKS.get(kind, ())) for kind in FACTORIES]
 
 

@@ -47,7 +47,12 @@ async def test_load_missing_returns_none(store: AsyncStore) -> None:
 async def test_save_then_load_returns_equal_record(store: AsyncStore) -> None:
     """A saved record loads back with equal data, created, accessed and expires."""
     sid = new_sid()
-    record = Record({"user": 42, "cart": ["a", "b"]}, created=1_700_000_000.25, accessed=time.time() - 5.5, expires=time.time() + HOUR)
+    record = Record(
+        {"user": 42, "cart": ["a", "b"]},
+        created=1_700_000_000.25,
+        accessed=time.time() - 5.5,
+        expires=time.time() + HOUR,
+    )
     await store.save(sid, record)
     assert await store.load(sid) == record
 

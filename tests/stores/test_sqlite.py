@@ -451,6 +451,25 @@ def test_first_use_of_a_locked_new_file_recovers(db_path: Path) -> None:
         store.close()
 
 
+def test_first_use_waits_for_a_writer_on_a_new_file(db_path: Path) -> None:
+    """First opening a non-WAL file that another process is writing waits for the writer instead of failing."""
+    other = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE unrelated (x)")
+    other.execute("BEGIN IMMEDIATE")  # SQLite refuses the switch to WAL at once while this is held
+    release = threading.Timer(0.2, other.execute, ("ROLLBACK",))
+    store = SqliteStore(db_path, busy_timeout=5)
+    try:
+        release.start()
+        store.save("sid", live({"a": 1}))
+    finally:
+        release.join()
+        other.close()
+        store.close()
+    assert raw_ids(db_path) == {"sid"}
+    with raw(db_path) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
 @pytest.mark.parametrize(
     "stored",
     [
@@ -526,7 +545,8 @@ def test_url_absolute_path(tmp_path: Path) -> None:
     """sqlite:///abs/path opens that absolute file."""
     path = tmp_path / "abs.db"
     store = store_from_url(f"sqlite://{path}")
-    assert store.path == path  # type: ignore[attr-defined]
+    assert isinstance(store, SqliteStore)
+    assert store.path == path
     _check_writes_to(store, path)
 
 

@@ -27,6 +27,32 @@ Values are JSON, never pickle: a field that is not JSON, or a hash without
 its metadata, loads as no session and logs a warning on
 ``persession.security``.
 
+**The per-user index.** One Redis set per user, at ``prefix + "user:" +
+user_id``, holding the user's session ids; once indexed, a session's hash also
+gets an ``index`` field naming that key::
+
+    persession:user:42   {"<id>", "<id>", ...}        (a set; TTL of its longest session)
+    persession:<id>      index  "persession:user:42"   (beside created/accessed/expires)
+
+The two kinds of key cannot collide: the index key has a ``":"`` right after
+``"user"``, and a session id never contains one (the default signer makes and
+accepts only 43 characters of ``[A-Za-z0-9_-]``; a custom
+:class:`~persession.signing.SessionIdSigner` must not put ``":"`` in its ids
+either). On a single server the set's TTL is kept at least that of its
+longest-lived session: ``index_user`` sets it, and ``touch`` and ``merge`` of
+an indexed session extend it, so an active session never outlives its index
+entry. ``index_user``, ``user_sessions`` and ``revoke_user`` are one
+``EVALSHA`` each, which also drop the ids of dead sessions from the set;
+``revoke_user`` deletes the sessions and the set atomically.
+
+**Revocations.** ``delete`` (logout) and ``revoke_user`` publish each deleted
+session's id on the channel ``prefix + "revoked"``, in the same round trip
+(``delete`` pipelines ``DEL`` and ``PUBLISH``; ``revoke_user`` publishes from
+its script). :meth:`AsyncRedisStore.watch_revocations` yields them, in any
+process, so a websocket server can close the connections of a logged-out
+session. Pub/sub delivers at most once: an id published while a watcher is
+disconnected is lost to it.
+
 **Round trips and atomicity.** :meth:`~RedisStore.load` is one ``HGETALL``.
 ``save``, ``merge`` and ``touch`` are each one ``EVALSHA`` of a short Lua
 script, so each is atomic: ``merge`` rewrites only the fields a request
@@ -42,6 +68,20 @@ one: if the second step fails, the old session outlives the error until its
 TTL, but no session is ever lost. A prefix with a hash tag (``"{sessions}:"``)
 puts every key in one slot (and on one node), which makes this atomic again at
 the price of all sessions living on one shard.
+
+The user index spans slots too, so in a cluster its operations are steps that
+each touch one slot (pipelined per node): ``user_sessions`` reads the set,
+then the sessions' metadata, then removes dead ids; ``index_user`` checks the
+session, adds it (one script on the set) and prunes the same way;
+``revoke_user`` reads the set, deletes the sessions, publishes the live ids,
+removes them from the set, and repeats until the set is empty, so a session
+indexed meanwhile is revoked as well and a failure part-way leaves every
+surviving session still in the set. A cluster's ``touch`` and ``merge`` cannot
+reach the set, so there it has **no TTL**: it lives on, pruned of dead ids
+whenever the user logs in, is listed or is revoked. ``delete`` is one script
+(``DEL`` and ``PUBLISH``: redis-py refuses ``PUBLISH`` in cluster pipelines),
+and revocations use regular (not sharded) pub/sub: every node forwards a
+``PUBLISH`` to the whole cluster, so the watcher may subscribe on any node.
 
 **Timeouts.** Clients built from a URL wait at most
 :data:`DEFAULT_CONNECT_TIMEOUT` seconds to connect and
@@ -1091,10 +1131,13 @@ class AsyncRedisStore:
         channel = self._prefix + _REVOKED
         delay = _REVOCATION_RETRY_MIN
         while True:
-            pubsub = self._client.pubsub()
+            pubsub = None
             try:
                 try:
                     with _map_errors():
+                        if isinstance(self._client, redis.asyncio.cluster.RedisCluster):
+                            await self._client.initialize()  # its pubsub needs the slot map
+                        pubsub = self._client.pubsub()
                         await pubsub.subscribe(channel)
                     while True:
                         with _map_errors():
@@ -1105,8 +1148,9 @@ class AsyncRedisStore:
                 except StoreUnavailable as error:
                     log.warning("revocation feed: Redis unreachable (%s); resubscribing in %.1f s", error, delay)
             finally:
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()
+                if pubsub is not None:
+                    with contextlib.suppress(RedisError, OSError):
+                        await pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated in redis-py
             await asyncio.sleep(delay)
             delay = min(delay * 2, REVOCATION_RETRY_MAX)
 

@@ -23,9 +23,11 @@ row per indexed session::
 Its rows carry no expiry of their own: a session's liveness is always read
 from the sessions table (so a session kept alive by later requests stays
 listed and revocable). ``user_sessions`` joins the two tables and deletes the
-rows whose session is gone or expired; ``revoke_user`` deletes the user's
-sessions and rows in one ``BEGIN IMMEDIATE`` transaction; the periodic purge
-also deletes rows whose session no longer exists.
+rows whose session is gone or expired; ``index_user`` inserts the row (only
+for a live session) and deletes the user's dead rows, and ``revoke_user``
+deletes the user's sessions and rows, each in one ``BEGIN IMMEDIATE``
+transaction; the periodic purge also deletes rows whose session no longer
+exists.
 """
 
 from __future__ import annotations
@@ -123,6 +125,10 @@ class _Database:
             f" LEFT JOIN {t} AS s ON s.id = u.sid AND s.expires > ? WHERE u.user = ?"
         )
         self._sql_unindex = f"DELETE FROM {u} WHERE user = ? AND sid = ?"  # noqa: S608
+        self._sql_prune_user = (
+            f"DELETE FROM {u} WHERE user = ?"  # noqa: S608
+            f" AND NOT EXISTS (SELECT 1 FROM {t} WHERE id = {u}.sid AND expires > ?)"
+        )
         self._sql_revoke_ids = (
             f"SELECT s.id FROM {u} AS u JOIN {t} AS s ON s.id = u.sid AND s.expires > ? WHERE u.user = ?"  # noqa: S608
         )
@@ -240,7 +246,16 @@ class _Database:
 
     def index_user(self, user: str, sid: str) -> None:
         with _map_errors():
-            self._connect().execute(self._sql_index, (user, sid, self.clock()))
+            connection = self._connect()
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                now = self.clock()
+                connection.execute(self._sql_prune_user, (user, now))
+                connection.execute(self._sql_index, (user, sid, now))
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
 
     def user_sessions(self, user: str) -> list[SessionInfo]:
         with _map_errors():
@@ -343,7 +358,7 @@ class SqliteStore:
         self._db.delete(sid)
 
     def index_user(self, user: str, sid: str, expires: float) -> None:
-        """Record that the live session ``sid`` belongs to ``user``: one ``INSERT``."""
+        """Record that the live session ``sid`` belongs to ``user``, dropping the user's dead rows: one transaction."""
         self._db.index_user(user, sid)
 
     def user_sessions(self, user: str) -> list[SessionInfo]:
