@@ -21,7 +21,9 @@ from persession.guard import login, logout
 from persession.integrations.socketio import SocketIOGuard, get_session
 from persession.stores import store_from_url
 
-sio = socketio.AsyncServer(async_mode="asgi")
+# Short ping times end long-polls quickly: python-engineio's polling client may otherwise wait out a
+# 25 s long-poll (plus the ping timeout) when it disconnects, and uvicorn's shutdown waits for open long-polls.
+sio = socketio.AsyncServer(async_mode="asgi", ping_interval=1, ping_timeout=3)
 
 
 @sio.event

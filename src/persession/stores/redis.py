@@ -43,7 +43,9 @@ longest-lived session: ``index_user`` sets it, and ``touch`` and ``merge`` of
 an indexed session extend it, so an active session never outlives its index
 entry. ``index_user``, ``user_sessions`` and ``revoke_user`` are one
 ``EVALSHA`` each, which also drop the ids of dead sessions from the set;
-``revoke_user`` deletes the sessions and the set atomically.
+``revoke_user`` deletes the sessions and the set atomically. (These scripts
+read the session keys the set names, which a single server allows and a
+cluster does not: see below.)
 
 **Revocations.** ``delete`` (logout) and ``revoke_user`` publish each deleted
 session's id on the channel ``prefix + "revoked"``, in the same round trip
