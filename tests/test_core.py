@@ -932,3 +932,19 @@ def test_no_write_after_server_error_end_to_end(clock: FakeClock, store: MemoryS
     browser.request(lambda s: s.__setitem__("n", 1))
     browser.request(lambda s: s.__setitem__("n", 2), status=500)
     assert browser.data() == {"n": 1}
+
+
+def test_regenerating_a_logged_in_session_keeps_it_in_the_user_index() -> None:
+    """A bare regenerate() of a session holding a user plans a SAVE that re-indexes it under that user."""
+    from persession.core import USER_KEY
+    from persession.records import Record
+
+    engine = SessionEngine(SessionConfig(secret="s"))
+    sid = engine.signer.new_id()
+    opening = engine.open(f"session={engine.signer.sign(sid)}")
+    now = engine.clock()
+    session = engine.build(opening, Record({USER_KEY: 42}, created=now, accessed=now, expires=now + 60))
+    session.regenerate()
+    plan = engine.plan(session, opening, status=200, secure_request=False)
+    assert plan.replaces == sid
+    assert plan.user == "42"

@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Final
 
 from .config import SessionConfig
 from .cookies import MAX_VALUE_LENGTH, cookie_values, render_set_cookie
@@ -31,9 +32,13 @@ from .records import Change, Record, dumps
 from .session import Session
 from .signing import ItsdangerousSigner, SessionIdSigner
 
-__all__ = ["Action", "Opening", "Plan", "SessionEngine", "add_vary_cookie"]
+__all__ = ["USER_KEY", "Action", "Opening", "Plan", "SessionEngine", "add_vary_cookie"]
 
 security_log: logging.Logger = logging.getLogger("persession.security")
+
+#: The session key :func:`persession.guard.login` stores the user under; a
+#: regenerated session that holds it stays in that user's index.
+USER_KEY: Final = "user"
 
 
 class Action(str, enum.Enum):
@@ -86,6 +91,12 @@ class Plan:
 
 
 _NOTHING = Plan()
+
+
+def _indexed_user(session: Session) -> str | None:
+    # dict.get: looking for the user must not count as the application reading the session.
+    user = dict.get(session, USER_KEY)
+    return None if user is None else str(user)
 
 
 def add_vary_cookie(existing: str | None) -> str:
@@ -238,7 +249,7 @@ class SessionEngine:
                 replaces=replaces,
                 set_cookie=cookie(sid, created),
                 vary=vary,
-                user=session.logged_in_as,
+                user=session.logged_in_as or (_indexed_user(session) if replaces is not None else None),
             )
 
         created = session.created if session.created is not None else now

@@ -65,7 +65,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from .core import Action, Plan
+from .core import USER_KEY, Action, Plan
 from .exceptions import ConfigError, StoreError
 from .session import Session
 from .stores.base import AsyncStore, RevocationFeed, Store
@@ -86,8 +86,6 @@ __all__ = [
     "logout",
 ]
 
-#: The session key :func:`login` stores the user under.
-USER_KEY: Final = "user"
 #: The close code of a live websocket whose session was destroyed or revoked (an application code, 4000-4999).
 REVOKED_CLOSE_CODE: Final = 4001
 _REVOKED_REASON: Final = "session revoked"
