@@ -30,7 +30,7 @@ from .core import Opening, SessionEngine, add_vary_cookie
 from .exceptions import SessionNotAvailable, StoreError
 from .guard import LIVE_SOCKETS, GuardPolicy, WebSocketGuard
 from .session import Session
-from .stores.base import AsyncStore, Store, arun_plan
+from .stores.base import AsyncRollingLoad, AsyncStore, Store, arun_plan
 from .types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["SessionMiddleware", "get_session"]
@@ -127,12 +127,19 @@ class SessionMiddleware:
     async def _load(self, opening: Opening, *, read_only: bool) -> Session:
         if opening.sid is None:
             return self.engine.build(opening, None, read_only=read_only)
+        # rolling: load and refresh the expiry in one round trip when the store can.
+        rolling: AsyncRollingLoad | None = None
+        if self.engine.rolling_load(read_only=read_only) and isinstance(self.store, AsyncRollingLoad):
+            rolling = self.store
         try:
-            record = await self.store.load(opening.sid)
+            if rolling is not None:
+                record = await rolling.load_touch(opening.sid, self.config.idle_seconds, self.config.absolute_seconds)
+            else:
+                record = await self.store.load(opening.sid)
         except StoreError as error:
             _shell.log_unavailable(error)
             return Session.unavailable(error)
-        return self.engine.build(opening, record, read_only=read_only)
+        return self.engine.build(opening, record, read_only=read_only, refreshed=rolling is not None)
 
     async def _http(
         self, scope: Scope, receive: Receive, send: Send, session: Session, opening: Opening, secure: bool

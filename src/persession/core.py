@@ -12,6 +12,14 @@ of one request is::
     run_plan(store, plan)                                # the only store write
     # then send plan.set_cookie and Vary: Cookie when plan.vary
 
+With ``rolling=True``, a store that implements
+:class:`~persession.stores.RollingLoad` loads and refreshes in one round
+trip, and the plan then skips the touch::
+
+    if engine.rolling_load(read_only=...) and isinstance(store, RollingLoad):
+        record = store.load_touch(opening.sid, config.idle_seconds, config.absolute_seconds)
+        session = engine.build(opening, record, refreshed=True)
+
 Like ``werkzeug.sansio``, this module is public for shells and integrations;
 its details may change before 1.0.
 """
@@ -28,7 +36,7 @@ from typing import Final
 from .config import SessionConfig
 from .cookies import MAX_VALUE_LENGTH, cookie_values, render_set_cookie
 from .exceptions import SessionTooLarge
-from .records import Change, Record, dumps
+from .records import Change, Record, dumps, rolled_expiry
 from .session import Session
 from .signing import ItsdangerousSigner, SessionIdSigner
 
@@ -148,15 +156,33 @@ class SessionEngine:
         security_log.warning("session cookie rejected: no configured secret verifies its signature")
         return Opening(present=True)
 
-    def build(self, opening: Opening, record: Record | None, *, read_only: bool = False) -> Session:
+    def rolling_load(self, *, read_only: bool = False) -> bool:
+        """Whether a shell should load with ``load_touch`` (when its store has it) and pass ``refreshed=True``.
+
+        True with ``rolling`` on, except for read-only (websocket) sessions,
+        which never write.
+        """
+        return self.config.rolling and not read_only
+
+    def build(
+        self, opening: Opening, record: Record | None, *, read_only: bool = False, refreshed: bool = False
+    ) -> Session:
         """The session the application sees, from the loaded record (if any).
 
         A verified id whose record is missing or expired gives a fresh session:
         a client-chosen id is never adopted.
+
+        :param refreshed: the record comes from ``load_touch``: the store has
+            already refreshed its expiry, so :meth:`plan` sends no touch for it.
         """
         if opening.sid is not None and record is not None and record.expires > self.clock():
             return Session(
-                record.data, id=opening.sid, created=record.created, expires=record.expires, read_only=read_only
+                record.data,
+                id=opening.sid,
+                created=record.created,
+                expires=record.expires,
+                read_only=read_only,
+                refreshed=refreshed,
             )
         if opening.sid is not None:
             security_log.warning("session cookie names an unknown or expired session; starting a new one")
@@ -271,7 +297,11 @@ class SessionEngine:
                 vary=vary,
             )
         # Unchanged: refresh the store's expiry only when asked, or when it would
-        # move by half the idle timeout, so a read-only request rarely writes.
+        # move by half the idle timeout, so a read-only request rarely writes;
+        # never when the load already refreshed it (a rolling load_touch).
+        if session.refreshed:
+            set_cookie = cookie(old, created) if send_cookie else None
+            return Plan(set_cookie=set_cookie, vary=vary) if set_cookie is not None or vary else _NOTHING
         stale_expiry = session.expires is None or expires - session.expires >= config.idle_seconds / 2
         if send_cookie or stale_expiry:
             return Plan(
@@ -284,10 +314,7 @@ class SessionEngine:
         return Plan(vary=vary) if vary else _NOTHING
 
     def _expires(self, now: float, created: float) -> float:
-        expires = now + self.config.idle_seconds
-        if self.config.absolute_seconds is not None:
-            expires = min(expires, created + self.config.absolute_seconds)
-        return expires
+        return rolled_expiry(now, created, self.config.idle_seconds, self.config.absolute_seconds)
 
     def _cookie_max_age(self, now: float, created: float) -> int | None:
         max_age = self.config.max_age_seconds

@@ -12,7 +12,7 @@ from typing import Any
 
 from .exceptions import NotSerializable
 
-__all__ = ["Change", "Record", "SessionInfo", "dumps", "loads"]
+__all__ = ["Change", "Record", "SessionInfo", "dumps", "loads", "rolled_expiry"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +73,18 @@ class SessionInfo:
     accessed: float
     #: When it expires (Unix seconds).
     expires: float
+
+
+def rolled_expiry(now: float, created: float, idle: float, absolute: float | None) -> float:
+    """A session's expiry when refreshed at ``now``: ``now + idle``, capped at ``created + absolute``.
+
+    The engine and every store's ``load_touch`` compute it the same way, so
+    they agree to the last bit.
+    """
+    expires = now + idle
+    if absolute is not None:
+        expires = min(expires, created + absolute)
+    return expires
 
 
 def dumps(data: Mapping[str, Any]) -> str:

@@ -60,6 +60,7 @@ class Session(dict[str, Any]):
         "expires",
         "id",
         "read_only",
+        "refreshed",
     )
 
     def __init__(
@@ -70,6 +71,7 @@ class Session(dict[str, Any]):
         created: float | None = None,
         expires: float | None = None,
         read_only: bool = False,
+        refreshed: bool = False,
     ) -> None:
         super().__init__(data or {})
         #: The session id, or ``None`` for a session not stored yet. Never log it.
@@ -82,6 +84,9 @@ class Session(dict[str, Any]):
         self.accessed: bool = False
         #: Changes raise :class:`~persession.SessionReadOnly` (websocket scopes).
         self.read_only: bool = read_only
+        #: The store already moved the expiry when loading the session (a
+        #: rolling load): the end of the request need not touch it again.
+        self.refreshed: bool = refreshed
         self._set: set[str] = set()
         self._deleted: set[str] = set()
         self._cleared = False

@@ -26,7 +26,7 @@ from .core import Opening, SessionEngine, add_vary_cookie
 from .exceptions import SessionNotAvailable, StoreError
 from .guard import GuardPolicy, WSGIWebSocketGuard
 from .session import Session
-from .stores.base import Store, run_plan
+from .stores.base import RollingLoad, Store, run_plan
 
 if TYPE_CHECKING:  # pragma: no cover
     from _typeshed import OptExcInfo
@@ -124,12 +124,19 @@ class SessionMiddleware:
     def _load(self, opening: Opening, *, read_only: bool) -> Session:
         if opening.sid is None:
             return self.engine.build(opening, None, read_only=read_only)
+        # rolling: load and refresh the expiry in one round trip when the store can.
+        rolling: RollingLoad | None = None
+        if self.engine.rolling_load(read_only=read_only) and isinstance(self.store, RollingLoad):
+            rolling = self.store
         try:
-            record = self.store.load(opening.sid)
+            if rolling is not None:
+                record = rolling.load_touch(opening.sid, self.config.idle_seconds, self.config.absolute_seconds)
+            else:
+                record = self.store.load(opening.sid)
         except StoreError as error:
             _shell.log_unavailable(error)
             return Session.unavailable(error)
-        return self.engine.build(opening, record, read_only=read_only)
+        return self.engine.build(opening, record, read_only=read_only, refreshed=rolling is not None)
 
 
 class _Response:

@@ -11,7 +11,18 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ..exceptions import ConfigError
 from ..records import SessionInfo
-from .base import AsyncStore, AsyncUserIndex, RevocationFeed, Store, SupportsAsync, UserIndex, arun_plan, run_plan
+from .base import (
+    AsyncRollingLoad,
+    AsyncStore,
+    AsyncUserIndex,
+    RevocationFeed,
+    RollingLoad,
+    Store,
+    SupportsAsync,
+    UserIndex,
+    arun_plan,
+    run_plan,
+)
 from .memory import AsyncMemoryStore, MemoryStore
 from .sqlite import AsyncSqliteStore, SqliteStore, default_sqlite_path
 
@@ -23,6 +34,7 @@ __all__ = [
     "AsyncMemoryStore",
     "AsyncMongoStore",
     "AsyncRedisStore",
+    "AsyncRollingLoad",
     "AsyncSqliteStore",
     "AsyncStore",
     "AsyncUserIndex",
@@ -30,6 +42,7 @@ __all__ = [
     "MongoStore",
     "RedisStore",
     "RevocationFeed",
+    "RollingLoad",
     "SessionInfo",
     "SqliteStore",
     "Store",

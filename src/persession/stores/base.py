@@ -5,6 +5,10 @@ A store is anything with these five verbs; they mirror
 :class:`~persession.StoreError` (or :class:`~persession.StoreUnavailable`)
 for backend failures, translated from the driver's errors in one place per
 module, and never return an expired record.
+
+A store may also implement :class:`RollingLoad` (:class:`AsyncRollingLoad`):
+with ``rolling=True`` the shells then load a session and refresh its expiry
+in one round trip instead of two. Every built-in store does.
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ from ..core import Action, Plan
 from ..records import Change, Record, SessionInfo
 
 __all__ = [
+    "AsyncRollingLoad",
     "AsyncStore",
     "AsyncUserIndex",
     "RevocationFeed",
+    "RollingLoad",
     "Store",
     "SupportsAsync",
     "UserIndex",
@@ -95,6 +101,42 @@ class AsyncStore(Protocol):
 
     async def close(self) -> None:
         """See :meth:`Store.close`."""
+        ...
+
+
+@runtime_checkable
+class RollingLoad(Protocol):
+    """**Protocol**: a sync store that loads a session and refreshes its expiry in one round trip.
+
+    With ``rolling=True`` every request of an existing session refreshes its
+    expiry; a store with this verb lets the shells do that while loading,
+    instead of with a second round trip (a ``touch``) at the end of the
+    request. Stores without it still work: they are loaded and touched.
+
+    .. versionadded:: 0.1
+    """
+
+    def load_touch(self, sid: str, idle: float, absolute: float | None) -> Record | None:
+        """Load the live record for ``sid`` and refresh its expiry, atomically, in one round trip.
+
+        The new expiry is ``now + idle``, capped at ``created + absolute``
+        unless ``absolute`` is ``None``; ``accessed`` becomes ``now``. Returns
+        the record with its new times, or ``None`` when it is missing, expired
+        or past its absolute limit (a dead record is never brought back) or
+        malformed (as :meth:`Store.load` reports it).
+        """
+        ...
+
+
+@runtime_checkable
+class AsyncRollingLoad(Protocol):
+    """**Protocol**: the asyncio twin of :class:`RollingLoad`.
+
+    .. versionadded:: 0.1
+    """
+
+    async def load_touch(self, sid: str, idle: float, absolute: float | None) -> Record | None:
+        """See :meth:`RollingLoad.load_touch`."""
         ...
 
 

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ..records import Change, Record, SessionInfo, dumps, loads
+from ..records import Change, Record, SessionInfo, dumps, loads, rolled_expiry
 
 __all__ = ["AsyncMemoryStore", "MemoryStore"]
 
@@ -48,6 +48,19 @@ class _Table:
             row = self._live(sid, self.clock())
         if row is None:
             return None
+        return Record(loads(row[0]), created=row[1], accessed=row[2], expires=row[3])
+
+    def load_touch(self, sid: str, idle: float, absolute: float | None) -> Record | None:
+        with self.lock:
+            now = self.clock()
+            row = self._live(sid, now)
+            if row is None:
+                return None
+            expires = rolled_expiry(now, row[1], idle, absolute)
+            if expires <= now:  # past its absolute limit: dead now
+                del self.rows[sid]
+                return None
+            row = self.rows[sid] = (row[0], row[1], now, expires)
         return Record(loads(row[0]), created=row[1], accessed=row[2], expires=row[3])
 
     def save(self, sid: str, record: Record, replaces: str | None) -> None:
@@ -137,6 +150,10 @@ class MemoryStore:
     def load(self, sid: str) -> Record | None:
         return self._table.load(sid)
 
+    def load_touch(self, sid: str, idle: float, absolute: float | None) -> Record | None:
+        """Load the live record and refresh its expiry under the lock (see :class:`~persession.stores.RollingLoad`)."""
+        return self._table.load_touch(sid, idle, absolute)
+
     def save(self, sid: str, record: Record, *, replaces: str | None = None) -> None:
         self._table.save(sid, record, replaces)
 
@@ -186,6 +203,10 @@ class AsyncMemoryStore:
 
     async def load(self, sid: str) -> Record | None:
         return self._table.load(sid)
+
+    async def load_touch(self, sid: str, idle: float, absolute: float | None) -> Record | None:
+        """See :meth:`MemoryStore.load_touch`."""
+        return self._table.load_touch(sid, idle, absolute)
 
     async def save(self, sid: str, record: Record, *, replaces: str | None = None) -> None:
         self._table.save(sid, record, replaces)

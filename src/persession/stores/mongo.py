@@ -39,6 +39,11 @@ about once a minute, so every read and write also filters on
 missing or not a date, only to report it as malformed: the TTL monitor would
 never delete it.)
 
+``load_touch`` (a rolling session's load) is one ``findAndModify`` whose
+update is an aggregation pipeline (MongoDB 4.2+): the server computes
+``min(now + idle, created + absolute)`` from the stored ``created`` and writes
+``expires``, ``expires_ts`` and ``accessed`` in the same atomic step.
+
 **Per-user index.** The index is a field of the session document itself:
 ``index_user`` sets ``"user": "<user id>"`` on the live document (one
 ``update``), and a sparse index on ``user``, created with the TTL index in
@@ -75,7 +80,7 @@ try:
     from bson.codec_options import CodecOptions
     from bson.errors import BSONError
     from bson.int64 import Int64
-    from pymongo import AsyncMongoClient, IndexModel, MongoClient
+    from pymongo import AsyncMongoClient, IndexModel, MongoClient, ReturnDocument
     from pymongo.asynchronous.collection import AsyncCollection
     from pymongo.collection import Collection
     from pymongo.errors import ConnectionFailure, ExecutionTimeout, OperationFailure, PyMongoError
@@ -314,6 +319,45 @@ def _merge_update(change: Change, now: float, expires: float) -> dict[str, Any]:
 
 def _touch_update(now: float, expires: float) -> dict[str, Any]:
     return {"$set": _times(now, expires)}
+
+
+#: True for a document whose ``expires`` is a date and ``created`` a finite number: only
+#: those ``load_touch`` changes. (Between -inf and inf in BSON order there are only numbers.)
+_REFRESHABLE: Final = {
+    "$and": [
+        {"$eq": [{"$type": "$expires"}, "date"]},
+        {"$in": [{"$type": "$created"}, ["double", "int", "long"]]},
+        {"$gt": ["$created", -math.inf]},
+        {"$lt": ["$created", math.inf]},
+    ]
+}
+
+
+def _load_touch_update(now: float, idle: float, absolute: float | None) -> list[dict[str, Any]]:
+    """The pipeline update of ``load_touch``: ``expires`` becomes ``min(now + idle, created + absolute)``.
+
+    Computed by the server from the stored ``created`` (so one round trip),
+    exactly as :func:`~persession.records.rolled_expiry` and :func:`_date` do
+    in Python. A document that is not one of ours (see :data:`_REFRESHABLE`)
+    is left as it is, for :func:`_load_result` to report.
+    """
+    idle_expires = float(now + idle)
+    expires_ts: Any
+    expires: Any
+    if absolute is None:
+        expires_ts, expires = idle_expires, _date(idle_expires)
+    else:
+        expires_ts = {"$min": [idle_expires, {"$add": ["$created", float(absolute)]}]}
+        expires = {"$toDate": {"$floor": {"$multiply": [expires_ts, 1000]}}}
+    return [
+        {
+            "$set": {
+                "accessed": {"$cond": [_REFRESHABLE, float(now), "$accessed"]},
+                "expires": {"$cond": [_REFRESHABLE, expires, "$expires"]},
+                "expires_ts": {"$cond": [_REFRESHABLE, expires_ts, "$expires_ts"]},
+            }
+        }
+    ]
 
 
 def _load_result(document: Mapping[str, Any] | None, now: float, namespace: str) -> Record | None:
@@ -565,6 +609,20 @@ class MongoStore:
             document = collection.find_one(_load_filter(sid, now))
         return _load_result(document, now, self._namespace)
 
+    def load_touch(self, sid: str, idle: float, absolute: float | None) -> Record | None:
+        """Load the live record and refresh its expiry: one ``findAndModify`` with a pipeline update.
+
+        The server computes the capped expiry from the stored ``created``
+        (MongoDB 4.2+). See :class:`~persession.stores.RollingLoad`.
+        """
+        collection = self._ready()
+        now = self._clock()
+        with _map_errors():
+            document = collection.find_one_and_update(
+                _load_filter(sid, now), _load_touch_update(now, idle, absolute), return_document=ReturnDocument.AFTER
+            )
+        return _load_result(document, now, self._namespace)
+
     def save(self, sid: str, record: Record, *, replaces: str | None = None) -> None:
         """Write ``record`` whole, then delete ``replaces``.
 
@@ -735,6 +793,16 @@ class AsyncMongoStore:
         now = self._clock()
         with _map_errors():
             document = await collection.find_one(_load_filter(sid, now))
+        return _load_result(document, now, self._namespace)
+
+    async def load_touch(self, sid: str, idle: float, absolute: float | None) -> Record | None:
+        """See :meth:`MongoStore.load_touch`."""
+        collection = await self._ready()
+        now = self._clock()
+        with _map_errors():
+            document = await collection.find_one_and_update(
+                _load_filter(sid, now), _load_touch_update(now, idle, absolute), return_document=ReturnDocument.AFTER
+            )
         return _load_result(document, now, self._namespace)
 
     async def save(self, sid: str, record: Record, *, replaces: str | None = None) -> None:

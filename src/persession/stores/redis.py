@@ -61,7 +61,11 @@ script, so each is atomic: ``merge`` rewrites only the fields a request
 changed (two requests setting different keys both survive) and does nothing
 when the session is gone (a slow request cannot resurrect a destroyed
 session); ``save(replaces=old)`` writes the new hash and deletes the old key in
-the same step. The first call of a script on a server adds one ``EVAL``.
+the same step. ``load_touch`` (a rolling session's load) is one ``EVALSHA``
+too: it moves ``expires`` and ``accessed`` (capped by the absolute timeout,
+computed from the stored ``created``), the key's TTL and, on a single server,
+the user index's TTL as ``touch`` does, and returns the hash. The first call
+of a script on a server adds one ``EVAL``.
 
 **Redis Cluster.** A regenerated session's old and new keys usually hash to
 different slots, and no single atomic step can span slots. In a cluster,
@@ -265,6 +269,49 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 )
 _TOUCH = _Script.of(_TOUCH_BODY + "return 1")
 _TOUCH_INDEXED = _Script.of(_TOUCH_BODY + _EXTEND_INDEX + "return 1")
+
+# KEYS: the key. ARGV: now, now + idle, absolute seconds ('' for none).
+# load_touch: a live session's expiry becomes min(now + idle, created + absolute)
+# and accessed now; returns the hash (HGETALL's reply). Returns 0 when the key is
+# missing, expired or just past its absolute limit (then deleted), -1 when it is
+# not a hash, and the hash unchanged when its metadata is not three finite
+# numbers, so the caller reports it as load() does. Times are written as
+# '%.17g', which reads back as the exact double (like Python's repr).
+_LOAD_TOUCH_BODY = """
+local function finite(value)
+  local n = tonumber(value or '')
+  if n and n == n and n ~= math.huge and n ~= -math.huge then return n end
+  return nil
+end
+local meta = redis.pcall('HMGET', KEYS[1], 'created', 'accessed', 'expires')
+if meta.err then return -1 end
+local created, live = finite(meta[1]), finite(meta[3])
+if not created or not finite(meta[2]) or not live then return redis.call('HGETALL', KEYS[1]) end
+local now = tonumber(ARGV[1])
+if live <= now then return 0 end
+local expires, text = tonumber(ARGV[2]), ARGV[2]
+if ARGV[3] ~= '' then
+  local cap = created + tonumber(ARGV[3])
+  if cap < expires then expires, text = cap, string.format('%.17g', cap) end
+end
+if expires <= now then
+  redis.call('DEL', KEYS[1])
+  return 0
+end
+local ttl = string.format('%d', math.ceil((expires - now) * 1000))
+redis.call('HSET', KEYS[1], 'accessed', ARGV[1], 'expires', text)
+redis.call('PEXPIRE', KEYS[1], ttl)
+"""
+# As _EXTEND_INDEX, with the TTL in the local ``ttl``.
+_LOAD_TOUCH_EXTEND_INDEX = """
+local index = redis.call('HGET', KEYS[1], 'index')
+if index then
+  local left = redis.call('PTTL', index)
+  if left >= 0 and left < tonumber(ttl) then redis.call('PEXPIRE', index, ttl) end
+end
+"""
+_LOAD_TOUCH = _Script.of(_LOAD_TOUCH_BODY + "return redis.call('HGETALL', KEYS[1])")
+_LOAD_TOUCH_INDEXED = _Script.of(_LOAD_TOUCH_BODY + _LOAD_TOUCH_EXTEND_INDEX + "return redis.call('HGETALL', KEYS[1])")
 
 # -- the user index (single server: one script each; see the module docs) --------------------------
 
@@ -480,6 +527,22 @@ def _merge_step(prefix: str, sid: str, change: Change, expires: float, now: floa
 def _touch_step(prefix: str, sid: str, expires: float, now: float, cluster: bool) -> _Step:
     script = _TOUCH if cluster else _TOUCH_INDEXED
     return _Step(script, (prefix + sid,), (_time(now), _time(expires), _ttl_ms(expires, now)))
+
+
+def _load_touch_step(prefix: str, sid: str, idle: float, absolute: float | None, now: float, cluster: bool) -> _Step:
+    # In a cluster the index key is in another slot: the script leaves it alone, as touch does.
+    script = _LOAD_TOUCH if cluster else _LOAD_TOUCH_INDEXED
+    cap = "" if absolute is None else _time(absolute)
+    return _Step(script, (prefix + sid,), (_time(now), _time(now + idle), cap))
+
+
+def _load_touch_result(prefix: str, reply: Any, now: float) -> Record | None:
+    """Decode the ``load_touch`` script's reply like an ``HGETALL`` (see :data:`_LOAD_TOUCH_BODY`)."""
+    if not isinstance(reply, list):  # 0: gone; -1: not a hash
+        if reply == -1:
+            _malformed(prefix, "the key is not a hash")
+        return None
+    return _record(prefix, dict(zip(reply[0::2], reply[1::2], strict=True)), now)
 
 
 # -- the user index and revocations, for both flavours ----------------------------------------------
@@ -908,6 +971,18 @@ class RedisStore:
                 return None
         return _record(self._prefix, raw, self._clock())
 
+    def load_touch(self, sid: str, idle: float, absolute: float | None) -> Record | None:
+        """Load the live record and refresh its expiry (and its user index's TTL): one ``EVALSHA``.
+
+        See :class:`~persession.stores.RollingLoad`. In a cluster, as with
+        :meth:`touch`, the user index's TTL is left alone.
+        """
+        now = self._clock()
+        step = _load_touch_step(self._prefix, sid, idle, absolute, now, self._cluster)
+        with _map_errors():
+            reply = self._run(step)
+        return _load_touch_result(self._prefix, reply, now)
+
     def save(self, sid: str, record: Record, *, replaces: str | None = None) -> None:
         """Write the whole record (and its TTL), deleting ``replaces``, in one atomic script.
 
@@ -1082,6 +1157,14 @@ class AsyncRedisStore:
                 _malformed(self._prefix, "the key is not a hash")
                 return None
         return _record(self._prefix, raw, self._clock())
+
+    async def load_touch(self, sid: str, idle: float, absolute: float | None) -> Record | None:
+        """See :meth:`RedisStore.load_touch`."""
+        now = self._clock()
+        step = _load_touch_step(self._prefix, sid, idle, absolute, now, self._cluster)
+        with _map_errors():
+            reply = await self._run(step)
+        return _load_touch_result(self._prefix, reply, now)
 
     async def save(self, sid: str, record: Record, *, replaces: str | None = None) -> None:
         """See :meth:`RedisStore.save`."""

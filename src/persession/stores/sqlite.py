@@ -6,6 +6,9 @@ file uses WAL mode (readers never block the writer); writes are short
 ``BEGIN IMMEDIATE`` transactions, so a merge is atomic across processes.
 Expired rows are never returned and are purged every ``purge_interval``
 seconds by whichever process writes.
+``load_touch`` (a rolling session's load) is one ``UPDATE ... RETURNING``
+statement on SQLite 3.35+ (the capped expiry computed by SQLite from the
+stored ``created``), else a ``SELECT`` and an ``UPDATE`` in one transaction.
 
 Default location: ``$PERSESSION_SQLITE_PATH`` if set, else
 ``$XDG_STATE_HOME/persession/sessions.db`` (``~/.local/state/persession/
@@ -47,7 +50,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..exceptions import ConfigError, StoreError, StoreUnavailable
-from ..records import Change, Record, SessionInfo, dumps, loads
+from ..records import Change, Record, SessionInfo, dumps, loads, rolled_expiry
 
 __all__ = ["AsyncSqliteStore", "SqliteStore", "default_sqlite_path"]
 
@@ -57,6 +60,9 @@ security_log: logging.Logger = logging.getLogger("persession.security")
 
 #: Default seconds a writer waits for another process's write lock.
 DEFAULT_BUSY_TIMEOUT = 5.0
+#: ``UPDATE ... RETURNING`` (SQLite 3.35+) makes ``load_touch`` one statement; older
+#: libraries use a ``BEGIN IMMEDIATE`` transaction of a ``SELECT`` and an ``UPDATE``.
+HAS_RETURNING: bool = sqlite3.sqlite_version_info >= (3, 35, 0)
 
 
 def default_sqlite_path() -> Path:
@@ -117,6 +123,16 @@ class _Database:
         self._sql_data = f"SELECT data FROM {t} WHERE id = ? AND expires > ?"  # noqa: S608
         self._sql_update = f"UPDATE {t} SET data = ?, accessed = ?, expires = ? WHERE id = ?"  # noqa: S608
         self._sql_purge = f"DELETE FROM {t} WHERE expires <= ?"  # noqa: S608
+        #: ``load_touch`` in one statement (SQLite 3.35+), else in a transaction (tests force that).
+        self.returning = HAS_RETURNING
+        self._sql_load_touch = (
+            f"UPDATE {t} SET accessed = :now, expires = :idle_expires WHERE id = :sid AND expires > :now"  # noqa: S608
+            " RETURNING data, created, accessed, expires"
+        )
+        self._sql_load_touch_capped = (
+            f"UPDATE {t} SET accessed = :now, expires = min(:idle_expires, created + :absolute)"  # noqa: S608
+            " WHERE id = :sid AND expires > :now RETURNING data, created, accessed, expires"
+        )
         u = f"{t}_users"
         self.users_table = u
         self._sql_index = f"INSERT OR IGNORE INTO {u} (user, sid) SELECT ?, id FROM {t} WHERE id = ? AND expires > ?"  # noqa: S608
@@ -186,9 +202,13 @@ class _Database:
                 time.sleep(0.01)
 
     def load(self, sid: str) -> Record | None:
+        now = self.clock()
         with _map_errors():
-            row = self._connect().execute(self._sql_load, (sid, self.clock())).fetchone()
-        if row is None:
+            row = self._connect().execute(self._sql_load, (sid, now)).fetchone()
+        return self._record(row, now)
+
+    def _record(self, row: tuple[str, float, float, float] | None, now: float) -> Record | None:
+        if row is None or row[3] <= now:  # missing, expired, or just past its absolute limit
             return None
         try:
             data = loads(row[0])
@@ -196,6 +216,34 @@ class _Database:
             security_log.warning("malformed session record in SQLite table %s ignored", self.table)
             return None
         return Record(data, created=row[1], accessed=row[2], expires=row[3])
+
+    def load_touch(self, sid: str, idle: float, absolute: float | None) -> Record | None:
+        now = self.clock()
+        if not self.returning:
+            return self._load_touch_transaction(sid, idle, absolute, now)
+        sql = self._sql_load_touch if absolute is None else self._sql_load_touch_capped
+        parameters = {"now": now, "idle_expires": now + idle, "absolute": absolute, "sid": sid}
+        with _map_errors():
+            row = self._connect().execute(sql, parameters).fetchone()
+        return self._record(row, now)
+
+    def _load_touch_transaction(self, sid: str, idle: float, absolute: float | None, now: float) -> Record | None:
+        """:meth:`load_touch` for SQLite before 3.35: a ``SELECT`` and an ``UPDATE`` in one transaction."""
+        with _map_errors():
+            connection = self._connect()
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                row = connection.execute(self._sql_load, (sid, now)).fetchone()
+                if row is None:
+                    connection.execute("ROLLBACK")
+                    return None
+                expires = rolled_expiry(now, row[1], idle, absolute)
+                connection.execute(self._sql_touch, (now, expires, sid, now))
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+        return self._record((row[0], row[1], now, expires), now)
 
     def save(self, sid: str, record: Record, replaces: str | None) -> None:
         text = dumps(record.data)
@@ -345,6 +393,14 @@ class SqliteStore:
     def load(self, sid: str) -> Record | None:
         return self._db.load(sid)
 
+    def load_touch(self, sid: str, idle: float, absolute: float | None) -> Record | None:
+        """Load the live record and refresh its expiry: one ``UPDATE ... RETURNING`` (SQLite 3.35+).
+
+        Older SQLite libraries: a ``SELECT`` and an ``UPDATE`` in one
+        ``BEGIN IMMEDIATE`` transaction. See :class:`~persession.stores.RollingLoad`.
+        """
+        return self._db.load_touch(sid, idle, absolute)
+
     def save(self, sid: str, record: Record, *, replaces: str | None = None) -> None:
         self._db.save(sid, record, replaces)
 
@@ -421,6 +477,10 @@ class AsyncSqliteStore:
 
     async def load(self, sid: str) -> Record | None:
         return await self._run(self._db.load, sid)
+
+    async def load_touch(self, sid: str, idle: float, absolute: float | None) -> Record | None:
+        """See :meth:`SqliteStore.load_touch`."""
+        return await self._run(self._db.load_touch, sid, idle, absolute)
 
     async def save(self, sid: str, record: Record, *, replaces: str | None = None) -> None:
         await self._run(self._db.save, sid, record, replaces)

@@ -1,0 +1,681 @@
+"""``load_touch``: a rolling session loaded and refreshed in one round trip, on every store kind and flavour.
+
+Each store comes wrapped in a :class:`Kit`: the async store protocol plus
+``load_touch`` (a sync store goes through :class:`RollingSyncAdapter`, so both
+twins run the same test body), and the store itself for backend checks.
+SQLite runs twice: with ``UPDATE ... RETURNING`` and with the transaction used
+before SQLite 3.35 (forced).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import sqlite3
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+import redis
+import redis.asyncio
+import redis.asyncio.connection
+import redis.cluster
+import redis.connection
+from pymongo import MongoClient, monitoring
+
+import persession.stores
+from _mongo import make_mongo_store, mongo_server_fixture  # noqa: F401  (the fixture)
+from _redis import (  # noqa: F401  (the *_fixture names are fixtures)
+    RedisServers,
+    make_redis_store,
+    redis_servers_fixture,
+    unique_prefix,
+)
+from persession.records import Change, Record
+from persession.stores import (
+    AsyncMemoryStore,
+    AsyncRollingLoad,
+    AsyncSqliteStore,
+    MemoryStore,
+    RollingLoad,
+    SqliteStore,
+    Store,
+)
+from persession.stores import sqlite as sqlite_module
+from persession.stores.mongo import AsyncMongoStore, MongoStore, _date
+from persession.stores.redis import AsyncRedisStore, RedisStore
+
+pytestmark = pytest.mark.anyio
+
+HOUR = 3600.0
+IDLE = HOUR
+
+
+def new_sid() -> str:
+    """A session id no other test uses, in the default signer's alphabet."""
+    return uuid.uuid4().hex + "AbC_-xyz123"
+
+
+def live(data: dict[str, Any] | None = None, *, age: float = 60.0, ttl: float = 600.0) -> Record:
+    """A record created and last accessed ``age`` seconds ago that expires ``ttl`` seconds from now."""
+    now = time.time()
+    return Record({"n": 1} if data is None else data, created=now - age, accessed=now - age, expires=now + ttl)
+
+
+# --- the stores under test ------------------------------------------------------------------------
+
+
+class RollingSyncAdapter:
+    """Test-only: the async store protocol, ``load_touch`` included, over a synchronous store.
+
+    (The contract suite's ``SyncAdapter`` lives in a conftest, which a test
+    module cannot import under ``--import-mode=importlib``; this is the same
+    adapter with the new verb, as ``test_user_index.py`` does for the index.)
+    """
+
+    def __init__(self, store: Store) -> None:
+        #: The wrapped synchronous store.
+        self.sync = store
+
+    async def load(self, sid: str) -> Record | None:
+        return self.sync.load(sid)
+
+    async def load_touch(self, sid: str, idle: float, absolute: float | None) -> Record | None:
+        assert isinstance(self.sync, RollingLoad)
+        return self.sync.load_touch(sid, idle, absolute)
+
+    async def save(self, sid: str, record: Record, *, replaces: str | None = None) -> None:
+        self.sync.save(sid, record, replaces=replaces)
+
+    async def merge(self, sid: str, change: Change, expires: float) -> bool:
+        return self.sync.merge(sid, change, expires)
+
+    async def touch(self, sid: str, expires: float) -> bool:
+        return self.sync.touch(sid, expires)
+
+    async def delete(self, sid: str) -> None:
+        self.sync.delete(sid)
+
+    async def close(self) -> None:
+        self.sync.close()
+
+
+@dataclass
+class Kit:
+    """A store under test (async protocol plus ``load_touch``) and the store it wraps."""
+
+    kind: str
+    store: Any
+    #: The store itself: the sync one for a sync kind, else the async one.
+    native: Any
+
+
+KINDS = [
+    "memory-sync",
+    "memory-async",
+    "sqlite-sync",
+    "sqlite-async",
+    "sqlite_fallback-sync",
+    "sqlite_fallback-async",
+    "redis-single-sync",
+    "redis-single-async",
+    "redis-cluster-sync",
+    "redis-cluster-async",
+    "mongo-sync",
+    "mongo-async",
+]
+SERVER_KINDS = {kind for kind in KINDS if kind.startswith(("redis", "mongo"))}
+
+
+def _kit(kind: str, store: Any) -> Kit:
+    return Kit(kind, RollingSyncAdapter(store) if kind.endswith("-sync") else store, store)
+
+
+@contextlib.asynccontextmanager
+async def open_kit(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Kit]:
+    """A fresh store of ``kind`` in a :class:`Kit`, closed (and its data removed) afterwards."""
+    backend, *rest = kind.split("-")
+    flavour = rest[-1]
+    if backend == "memory":
+        yield _kit(kind, MemoryStore() if flavour == "sync" else AsyncMemoryStore())
+    elif backend.startswith("sqlite"):
+        path = tmp_path / "sessions.db"
+        sqlite = SqliteStore(path) if flavour == "sync" else AsyncSqliteStore(path)
+        sqlite._db.returning = backend == "sqlite"  # sqlite_fallback: as on SQLite before 3.35
+        try:
+            yield _kit(kind, sqlite)
+        finally:
+            if isinstance(sqlite, AsyncSqliteStore):
+                await sqlite.close()
+            else:
+                sqlite.close()
+    elif backend == "redis":
+        servers: RedisServers = request.getfixturevalue("redis_servers")
+        async with make_redis_store(flavour, rest[0], "rolling", servers=servers) as store:  # type: ignore[arg-type]
+            yield _kit(kind, store)
+    else:
+        request.getfixturevalue("mongo_server")
+        async with make_mongo_store(flavour, "rolling") as mongo:  # type: ignore[arg-type]
+            yield _kit(kind, mongo)
+
+
+def _params(kinds: list[str]) -> list[Any]:
+    return [pytest.param(kind, id=kind, marks=[pytest.mark.server] if kind in SERVER_KINDS else []) for kind in kinds]
+
+
+def only(*backends: str) -> pytest.MarkDecorator:
+    """Run a test with the ``kit`` fixture on the kinds of these backends only."""
+    return pytest.mark.parametrize("kit", _params([k for k in KINDS if k.startswith(backends)]), indirect=True)
+
+
+@pytest.fixture(params=_params(KINDS))
+async def kit(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Kit]:
+    """Every store kind and flavour, fresh for each test."""
+    async with open_kit(request.param, request, tmp_path) as opened:
+        yield opened
+
+
+# --- the protocol ---------------------------------------------------------------------------------
+
+
+async def test_every_store_implements_rolling_load(kit: Kit) -> None:
+    """Every built-in store satisfies RollingLoad (sync) or AsyncRollingLoad (async), as the shells check."""
+    if kit.kind.endswith("-sync"):
+        assert isinstance(kit.native, RollingLoad)
+    else:
+        assert isinstance(kit.native, AsyncRollingLoad)
+        assert asyncio.iscoroutinefunction(kit.native.load_touch)
+
+
+def test_protocols_are_exported_and_optional() -> None:
+    """The protocols are exported from persession.stores, and a store without load_touch does not satisfy them."""
+    assert persession.stores.RollingLoad is RollingLoad
+    assert persession.stores.AsyncRollingLoad is AsyncRollingLoad
+    assert {"RollingLoad", "AsyncRollingLoad"} <= set(persession.stores.__all__)
+
+    class PlainStore:
+        def load(self, sid: str) -> Record | None:
+            return None
+
+    assert not isinstance(PlainStore(), RollingLoad)
+    assert not isinstance(PlainStore(), AsyncRollingLoad)
+
+
+# --- what load_touch returns and writes -------------------------------------------------------------
+
+
+async def test_load_touch_returns_the_record_with_moved_expiry_and_accessed(kit: Kit) -> None:
+    """The record comes back with its data and created unchanged, accessed now and expires now + idle."""
+    sid, record = new_sid(), live({"user": 42, "cart": ["a", "b"]})
+    await kit.store.save(sid, record)
+    before = time.time()
+    refreshed = await kit.store.load_touch(sid, IDLE, None)
+    after = time.time()
+    assert refreshed is not None
+    assert refreshed.data == {"user": 42, "cart": ["a", "b"]}
+    assert refreshed.created == record.created
+    assert before <= refreshed.accessed <= after
+    assert refreshed.expires == refreshed.accessed + IDLE  # the store's now, to the bit
+    assert refreshed.expires > record.expires
+
+
+async def test_load_touch_persists_the_new_times(kit: Kit) -> None:
+    """A later load returns exactly the record load_touch returned: the new times were written."""
+    sid = new_sid()
+    await kit.store.save(sid, live())
+    refreshed = await kit.store.load_touch(sid, IDLE, None)
+    assert refreshed is not None
+    assert await kit.store.load(sid) == refreshed
+
+
+async def test_load_touch_caps_the_expiry_at_the_absolute_timeout(kit: Kit) -> None:
+    """With an absolute timeout closer than the idle one, the expiry becomes exactly created + absolute."""
+    sid, record = new_sid(), live(age=1000.0)
+    await kit.store.save(sid, record)
+    refreshed = await kit.store.load_touch(sid, IDLE, 1500.0)
+    assert refreshed is not None
+    assert refreshed.expires == record.created + 1500.0  # computed by the store from the stored created
+    assert refreshed.accessed > record.accessed
+    assert await kit.store.load(sid) == refreshed
+
+
+async def test_load_touch_ignores_a_distant_absolute_timeout(kit: Kit) -> None:
+    """An absolute timeout further away than the idle one leaves the expiry at now + idle."""
+    sid = new_sid()
+    await kit.store.save(sid, live(age=10.0))
+    refreshed = await kit.store.load_touch(sid, IDLE, 30 * 24 * HOUR)
+    assert refreshed is not None
+    assert refreshed.expires == refreshed.accessed + IDLE
+
+
+async def test_load_touch_past_the_absolute_timeout_returns_none_for_good(kit: Kit) -> None:
+    """A session past its absolute limit (though not yet expired) is not returned, and is dead afterwards."""
+    sid = new_sid()
+    await kit.store.save(sid, live(age=2000.0, ttl=600.0))
+    assert await kit.store.load_touch(sid, IDLE, 1000.0) is None
+    assert await kit.store.load(sid) is None
+    assert await kit.store.touch(sid, time.time() + HOUR) is False
+    assert await kit.store.load_touch(sid, IDLE, None) is None
+
+
+async def test_load_touch_of_a_missing_session_returns_none_and_creates_nothing(kit: Kit) -> None:
+    """An id that was never saved gives None, and no record appears under it."""
+    sid = new_sid()
+    assert await kit.store.load_touch(sid, IDLE, None) is None
+    assert await kit.store.load_touch(sid, IDLE, 1000.0) is None
+    assert await kit.store.load(sid) is None
+    assert await kit.store.touch(sid, time.time() + HOUR) is False
+
+
+async def test_load_touch_never_resurrects_an_expired_session(kit: Kit) -> None:
+    """A record already past its expiry gives None and stays dead: load_touch never extends it."""
+    sid = new_sid()
+    now = time.time()
+    await kit.store.save(sid, Record({"n": 1}, created=now - 2 * HOUR, accessed=now - HOUR, expires=now - 10))
+    assert await kit.store.load_touch(sid, IDLE, None) is None
+    assert await kit.store.load(sid) is None
+    assert await kit.store.merge(sid, Change({"x": 1}), now + HOUR) is False
+
+
+async def test_load_touch_never_resurrects_a_deleted_session(kit: Kit) -> None:
+    """After a logout deletes the record, load_touch gives None and writes nothing back."""
+    sid = new_sid()
+    await kit.store.save(sid, live())
+    await kit.store.delete(sid)
+    assert await kit.store.load_touch(sid, IDLE, None) is None
+    assert await kit.store.load(sid) is None
+    assert await kit.store.touch(sid, time.time() + HOUR) is False
+
+
+async def test_load_touch_writes_only_the_times(kit: Kit) -> None:
+    """Merges interleaved with load_touch calls all survive: load_touch never writes data back."""
+    sid = new_sid()
+    await kit.store.save(sid, live({}))
+    expires = time.time() + HOUR
+    calls = []
+    for i in range(20):
+        calls.append(kit.store.merge(sid, Change({f"k{i}": i}), expires))
+        calls.append(kit.store.load_touch(sid, IDLE, None))
+    outcomes = await asyncio.gather(*calls)
+    assert all(outcome is True for outcome in outcomes[0::2])
+    assert all(isinstance(outcome, Record) for outcome in outcomes[1::2])
+    final = await kit.store.load(sid)
+    assert final is not None
+    assert final.data == {f"k{i}": i for i in range(20)}
+
+
+# --- backend details --------------------------------------------------------------------------------
+
+
+def _redis_kit(kit: Kit) -> RedisStore | AsyncRedisStore:
+    assert isinstance(kit.native, (RedisStore, AsyncRedisStore))
+    return kit.native
+
+
+@contextlib.contextmanager
+def raw_redis(kit: Kit, request: pytest.FixtureRequest) -> Iterator[redis.Redis | redis.cluster.RedisCluster]:
+    """A plain sync client to the kit's Redis server or cluster, for looking behind the store's back."""
+    servers: RedisServers = request.getfixturevalue("redis_servers")
+    client = servers.cluster().client() if "cluster" in kit.kind else servers.single().client()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@only("redis")
+async def test_redis_load_touch_sets_the_key_ttl(kit: Kit, request: pytest.FixtureRequest) -> None:
+    """Redis: the key's TTL follows the new expiry, the absolute cap included."""
+    store = _redis_kit(kit)
+    sid, capped = new_sid(), new_sid()
+    await kit.store.save(sid, live(ttl=60.0))
+    await kit.store.save(capped, live(age=1000.0, ttl=60.0))
+    assert await kit.store.load_touch(sid, IDLE, None) is not None
+    assert await kit.store.load_touch(capped, IDLE, 1500.0) is not None
+    with raw_redis(kit, request) as raw:
+        assert IDLE * 1000 - 5000 < raw.pttl(store.prefix + sid) <= IDLE * 1000
+        assert 500_000 - 5000 < raw.pttl(store.prefix + capped) <= 500_000
+
+
+@only("redis")
+async def test_redis_load_touch_extends_the_user_index_like_touch(kit: Kit, request: pytest.FixtureRequest) -> None:
+    """Redis: on a single server load_touch extends the user index's TTL, as touch does; a cluster leaves it."""
+    store = _redis_kit(kit)
+    sid, user = new_sid(), f"u-{uuid.uuid4().hex[:8]}"
+    await kit.store.save(sid, live(ttl=60.0))
+    native = kit.native
+    if isinstance(native, AsyncRedisStore):
+        await native.index_user(user, sid, time.time() + 60)
+    else:
+        native.index_user(user, sid, time.time() + 60)
+    index = store.prefix + "user:" + user
+    with raw_redis(kit, request) as raw:
+        before = raw.pttl(index)
+        assert await kit.store.load_touch(sid, IDLE, None) is not None
+        after = raw.pttl(index)
+    if "cluster" in kit.kind:
+        assert before == after == -1  # a cluster's index has no TTL (see the module docs)
+    else:
+        assert 0 < before <= 60_000
+        assert IDLE * 1000 - 5000 < after <= IDLE * 1000
+
+
+@only("redis")
+async def test_redis_malformed_records_behave_as_in_load(
+    kit: Kit, request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis: a non-hash key or a hash without metadata gives None and load's warning; nothing is written."""
+    store = _redis_kit(kit)
+    not_hash, no_meta = new_sid(), new_sid()
+    with raw_redis(kit, request) as raw:
+        raw.set(store.prefix + not_hash, "x")
+        raw.hset(store.prefix + no_meta, mapping={".a": "1", "expires": repr(time.time() + HOUR)})
+        planted = raw.hgetall(store.prefix + no_meta)
+        for sid in (not_hash, no_meta):
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="persession.security"):
+                assert await kit.store.load(sid) is None
+            expected = [r.getMessage() for r in caplog.records]
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="persession.security"):
+                assert await kit.store.load_touch(sid, IDLE, 1000.0) is None
+            assert [r.getMessage() for r in caplog.records] == expected
+            assert len(expected) == 1
+        assert raw.get(store.prefix + not_hash) == b"x"
+        assert raw.hgetall(store.prefix + no_meta) == planted
+        assert raw.pttl(store.prefix + no_meta) == -1  # not given a TTL either
+
+
+def _mongo_kit(kit: Kit) -> MongoStore | AsyncMongoStore:
+    assert isinstance(kit.native, (MongoStore, AsyncMongoStore))
+    return kit.native
+
+
+@contextlib.contextmanager
+def raw_collection(kit: Kit, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A plain sync client's view of the kit's collection."""
+    server = request.getfixturevalue("mongo_server")
+    store = _mongo_kit(kit)
+    client: MongoClient[dict[str, Any]] = MongoClient(server.url, tz_aware=True, serverSelectionTimeoutMS=5000)
+    try:
+        yield client[store.collection.database.name][store.collection.name]
+    finally:
+        client.close()
+
+
+@only("mongo")
+async def test_mongo_load_touch_computes_the_date_as_python_does(kit: Kit, request: pytest.FixtureRequest) -> None:
+    """MongoDB: the server-computed capped expiry's date (the TTL index's field) is the one Python would write."""
+    _mongo_kit(kit)
+    sid, record = new_sid(), live(age=1000.0)
+    await kit.store.save(sid, record)
+    refreshed = await kit.store.load_touch(sid, IDLE, 1500.25)
+    assert refreshed is not None
+    with raw_collection(kit, request) as collection:
+        document = collection.find_one({"_id": sid})
+    assert document["expires_ts"] == record.created + 1500.25
+    assert document["expires"] == _date(record.created + 1500.25)
+    assert document["accessed"] == refreshed.accessed
+
+
+@only("mongo")
+async def test_mongo_malformed_documents_behave_as_in_load(
+    kit: Kit, request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+) -> None:
+    """MongoDB: a document that is not ours gives None and load's warning, and is left exactly as it was."""
+    _mongo_kit(kit)
+    now = time.time()
+    good = {"data": {}, "created": now, "accessed": now, "expires": _date(now + HOUR), "expires_ts": now + HOUR}
+    planted = {
+        new_sid(): {**good, "created": "yesterday"},
+        new_sid(): {**good, "created": math.nan},
+        new_sid(): {**good, "expires": "soon"},
+        new_sid(): {key: value for key, value in good.items() if key != "expires"},
+    }
+    with raw_collection(kit, request) as collection:
+        collection.insert_many([{"_id": sid, **document} for sid, document in planted.items()])
+        for sid in planted:
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="persession.security"):
+                assert await kit.store.load(sid) is None
+            expected = [r.getMessage() for r in caplog.records]
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="persession.security"):
+                assert await kit.store.load_touch(sid, IDLE, 1000.0) is None
+            assert [r.getMessage() for r in caplog.records] == expected
+            assert len(expected) == 1
+            stored = collection.find_one({"_id": sid})
+            unchanged = {"_id": sid, **planted[sid]}
+            if "expires" in unchanged and isinstance(unchanged["expires"], datetime):
+                unchanged["expires"] = unchanged["expires"].astimezone(timezone.utc)
+            assert stored.keys() == unchanged.keys()
+            for key, value in unchanged.items():
+                assert stored[key] == value or (value != value and stored[key] != stored[key])  # NaN stays NaN
+
+
+@only("sqlite")
+async def test_sqlite_malformed_data_behaves_as_in_load(kit: Kit, caplog: pytest.LogCaptureFixture) -> None:
+    """SQLite: a row whose data is not a JSON object gives None and load's warning."""
+    sid, now = new_sid(), time.time()
+    await kit.store.save(new_sid(), live())  # creates the file and its tables
+    with contextlib.closing(sqlite3.connect(kit.native.path)) as connection, connection:
+        connection.execute(
+            "INSERT INTO persession_sessions (id, data, created, accessed, expires) VALUES (?, ?, ?, ?, ?)",
+            (sid, "[1, 2]", now, now, now + HOUR),
+        )
+    with caplog.at_level(logging.WARNING, logger="persession.security"):
+        assert await kit.store.load(sid) is None
+    expected = [r.getMessage() for r in caplog.records]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="persession.security"):
+        assert await kit.store.load_touch(sid, IDLE, None) is None
+    assert (
+        [r.getMessage() for r in caplog.records]
+        == expected
+        == ["malformed session record in SQLite table persession_sessions ignored"]
+    )
+
+
+# --- round trips ------------------------------------------------------------------------------------
+
+
+async def _sqlite_connection(kit: Kit) -> sqlite3.Connection:
+    """The connection the kit's SQLite store uses (the async store's lives on its own thread)."""
+    native = kit.native
+    if isinstance(native, AsyncSqliteStore):
+        return await native._run(native._db._connect)
+    connection: sqlite3.Connection = native._db._connect()
+    return connection
+
+
+@only("sqlite")
+async def test_sqlite_load_touch_is_one_statement(kit: Kit) -> None:
+    """SQLite 3.35+: one UPDATE ... RETURNING; the fallback: one transaction of SELECT and UPDATE."""
+    sid = new_sid()
+    await kit.store.save(sid, live())
+    connection = await _sqlite_connection(kit)
+    statements: list[str] = []
+    connection.set_trace_callback(statements.append)
+    try:
+        assert await kit.store.load_touch(sid, IDLE, None) is not None
+        plain = [statement.split()[0].upper() for statement in statements]
+        statements.clear()
+        assert await kit.store.load_touch(sid, IDLE, 1000.0) is not None
+        capped = [statement.split()[0].upper() for statement in statements]
+        last = statements[-1]
+    finally:
+        connection.set_trace_callback(None)
+    if kit.kind.startswith("sqlite_fallback"):
+        assert plain == capped == ["BEGIN", "SELECT", "UPDATE", "COMMIT"]
+    else:
+        assert plain == capped == ["UPDATE"]
+        assert "RETURNING" in last
+        assert "min(" in last  # the cap is computed by SQLite from the stored created
+
+
+def test_sqlite_returning_is_used_whenever_the_library_has_it(tmp_path: Path) -> None:
+    """The one-statement path is chosen from sqlite3.sqlite_version (3.35 added RETURNING)."""
+    store = SqliteStore(tmp_path / "s.db")
+    try:
+        assert store._db.returning is sqlite_module.HAS_RETURNING
+        assert sqlite_module.HAS_RETURNING is (sqlite3.sqlite_version_info >= (3, 35, 0))
+    finally:
+        store.close()
+
+
+class CountingConnection(redis.connection.Connection):
+    """A connection that counts the requests it sends (one per round trip)."""
+
+    sent: ClassVar[list[bytes]] = []
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        chunks = command if isinstance(command, list) else [command]
+        CountingConnection.sent.append(b"".join(bytes(chunk) for chunk in chunks)[:40])
+        super().send_packed_command(command, check_health)
+
+
+class AsyncCountingConnection(redis.asyncio.connection.Connection):
+    """The asyncio twin of :class:`CountingConnection`."""
+
+    sent: ClassVar[list[bytes]] = []
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        chunks = command if isinstance(command, list) else [command]
+        AsyncCountingConnection.sent.append(b"".join(bytes(chunk) for chunk in chunks)[:40])
+        await super().send_packed_command(command, check_health)
+
+
+def command_calls(clients: list[redis.Redis]) -> dict[str, int]:
+    """Calls per command from INFO commandstats, summed over ``clients``' servers (INFO left out)."""
+    totals: dict[str, int] = {}
+    for client in clients:
+        for name, value in client.info("commandstats").items():
+            if name != "cmdstat_info":
+                totals[name.removeprefix("cmdstat_")] = totals.get(name.removeprefix("cmdstat_"), 0) + value["calls"]
+    return totals
+
+
+def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """Commands whose call counts changed, and by how much."""
+    return {name: after[name] - before.get(name, 0) for name in after if after[name] != before.get(name, 0)}
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+async def test_redis_single_load_touch_is_one_evalsha(redis_servers: RedisServers, flavour: str) -> None:
+    """Redis (one server): load_touch sends one request, an EVALSHA, counted by the client and the server."""
+    server = redis_servers.single()
+    prefix = unique_prefix("rolling-rt")
+    sid = new_sid()
+    with server.client() as observer:
+        if flavour == "sync":
+            client = redis.Redis.from_url(server.url, connection_class=CountingConnection)
+            store: Any = RedisStore(client, prefix=prefix)
+            store.save(sid, live())
+            store.load_touch(sid, IDLE, None)  # warm up: connection and the script's first EVAL
+            store.load_touch(sid, IDLE, 1000.0)
+            before = command_calls([observer])
+            CountingConnection.sent.clear()
+            assert store.load_touch(sid, IDLE, 1000.0) is not None
+            sent = list(CountingConnection.sent)
+            client.close()
+        else:
+            aclient = redis.asyncio.Redis.from_url(server.url, connection_class=AsyncCountingConnection)
+            store = AsyncRedisStore(aclient, prefix=prefix)
+            await store.save(sid, live())
+            await store.load_touch(sid, IDLE, None)
+            before = command_calls([observer])
+            AsyncCountingConnection.sent.clear()
+            assert await store.load_touch(sid, IDLE, None) is not None
+            sent = list(AsyncCountingConnection.sent)
+            await aclient.aclose()
+        stats = delta(before, command_calls([observer]))
+        observer.delete(prefix + sid)
+    assert len(sent) == 1
+    assert b"EVALSHA" in sent[0].upper()
+    # One EVALSHA; the rest ran inside it (single server: it also reads the session's index field).
+    assert stats == {**LOAD_TOUCH_STATS, "hget": 1}
+
+
+#: What one load_touch runs on a Redis server: the EVALSHA, and the script's own commands inside it.
+LOAD_TOUCH_STATS = {"evalsha": 1, "hmget": 1, "hset": 1, "pexpire": 1, "hgetall": 1}
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+async def test_redis_cluster_load_touch_is_one_evalsha(redis_servers: RedisServers, flavour: str) -> None:
+    """Redis Cluster: load_touch is one EVALSHA on the key's node and nothing else on any node (server counts)."""
+    cluster = redis_servers.cluster()
+    prefix = unique_prefix("rolling-rt")
+    sid = new_sid()
+    # redis-py's cluster clients take no connection_class: count on every node instead.
+    with cluster.client() as observer:
+        nodes = [node.redis_connection for node in observer.get_nodes()]
+        assert len(nodes) >= 3
+        if flavour == "sync":
+            client = cluster.client()
+            store: Any = RedisStore(client, prefix=prefix)
+            store.save(sid, live())
+            store.load_touch(sid, IDLE, 1000.0)  # warm up: slots, connection, the script's first EVAL
+            before = command_calls(nodes)  # type: ignore[arg-type]
+            assert store.load_touch(sid, IDLE, 1000.0) is not None
+            client.close()
+        else:
+            aclient = cluster.async_client()
+            store = AsyncRedisStore(aclient, prefix=prefix)
+            await store.save(sid, live())
+            await store.load_touch(sid, IDLE, 1000.0)
+            before = command_calls(nodes)  # type: ignore[arg-type]
+            assert await store.load_touch(sid, IDLE, 1000.0) is not None
+            await aclient.aclose()
+        stats = delta(before, command_calls(nodes))  # type: ignore[arg-type]
+        observer.delete(prefix + sid)
+    assert stats == LOAD_TOUCH_STATS
+
+
+class CommandCounter(monitoring.CommandListener):
+    """Counts the commands a client sends (one started event per round trip)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.names.append(event.command_name)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+    def take(self) -> list[str]:
+        names, self.names = self.names, []
+        return names
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+async def test_mongo_load_touch_is_one_find_and_modify(mongo_server: Any, flavour: str) -> None:
+    """MongoDB: load_touch is one findAndModify, with or without the absolute cap, and for a missing id."""
+    counter = CommandCounter()
+    async with make_mongo_store(flavour, "rolling_rt", event_listeners=[counter]) as store:  # type: ignore[call-overload]
+        sid = new_sid()
+
+        async def call(result: Any) -> Any:
+            return await result if asyncio.iscoroutine(result) else result
+
+        await call(store.save(sid, live()))
+        assert counter.take() == ["createIndexes", "update"]
+        assert await call(store.load_touch(sid, IDLE, None)) is not None
+        assert counter.take() == ["findAndModify"]
+        assert await call(store.load_touch(sid, IDLE, 1000.0)) is not None
+        assert counter.take() == ["findAndModify"]
+        assert await call(store.load_touch(new_sid(), IDLE, 1000.0)) is None
+        assert counter.take() == ["findAndModify"]
