@@ -371,6 +371,7 @@ def test_standalone_keeps_runtime_files_in_its_directory() -> None:
     assert "error_log stderr;" in custom
     assert "access_log off;" in custom
     assert "pid /run/x.pid;" in custom
+    assert "pid /nginx.pid;" in render_standalone(_spec(), directory="/")
 
 
 def test_renderers_are_deterministic() -> None:
@@ -397,7 +398,9 @@ GOLDEN_SPECS: dict[str, tuple[NginxSpec, dict[str, object] | None]] = {
     ),
     "least-conn-no-keepalive": (_spec(balancing="least_conn", keepalive=None), None),
     "round-robin-no-websocket-debug": (
-        _spec(balancing="round_robin", websocket=False, debug_header=True, listen_address="127.0.0.1", listen_port=8080),
+        _spec(
+            balancing="round_robin", websocket=False, debug_header=True, listen_address="127.0.0.1", listen_port=8080
+        ),
         None,
     ),
     "standalone": (
@@ -524,8 +527,8 @@ def test_help_examples_pass_nginx_t(
         "/etc/ssl/certs/example.com.pem": str(certificate.cert),
         "/etc/ssl/private/example.com.key": str(certificate.key),
         "/etc/nginx/conf.d/persession.conf": str(tmp_path / "out.conf"),
-        "/tmp/persession-nginx/nginx.conf": str(tmp_path / "standalone" / "nginx.conf"),
-        "/tmp/persession-nginx": str(tmp_path / "standalone"),
+        "/tmp/persession-nginx/nginx.conf": str(tmp_path / "standalone" / "nginx.conf"),  # noqa: S108
+        "/tmp/persession-nginx": str(tmp_path / "standalone"),  # noqa: S108
     }
     argv = [replacements.get(arg, arg) for arg in argv]
     (tmp_path / "standalone").mkdir()
@@ -546,7 +549,16 @@ def test_help_examples_pass_nginx_t(
 def test_cli_matches_the_library(capsys: pytest.CaptureFixture[str]) -> None:
     """The command's output is render_snippet of the equivalent spec."""
     argv = ["nginx", "127.0.0.1:8001-8004", "--balance", "cookie", "--cookie-name", "connect.sid"]
-    argv += ["--websocket-path", "/ws", "--server-name", "example.com", "--listen", "127.0.0.1:8080", "--keepalive", "8"]
+    argv += [
+        "--websocket-path",
+        "/ws",
+        "--server-name",
+        "example.com",
+        "--listen",
+        "127.0.0.1:8080",
+        "--keepalive",
+        "8",
+    ]
     assert run_cli(argv) == 0
     expected = render_snippet(
         _spec(
@@ -591,6 +603,7 @@ def test_cli_matches_the_library(capsys: pytest.CaptureFixture[str]) -> None:
             ["a:1", "--tls-certificate", "c.pem", "--tls-key", "/k.pem"], "--tls-certificate", "absolute", id="rel"
         ),
         pytest.param(["a:1", "--redirect-http"], "--redirect-http", "needs --tls-certificate", id="redirect"),
+        pytest.param(["a:1", "--http-port", "8080"], "--http-port", "--redirect-http", id="http port alone"),
         pytest.param(["a:1", "--foreground"], "--foreground", "--standalone", id="foreground"),
         pytest.param(["a:1", "--user", "www"], "--user", "--standalone", id="user"),
         pytest.param(["a:1", "--standalone", "rel"], "--standalone", "absolute", id="standalone"),
@@ -741,16 +754,19 @@ def test_debug_header_is_off_by_default(tmp_path: Path) -> None:
 def test_cookie_balancing_with_a_colon_cookie_name(tmp_path: Path) -> None:
     """Hashing on XXX:sess (read by the map regex) keeps a session on one backend and spreads sessions out."""
     spec_options = {"balancing": "cookie", "cookie_name": "XXX:sess"}
-    with echo_backends(4) as servers, NginxServer(_echo_spec(servers, **spec_options), tmp_path) as nginx:
-        with httpx.Client(timeout=TIMEOUT) as client:
+    with (
+        echo_backends(4) as servers,
+        NginxServer(_echo_spec(servers, **spec_options), tmp_path) as nginx,
+        httpx.Client(timeout=TIMEOUT) as client,
+    ):
 
-            def backend(cookie: str | None) -> str:
-                headers = {"Cookie": f"other=1; XXX:sess={cookie}; last=2"} if cookie else {}
-                return upstream_addresses(client.get(f"{nginx.url}/", headers=headers))[-1]
+        def backend(cookie: str | None) -> str:
+            headers = {"Cookie": f"other=1; XXX:sess={cookie}; last=2"} if cookie else {}
+            return upstream_addresses(client.get(f"{nginx.url}/", headers=headers))[-1]
 
-            same = Counter(backend("s%3Aabc.def") for _ in range(20))
-            spread = Counter(backend(f"session-{i}") for i in range(40))
-            anonymous = Counter(backend(None) for _ in range(10))
+        same = Counter(backend("s%3Aabc.def") for _ in range(20))
+        spread = Counter(backend(f"session-{i}") for i in range(40))
+        anonymous = Counter(backend(None) for _ in range(10))
     print(f"cookie XXX:sess: one session -> {dict(same)}; 40 sessions -> {dict(spread)}")
     assert len(same) == 1
     assert len(spread) > 1
@@ -810,4 +826,3 @@ def test_websocket_locations(starlette_backends: list[ServerProcess], keepalive:
         # /ws is in the plain location: nginx drops the hop-by-hop Upgrade, so the app sees a plain GET.
         assert _websocket_status(f"ws://127.0.0.1:{nginx.spec.port}/ws") == 404
         assert httpx.get(f"{nginx.url}/static", timeout=TIMEOUT).text == "no session here"
-

@@ -161,6 +161,7 @@ def test_one_uvicorn_process_per_port(launched: Callable[..., Launched], tmp_pat
     assert {port: body["pid"] for port, body in answered.items()} == pids
     assert [body["counter"] for body in answered.values()] == [1, 2, 3]  # one session, three processes
     assert "uvicorn on 127.0.0.1:" in launcher.output()
+    assert "INFO" in launcher.output()  # uvicorn's own startup lines (the control for the --log-level test)
 
 
 @pytest.mark.server
@@ -216,6 +217,20 @@ def test_server_args_after_double_dash_reach_every_process(launched: Callable[..
     for port in launcher.ports:
         assert httpx.get(f"http://127.0.0.1:{port}/static", timeout=TIMEOUT).status_code == 200
     assert "INFO" not in launcher.output()  # --log-level error silenced uvicorn's startup lines
+
+
+@pytest.mark.server
+def test_children_stop_when_the_launcher_is_killed(launched: Callable[..., Launched]) -> None:
+    """A launcher killed outright (SIGKILL, no forwarding possible) still takes its children down (Linux)."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the parent-death signal is Linux-only")
+    launcher = launched("starlette_app:app", 2)
+    pids = launcher.pids()
+    assert launcher.process is not None
+    launcher.process.kill()
+    launcher.wait()
+    wait_until(lambda: not [pid for pid in pids.values() if alive(pid)], "the children gone")
+    assert not [port for port in launcher.ports if listening(port)]
 
 
 STUBBORN = textwrap.dedent(
@@ -318,16 +333,16 @@ def test_detect_server(monkeypatch: pytest.MonkeyPatch) -> None:
     try:
         assert detect_server("starlette_app:app", str(APPS)) == "uvicorn"
         assert detect_server("flask_app:app", str(APPS)) == "gunicorn"
-    finally:  # detect_server imported them with this test's environment: let other tests import their own
+        with pytest.raises(ConfigError, match="not callable"):
+            detect_server("starlette_app:__doc__", str(APPS))
+        with pytest.raises(ConfigError, match="AttributeError"):
+            detect_server("starlette_app:missing", str(APPS))
+        with pytest.raises(ConfigError, match="cannot import no_such_module:app") as raised:
+            detect_server("no_such_module:app")
+        assert raised.value.option == "app"
+    finally:  # detect_server imported the apps with this test's environment: let other tests import their own
         for name in fresh:
             sys.modules.pop(name, None)
-    with pytest.raises(ConfigError, match="cannot import no_such_module:app") as raised:
-        detect_server("no_such_module:app")
-    assert raised.value.option == "app"
-    with pytest.raises(ConfigError, match="not callable"):
-        detect_server("starlette_app:__doc__", str(APPS))
-    with pytest.raises(ConfigError, match="AttributeError"):
-        detect_server("starlette_app:missing", str(APPS))
 
 
 @pytest.mark.parametrize(

@@ -179,9 +179,7 @@ def _add_nginx(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     nginx.add_argument(
         "--redirect-http", action="store_true", help="also redirect plain HTTP to HTTPS (needs --tls-certificate)"
     )
-    nginx.add_argument(
-        "--http-port", type=int, default=80, metavar="PORT", help="port of that redirect (default: %(default)s)"
-    )
+    nginx.add_argument("--http-port", type=int, metavar="PORT", help="port of that redirect (default: 80)")
     nginx.add_argument(
         "--debug-header",
         action="store_true",
@@ -284,6 +282,8 @@ def _nginx(args: argparse.Namespace) -> int:
         raise _UsageError("--tls-certificate: needs --tls-key")
     if args.redirect_http and not args.tls_certificate:
         raise _UsageError("--redirect-http: needs --tls-certificate and --tls-key")
+    if args.http_port is not None and not args.redirect_http:
+        raise _UsageError("--http-port: only applies with --redirect-http")
     if args.standalone is None:
         for flag, given in (("--foreground", args.foreground), ("--user", args.user)):
             if given:
@@ -305,7 +305,7 @@ def _nginx(args: argparse.Namespace) -> int:
                 certificate=args.tls_certificate,
                 certificate_key=args.tls_key,
                 redirect_http=args.redirect_http,
-                http_port=args.http_port,
+                http_port=80 if args.http_port is None else args.http_port,
             )
         spec = NginxSpec(
             servers=backends(*args.backends),

@@ -599,7 +599,7 @@ class _Runtime:
     user: str | None
 
     def __post_init__(self) -> None:
-        _check_path("directory", self.directory.rstrip("/") or "/")
+        _check_path("directory", self.directory)
         for name in ("pid", "error_log", "access_log"):
             value = getattr(self, name)
             if not (name != "pid" and value in ("stderr", "off")):
@@ -645,9 +645,10 @@ def render_standalone(
         root; default none (nginx's compiled-in ``nobody``). Ignored, with a
         warning from nginx, when nginx does not start as root.
     """
-    root = directory.rstrip("/") or "/"
+    _check_path("directory", directory)
+    root = directory.rstrip("/")  # "" for "/", so that f"{root}/x" is "/x"
     runtime = _Runtime(
-        directory=root,
+        directory=directory,
         pid=pid if pid is not None else f"{root}/nginx.pid",
         error_log=error_log if error_log is not None else f"{root}/error.log",
         access_log=access_log if access_log is not None else f"{root}/access.log",
@@ -673,5 +674,5 @@ def render_standalone(
         if part:
             http += ["", *part.rstrip("\n").split("\n")]
     main += ["", *_block("http", http)]
-    header = _header(spec, f"A complete nginx.conf: nginx -p {root} -c {root}/nginx.conf -e stderr")
+    header = _header(spec, f"A complete nginx.conf: nginx -p {directory} -c {root}/nginx.conf -e stderr")
     return header + "\n" + "\n".join(main) + "\n"

@@ -520,6 +520,20 @@ async def test_sqlite_load_touch_is_one_statement(kit: Kit) -> None:
         assert "min(" in last  # the cap is computed by SQLite from the stored created
 
 
+@only("sqlite")
+async def test_sqlite_load_touch_commits_at_once(kit: Kit) -> None:
+    """SQLite: once load_touch returns, another connection sees the new expiry and can take the write lock."""
+    sid = new_sid()
+    await kit.store.save(sid, live())
+    refreshed = await kit.store.load_touch(sid, IDLE, None)
+    assert refreshed is not None
+    with contextlib.closing(sqlite3.connect(kit.native.path, timeout=0, isolation_level=None)) as other:
+        other.execute("BEGIN IMMEDIATE")  # raises "database is locked" if load_touch still held it
+        (expires,) = other.execute("SELECT expires FROM persession_sessions WHERE id = ?", (sid,)).fetchone()
+        other.execute("ROLLBACK")
+    assert expires == refreshed.expires
+
+
 def test_sqlite_returning_is_used_whenever_the_library_has_it(tmp_path: Path) -> None:
     """The one-statement path is chosen from sqlite3.sqlite_version (3.35 added RETURNING)."""
     store = SqliteStore(tmp_path / "s.db")

@@ -224,8 +224,9 @@ class _Database:
         sql = self._sql_load_touch if absolute is None else self._sql_load_touch_capped
         parameters = {"now": now, "idle_expires": now + idle, "absolute": absolute, "sid": sid}
         with _map_errors():
-            row = self._connect().execute(sql, parameters).fetchone()
-        return self._record(row, now)
+            # fetchall: the statement runs to its end, so the write is committed at once.
+            rows = self._connect().execute(sql, parameters).fetchall()
+        return self._record(rows[0] if rows else None, now)
 
     def _load_touch_transaction(self, sid: str, idle: float, absolute: float | None, now: float) -> Record | None:
         """:meth:`load_touch` for SQLite before 3.35: a ``SELECT`` and an ``UPDATE`` in one transaction."""
