@@ -335,6 +335,7 @@ def middleware(app: EchoApp, store: Any, **policy: Any) -> SessionMiddleware:
 
 @pytest.fixture
 def store() -> AsyncMemoryStore:
+    """An empty in-memory asyncio store (no revocation feed)."""
     return AsyncMemoryStore()
 
 
@@ -361,7 +362,8 @@ async def test_refused_handshake(
         assert peer.types() == ["websocket.http.response.start", "websocket.http.response.body"]
         assert peer.sent[0]["status"] == status
     else:
-        assert peer.sent == [{"type": "websocket.close", "code": 1008, "reason": peer.sent[0]["reason"]}]
+        reason = "login required" if status == 401 else "origin not allowed"
+        assert peer.sent == [{"type": "websocket.close", "code": 1008, "reason": reason}]
 
 
 async def run_socket(guarded: Any, scope: dict[str, Any], peer: Peer, app: EchoApp, tg: Any) -> None:
@@ -378,7 +380,8 @@ def assert_revoked(peer: Peer, app: EchoApp) -> None:
 
 
 @pytest.mark.anyio
-async def test_accepted_websocket_echoes_and_registry_revokes_it(store: AsyncMemoryStore) -> None:
+@pytest.mark.parametrize("from_thread", [pytest.param(False, id="same-loop"), pytest.param(True, id="other-thread")])
+async def test_accepted_websocket_echoes_and_registry_revokes_it(store: AsyncMemoryStore, from_thread: bool) -> None:
     """A logged-in websocket is served; LIVE_SOCKETS.revoke closes it with 4001 and drops the app's later sends."""
     app, peer = EchoApp(), Peer()
     sid, cookie = await new_login(store)
@@ -388,7 +391,8 @@ async def test_accepted_websocket_echoes_and_registry_revokes_it(store: AsyncMem
         with anyio.fail_after(DEADLINE):
             while peer.sent[-1].get("text") != "hello":
                 await asyncio.sleep(0.01)
-        assert LIVE_SOCKETS.revoke(sid) == 1
+        revoke = LIVE_SOCKETS.revoke
+        assert (await anyio.to_thread.run_sync(revoke, sid) if from_thread else revoke(sid)) == 1
         with anyio.fail_after(DEADLINE):
             await peer.ended.wait()
     assert peer.types()[:3] == ["websocket.accept", "websocket.send", "websocket.send"]

@@ -318,6 +318,7 @@ def test_server_commands() -> None:
         sys.executable, "-m", "uvicorn", "m:app", "--host", "127.0.0.1", "--port", "8001",
         "--workers", "2", "--app-dir", str(APPS), "--x",
     ]  # fmt: skip
+    assert server_command(ServeSpec("m:app", (8003,), host="[::1]"), "uvicorn", 8003)[4:6] == ["--host", "::1"]
     ipv6 = ServeSpec("m:app", (8002,), host="::1")
     assert server_command(ipv6, "gunicorn", 8002) == [
         sys.executable, "-m", "gunicorn", "m:app", "--bind", "[::1]:8002", "--workers", "1",

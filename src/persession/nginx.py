@@ -195,9 +195,11 @@ def parse_ports(text: str, option: str = "ports") -> tuple[int, ...]:
         if last < first:
             raise ConfigError(option, f"range {part} ends before it starts")
         ports.extend(range(first, last + 1))
-    duplicates = sorted({port for port in ports if ports.count(port) > 1})
-    if duplicates:
-        raise ConfigError(option, f"port {duplicates[0]} is listed twice")
+    seen: set[int] = set()
+    for port in ports:
+        if port in seen:
+            raise ConfigError(option, f"port {port} is listed twice")
+        seen.add(port)
     return tuple(ports)
 
 

@@ -132,7 +132,8 @@ def server_command(spec: ServeSpec, server: ServerKind, port: int) -> list[str]:
     """The command line of the process serving ``port``."""
     workers = str(spec.workers_per_port)
     if server == "uvicorn":
-        argv = [sys.executable, "-m", "uvicorn", spec.app, "--host", spec.host, "--port", str(port)]
+        host = spec.host[1:-1] if spec.host.startswith("[") else spec.host  # uvicorn wants ::1, not [::1]
+        argv = [sys.executable, "-m", "uvicorn", spec.app, "--host", host, "--port", str(port)]
         argv += ["--workers", workers]
         if spec.app_dir is not None:
             argv += ["--app-dir", spec.app_dir]
