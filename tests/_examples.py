@@ -92,6 +92,10 @@ def example_server(example: str, env: Mapping[str, str], *, port: int | None = N
     return ServerProcess(argv, port, env=env, cwd=ROOT)
 
 
-def sqlite_env(db: Path, secret: str = "example-test-secret") -> dict[str, str]:
+#: The secret the tests give the examples (PERSESSION_SECRET).
+TEST_SECRET = "example-test-secret"
+
+
+def sqlite_env(db: Path, secret: str = TEST_SECRET) -> dict[str, str]:
     """The examples' environment for an embedded SQLite file."""
     return {"PERSESSION_STORE_URL": f"sqlite:///{db.resolve()}", "PERSESSION_SECRET": secret}

@@ -208,7 +208,7 @@ def test_chat_round_trips_then_logout_closes_and_refuses_it(
 def test_page_from_another_origin_cannot_open_the_chat(
     browser: webdriver.Chrome, app: ServerProcess, tmp_path: Path
 ) -> None:
-    """With the user logged in, a page of another origin (same host, another port) is refused (403); the app's own page is not."""
+    """Logged in, a page of another origin (same host, other port) is refused (403); the app's own page is not."""
     log_in_with_the_form(browser, app, "alice")
     own = probe(browser, ws_url(app))  # the control: this browser's cookie opens the chat from the app's origin
     assert own == {"opened": True, "error": False, "code": 1000, "greeting": {"type": "hello", "user": "alice"}}

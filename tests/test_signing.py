@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from urllib.parse import unquote
 
 import pytest
 
-from persession.signing import ItsdangerousSigner, Unsigned, new_session_id
+from persession.signing import ExpressSigner, ItsdangerousSigner, Unsigned, express_signature, new_session_id
 
 URL_SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{43}$")
 NEW = b"new-secret"
@@ -135,3 +136,105 @@ def test_signer_needs_a_secret() -> None:
     """A signer without any secret cannot be built."""
     with pytest.raises(ValueError, match="at least one secret"):
         ItsdangerousSigner([])
+
+
+# -- ExpressSigner: express-session's cookie -----------------------------------------------------------
+
+# Known vectors, produced once with Node's cookie-signature 1.0.7 (express-session 1.18.0's) from tests/node:
+#   node -e 'const sig = require("cookie-signature");
+#            console.log(encodeURIComponent("s:" + sig.sign(ID, SECRET)))'
+# for each (ID, SECRET) below; the third column is what it printed.
+EXPRESS_VECTORS = [
+    (
+        "abcdefghijklmnopqrstuvwxyz012345",
+        "keyboard cat",
+        "s%3Aabcdefghijklmnopqrstuvwxyz012345.2T3g1YIBqofc0ViEUEt59cUq%2Ba6Wlfi59xfb4RQsxSQ",
+    ),
+    (
+        "nkC-3k0DnB2Yj2Oz6QvjVC2gVGq0Tp4I",
+        "new-secret",
+        "s%3AnkC-3k0DnB2Yj2Oz6QvjVC2gVGq0Tp4I.AnYBbVk78hWYxUM%2FctPlBAfhmxUi8UbkvuHp8KOtoA8",
+    ),
+    (
+        "nkC-3k0DnB2Yj2Oz6QvjVC2gVGq0Tp4I",
+        "old-secret",
+        "s%3AnkC-3k0DnB2Yj2Oz6QvjVC2gVGq0Tp4I.K1tjKPIrtOFYB9fAEx%2FnWumE%2FDk4WV4lTEvjCYC73PM",
+    ),
+    (
+        "0123456789abcdef0123456789abcdef",
+        "s3cr\u00e9t",
+        "s%3A0123456789abcdef0123456789abcdef.yBTXxcU7bWU9uoXeo9WIncF50CE4tRefp5UL1IZ1aqg",
+    ),
+]
+
+
+@pytest.mark.parametrize(("sid", "secret", "cookie"), EXPRESS_VECTORS)
+def test_express_signer_matches_node_cookie_signature(sid: str, secret: str, cookie: str) -> None:
+    """ExpressSigner signs an id exactly as express-session does (vectors computed with Node)."""
+    assert ExpressSigner([secret.encode()]).sign(sid) == cookie
+
+
+@pytest.mark.parametrize(("sid", "secret", "cookie"), EXPRESS_VECTORS)
+def test_express_signer_verifies_node_cookies_encoded_or_not(sid: str, secret: str, cookie: str) -> None:
+    """A cookie express-session set verifies, URL-encoded as sent or already decoded."""
+    signer = ExpressSigner([secret.encode()])
+    assert signer.unsign(cookie) == Unsigned(sid, stale=False)
+    assert signer.unsign(unquote(cookie)) == Unsigned(sid, stale=False)
+
+
+def test_express_signer_rotation_is_newest_first() -> None:
+    """With [new, old] the new secret signs, and a cookie of the old one verifies as stale."""
+    _, _, new_cookie = EXPRESS_VECTORS[1]
+    sid, _, old_cookie = EXPRESS_VECTORS[2]
+    signer = ExpressSigner([b"new-secret", b"old-secret"])
+    assert signer.sign(sid) == new_cookie
+    assert signer.unsign(old_cookie) == Unsigned(sid, stale=True)
+    assert signer.unsign(new_cookie) == Unsigned(sid, stale=False)
+    assert ExpressSigner([b"new-secret"]).unsign(old_cookie) is None
+
+
+def test_express_ids_are_32_url_safe_characters_like_uid_safe() -> None:
+    """New express ids are 32 characters of base64url, as uid-safe(24) makes them, and all differ."""
+    signer = ExpressSigner([NEW])
+    ids = {signer.new_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{32}", sid) for sid in ids)
+
+
+EXPRESS_BAD = [
+    pytest.param(lambda v: v.replace("s%3A", ""), id="no s: prefix"),
+    pytest.param(lambda v: v.replace("s%3A", "t%3A"), id="other prefix"),
+    pytest.param(lambda v: v[:-1], id="truncated"),
+    pytest.param(lambda v: v + "A", id="extra character"),
+    pytest.param(lambda v: v + "=", id="padding added"),
+    pytest.param(lambda v: v.replace(".", "", 1), id="no dot"),
+    pytest.param(lambda v: v.replace("abc", "abd"), id="tampered id"),
+    pytest.param(lambda v: v + "%FF", id="not UTF-8 once decoded"),
+    pytest.param(lambda v: v + "é", id="non-ASCII"),
+    pytest.param(lambda v: "s%3A" + "a" * 8 + "." + v.rpartition(".")[2], id="id too short"),
+    pytest.param(lambda v: "", id="empty"),
+    pytest.param(lambda v: ItsdangerousSigner([b"keyboard cat"]).sign("A" * 43), id="itsdangerous cookie"),
+]
+
+
+@pytest.mark.parametrize("spoil", EXPRESS_BAD)
+def test_express_signer_refuses_bad_values(spoil: Callable[[str], str]) -> None:
+    """A tampered, truncated, mis-prefixed, undecodable or foreign cookie unsigns to None, never raising."""
+    _, secret, cookie = EXPRESS_VECTORS[0]
+    signer = ExpressSigner([secret.encode()])
+    assert signer.unsign(cookie) is not None
+    assert signer.unsign(spoil(cookie)) is None
+
+
+def test_express_signer_refuses_signed_ids_with_a_colon_or_a_dot() -> None:
+    """A correctly signed id holding ':' or '.' (which would break store keys or the signature) is refused."""
+    signer = ExpressSigner([NEW])
+    for sid in ("abcdefghijklmnop:qrstuvwxyz01234", "abcdefghijklmnop.qrstuvwxyz01234"):
+        value = f"s:{sid}.{express_signature(sid, NEW)}"
+        assert signer.unsign(value) is None
+
+
+def test_express_signer_needs_a_secret() -> None:
+    """An express signer without any secret cannot be built."""
+    with pytest.raises(ValueError, match="at least one secret"):
+        ExpressSigner([])

@@ -16,7 +16,14 @@ from typing import Literal, TypeAlias
 from .exceptions import ConfigError
 from .types import SameSite
 
-__all__ = ["DEFAULT_MAX_AGE", "Duration", "SessionConfig"]
+__all__ = ["DEFAULT_MAX_AGE", "EXPRESS_USER_PATH", "USER_PATH", "Compat", "Duration", "SessionConfig"]
+
+#: The values of :attr:`SessionConfig.compat`.
+Compat: TypeAlias = Literal["express"]
+#: Where :func:`persession.guard.login` puts the user by default: ``session["user"]``.
+USER_PATH: tuple[str, ...] = ("user",)
+#: ... and with ``compat="express"``: ``session["passport"]["user"]``, where passport keeps it.
+EXPRESS_USER_PATH: tuple[str, ...] = ("passport", "user")
 
 #: A duration in seconds, or a :class:`datetime.timedelta`.
 Duration: TypeAlias = int | timedelta
@@ -131,6 +138,29 @@ class SessionConfig:
     #: Largest serialised session in bytes; a bigger one raises
     #: :class:`~persession.SessionTooLarge` at save time. Default 64 KiB.
     max_size: int = 64 * 1024
+    #: Share sessions with Node services: ``"express"`` speaks express-session's
+    #: dialect, ``None`` (default) persession's own. With ``"express"``:
+    #:
+    #: - the cookie is express-session's: ``s:`` + id + ``.`` + HMAC-SHA256
+    #:   signature, URL-encoded (:class:`~persession.signing.ExpressSigner`),
+    #:   with express-session's 32-character ids; use the same ``secret`` list
+    #:   and ``cookie_name`` (express-session's default is ``connect.sid``);
+    #: - a new session's record gets express-session's ``cookie`` object (its
+    #:   ``originalMaxAge``, ``expires``, ``secure``, ``httpOnly``, ``path``,
+    #:   ``domain``, ``sameSite``), which the application never sees: the
+    #:   session key ``cookie`` is express-session's;
+    #: - :func:`~persession.guard.login` stores the user as passport does,
+    #:   ``session["passport"] = {"user": user}``, and the default websocket
+    #:   predicate checks ``passport.user`` (:attr:`user_path`).
+    #:
+    #: Pair it with a store in express-session's format:
+    #: ``RedisStore(client, layout="connect-redis")`` or
+    #: ``MongoStore(collection, layout="connect-mongo")`` (see
+    #: :doc:`/express`). The store's expiry is the cookie's, as in
+    #: express-session: ``idle_timeout`` is only for browser-session cookies
+    #: (``max_age=None``; connect-redis' ``ttl``), and ``absolute_timeout``,
+    #: which express-session records cannot carry, is refused.
+    compat: Compat | None = None
 
     #: The secrets as bytes, newest first (derived from ``secret``).
     secrets: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
@@ -140,6 +170,9 @@ class SessionConfig:
     idle_seconds: int = field(init=False, repr=False, compare=False)
     #: ``absolute_timeout`` in seconds.
     absolute_seconds: int | None = field(init=False, repr=False, compare=False)
+    #: Where the logged-in user lives in the session: ``("user",)``, or
+    #: ``("passport", "user")`` with ``compat="express"``.
+    user_path: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -169,3 +202,17 @@ class SessionConfig:
             raise ConfigError("domain", f"{self.domain!r} is not a valid cookie domain")
         if isinstance(self.max_size, bool) or not isinstance(self.max_size, int) or self.max_size < 64:
             raise ConfigError("max_size", f"must be an int of at least 64 bytes, got {self.max_size!r}")
+        if self.compat is not None and self.compat != "express":
+            raise ConfigError("compat", f"must be 'express' or None, not {self.compat!r}")
+        if self.compat == "express":
+            if absolute is not None:
+                raise ConfigError(
+                    "absolute_timeout", "express-session records carry no creation time (compat='express')"
+                )
+            if idle is not None and max_age is not None:
+                raise ConfigError(
+                    "idle_timeout",
+                    "with compat='express' the store's expiry is the cookie's (max_age), as in express-session;"
+                    " idle_timeout applies only to browser-session cookies (max_age=None)",
+                )
+        set_(self, "user_path", EXPRESS_USER_PATH if self.compat == "express" else USER_PATH)

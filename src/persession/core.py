@@ -33,19 +33,23 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
 
+from .codecs import COOKIE, express_cookie
 from .config import SessionConfig
 from .cookies import MAX_VALUE_LENGTH, cookie_values, render_set_cookie
 from .exceptions import SessionTooLarge
 from .records import Change, Record, dumps, rolled_expiry
 from .session import Session
-from .signing import ItsdangerousSigner, SessionIdSigner
+from .signing import ExpressSigner, ItsdangerousSigner, SessionIdSigner
 
 __all__ = ["USER_KEY", "Action", "Opening", "Plan", "SessionEngine", "add_vary_cookie"]
 
 security_log: logging.Logger = logging.getLogger("persession.security")
 
-#: The session key :func:`persession.guard.login` stores the user under; a
-#: regenerated session that holds it stays in that user's index.
+#: The session key :func:`persession.guard.login` stores the user under by
+#: default; a regenerated session that holds it stays in that user's index.
+#: With ``SessionConfig(compat="express")`` the user lives at
+#: ``session["passport"]["user"]`` instead: the engine follows
+#: :attr:`SessionConfig.user_path <persession.SessionConfig.user_path>`.
 USER_KEY: Final = "user"
 
 
@@ -101,10 +105,14 @@ class Plan:
 _NOTHING = Plan()
 
 
-def _indexed_user(session: Session) -> str | None:
+def _indexed_user(session: Session, path: tuple[str, ...] = (USER_KEY,)) -> str | None:
     # dict.get: looking for the user must not count as the application reading the session.
-    user = dict.get(session, USER_KEY)
-    return None if user is None else str(user)
+    value: object = session
+    for key in path:
+        if not isinstance(value, dict):
+            return None
+        value = dict.get(value, key)
+    return None if value is None else str(value)
 
 
 def add_vary_cookie(existing: str | None) -> str:
@@ -122,7 +130,8 @@ class SessionEngine:
 
     :param config: the options.
     :param signer: how ids are made and signed; default an
-        :class:`~persession.signing.ItsdangerousSigner` on ``config.secrets``.
+        :class:`~persession.signing.ItsdangerousSigner` on ``config.secrets``,
+        or with ``compat="express"`` an :class:`~persession.signing.ExpressSigner`.
     :param clock: returns the current Unix time; injected by tests.
     """
 
@@ -134,7 +143,12 @@ class SessionEngine:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config: SessionConfig = config
-        self.signer: SessionIdSigner = signer if signer is not None else ItsdangerousSigner(config.secrets)
+        if signer is None:
+            express = config.compat == "express"
+            signer = ExpressSigner(config.secrets) if express else ItsdangerousSigner(config.secrets)
+        self.signer: SessionIdSigner = signer
+        #: express mode: the record's ``cookie`` object is express-session's, hidden from the application.
+        self.express: bool = config.compat == "express"
         self.clock: Callable[[], float] = clock
 
     # -- request start -------------------------------------------------------
@@ -175,18 +189,23 @@ class SessionEngine:
         :param refreshed: the record comes from ``load_touch``: the store has
             already refreshed its expiry, so :meth:`plan` sends no touch for it.
         """
+        user_path = self.config.user_path
         if opening.sid is not None and record is not None and record.expires > self.clock():
+            data = record.data
+            if self.express and COOKIE in data:
+                data = {key: value for key, value in data.items() if key != COOKIE}
             return Session(
-                record.data,
+                data,
                 id=opening.sid,
                 created=record.created,
                 expires=record.expires,
                 read_only=read_only,
                 refreshed=refreshed,
+                user_path=user_path,
             )
         if opening.sid is not None:
             security_log.warning("session cookie names an unknown or expired session; starting a new one")
-        return Session(read_only=read_only)
+        return Session(read_only=read_only, user_path=user_path)
 
     @staticmethod
     def request_is_secure(scheme: str, forwarded_proto: str | None, *, proxy: bool) -> bool:
@@ -264,7 +283,23 @@ class SessionEngine:
                 # client stops sending it.
                 return Plan(set_cookie=expired_cookie() if cookie_allowed else None, vary=vary)
             created = now if session.destroyed or session.created is None else session.created
-            record = Record(dict(session), created=created, accessed=now, expires=self._expires(now, created))
+            expires = self._expires(now, created)
+            data = dict(session)
+            if self.express:
+                # express-session answers 500 for a record without its cookie object: always write one.
+                data.pop(COOKIE, None)
+                cookie_object = express_cookie(
+                    max_age=config.max_age_seconds,
+                    expires=expires,
+                    secure=secure_attr,
+                    httponly=config.httponly,
+                    path=config.path,
+                    domain=config.domain,
+                    samesite=samesite,
+                    partitioned=partitioned,
+                )
+                data = {COOKIE: cookie_object, **data}
+            record = Record(data, created=created, accessed=now, expires=expires)
             self._check_size(record.data)
             sid = self.signer.new_id()
             replaces = old if (old is not None and old != sid) else None
@@ -275,7 +310,8 @@ class SessionEngine:
                 replaces=replaces,
                 set_cookie=cookie(sid, created),
                 vary=vary,
-                user=session.logged_in_as or (_indexed_user(session) if replaces is not None else None),
+                user=session.logged_in_as
+                or (_indexed_user(session, config.user_path) if replaces is not None else None),
             )
 
         created = session.created if session.created is not None else now
@@ -287,6 +323,13 @@ class SessionEngine:
             change = session.changes()
             if config.resave:
                 change = Change(set=dict(session), deleted=change.deleted, cleared=change.cleared)
+            if self.express and (COOKIE in change.set or COOKIE in change.deleted):
+                # The cookie object is express-session's: the store keeps it whatever the application did.
+                change = Change(
+                    set={key: value for key, value in change.set.items() if key != COOKIE},
+                    deleted=change.deleted - {COOKIE},
+                    cleared=change.cleared,
+                )
             send_cookie = send_cookie or (session.modified and config.max_age_seconds is not None)
             return Plan(
                 Action.MERGE,

@@ -7,6 +7,11 @@
     login(session, user.id)          # new session id (against fixation) + session["user"]
     logout(session)                  # the session is destroyed, its cookie expired
 
+With ``SessionConfig(compat="express")`` the user is stored where passport
+keeps it, ``session["passport"] = {"user": user.id}``, and the default
+predicate looks there, so a login on a Node service (passport on
+express-session) is a login here too, and the other way round.
+
 A websocket handshake carries the browser's cookies but is not protected by
 the same-origin policy: any page can open a websocket to your site, and the
 browser sends your users' cookies with it (cross-site websocket hijacking).
@@ -57,6 +62,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import re
 import threading
@@ -98,6 +104,11 @@ log = logging.getLogger("persession")
 def login(session: Session, user: str | int, **extra: Any) -> None:
     """Log ``user`` in: a new session id (against fixation), then ``session["user"] = user``.
 
+    In express mode (``SessionConfig(compat="express")``, the session's
+    :attr:`~persession.Session.user_path` is ``("passport", "user")``) it sets
+    ``session["passport"] = {"user": user}`` as passport's ``req.login()``
+    does, keeping any other member of ``passport``.
+
     ``extra`` keys are stored too. The store indexes the session under
     ``str(user)``, so :meth:`~persession.stores.UserIndex.user_sessions` and
     :meth:`~persession.stores.UserIndex.revoke_user` find it.
@@ -105,10 +116,36 @@ def login(session: Session, user: str | int, **extra: Any) -> None:
     .. versionadded:: 0.1
     """
     session.regenerate()
-    session[USER_KEY] = user
+    _put(session, session.user_path, user)
     for key, value in extra.items():
         session[key] = value
     session.mark_login(str(user))
+
+
+def _put(session: Session, path: tuple[str, ...], value: object) -> None:
+    """``session[path[0]]...[path[-1]] = value``, assigning the top-level key so the change is recorded."""
+    head, *rest = path
+    if not rest:
+        session[head] = value
+        return
+    top = session.get(head)
+    top = copy.deepcopy(top) if isinstance(top, dict) else {}
+    inner = top
+    for key in rest[:-1]:
+        child = inner.get(key)
+        inner[key] = child if isinstance(child, dict) else {}
+        inner = inner[key]
+    inner[rest[-1]] = value
+    session[head] = top
+
+
+def _user_of(session: Session) -> Any:
+    value: Any = session
+    for key in session.user_path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
 
 
 def logout(session: Session) -> None:
@@ -120,8 +157,11 @@ def logout(session: Session) -> None:
 
 
 def is_logged_in(session: Session) -> bool:
-    """The default "logged in" predicate: ``session["user"]`` is set (by :func:`login`)."""
-    return session.get(USER_KEY) is not None
+    """The default "logged in" predicate: ``session["user"]`` is set (by :func:`login`).
+
+    In express mode: ``session["passport"]["user"]`` is set (by :func:`login`, or by passport).
+    """
+    return _user_of(session) is not None
 
 
 def _host_port(host: str, scheme: str) -> tuple[str, int] | None:

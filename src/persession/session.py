@@ -61,6 +61,7 @@ class Session(dict[str, Any]):
         "id",
         "read_only",
         "refreshed",
+        "user_path",
     )
 
     def __init__(
@@ -72,6 +73,7 @@ class Session(dict[str, Any]):
         expires: float | None = None,
         read_only: bool = False,
         refreshed: bool = False,
+        user_path: tuple[str, ...] = ("user",),
     ) -> None:
         super().__init__(data or {})
         #: The session id, or ``None`` for a session not stored yet. Never log it.
@@ -87,6 +89,9 @@ class Session(dict[str, Any]):
         #: The store already moved the expiry when loading the session (a
         #: rolling load): the end of the request need not touch it again.
         self.refreshed: bool = refreshed
+        #: Where :func:`persession.guard.login` puts the user: ``("user",)``, or
+        #: ``("passport", "user")`` in express mode (``SessionConfig.user_path``).
+        self.user_path: tuple[str, ...] = user_path
         self._set: set[str] = set()
         self._deleted: set[str] = set()
         self._cleared = False

@@ -44,6 +44,24 @@ update is an aggregation pipeline (MongoDB 4.2+): the server computes
 ``min(now + idle, created + absolute)`` from the stored ``created`` and writes
 ``expires``, ``expires_ts`` and ``accessed`` in the same atomic step.
 
+**The connect-mongo layout.** ``MongoStore(collection, layout="connect-mongo")``
+(or ``?layout=connect-mongo`` in the URL) stores sessions as connect-mongo does,
+to share them with express-session (see :doc:`/express`)::
+
+    {"_id": "<session id>", "session": "<JSON text, cookie object first>", "expires": ISODate(...)}
+
+with connect-mongo's TTL index (``{expires: 1}``, ``expireAfterSeconds: 0``,
+``background: true``). A document without ``expires`` never expires, as in
+connect-mongo. No single update can merge into a JSON string, so ``merge``,
+``touch`` and ``load_touch`` are a compare-and-swap: read the document, merge
+in Python (members in order, ``cookie`` first, its ``expires`` moved), then
+``update`` filtered on the text read and on the session being live; when
+another writer got there first, re-read and retry, up to
+:data:`CAS_ATTEMPTS` times with a jittered pause of at most
+:data:`CAS_BACKOFF_MAX` seconds, then raise :class:`~persession.StoreError`.
+A session deleted meanwhile is never written again. This layout keeps no
+creation time (records report the load time) and no per-user index.
+
 **Per-user index.** The index is a field of the session document itself:
 ``index_user`` sets ``"user": "<user id>"`` on the live document (one
 ``update``), and a sparse index on ``user``, created with the TTL index in
@@ -64,15 +82,17 @@ import asyncio
 import contextlib
 import logging
 import math
+import random
 import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Final, TypedDict
+from typing import Any, Final, Literal, NoReturn, TypeAlias, TypedDict
 from urllib.parse import parse_qsl, unquote, unquote_plus, urlsplit
 
+from ..codecs import cookie_expiry, decode_express, encode_express, merge_express
 from ..exceptions import ConfigError, NotSerializable, StoreError, StoreUnavailable
 from ..records import Change, Record, SessionInfo, dumps, loads
 
@@ -96,6 +116,9 @@ __all__ = [
     "escape_key",
     "unescape_key",
     "DEFAULT_COLLECTION",
+    "CAS_ATTEMPTS",
+    "CAS_BACKOFF_MAX",
+    "Layout",
     "DEFAULT_CONNECT_TIMEOUT_MS",
     "DEFAULT_SERVER_SELECTION_TIMEOUT_MS",
     "DEFAULT_SOCKET_TIMEOUT_MS",
@@ -117,7 +140,14 @@ DEFAULT_SOCKET_TIMEOUT_MS: Final = 2000
 
 _SCHEMES: Final = ("mongodb", "mongodb+srv")
 #: Query parameters persession reads from a URL and removes before PyMongo sees it.
-_OWN_PARAMS: Final = frozenset({"collection"})
+_OWN_PARAMS: Final = frozenset({"collection", "layout"})
+#: How sessions are stored: persession's documents, or connect-mongo's.
+Layout: TypeAlias = Literal["persession", "connect-mongo"]
+_LAYOUTS: Final = ("persession", "connect-mongo")
+#: Times a connect-mongo ``merge`` or ``touch`` re-reads and retries when another write changed the session.
+CAS_ATTEMPTS: Final = 10
+#: Longest pause, in seconds, between two of those attempts (jittered, doubling from 2 ms).
+CAS_BACKOFF_MAX: Final = 0.05
 _TIMEOUT_DEFAULTS: Final = {
     "serverSelectionTimeoutMS": DEFAULT_SERVER_SELECTION_TIMEOUT_MS,
     "connectTimeoutMS": DEFAULT_CONNECT_TIMEOUT_MS,
@@ -445,6 +475,98 @@ def _map_errors() -> Iterator[None]:
         raise StoreError(f"MongoDB store failed: {type(error).__name__}: {error}", error) from error
 
 
+# --- the connect-mongo layout: shared by both flavours -------------------------------------------
+
+#: connect-mongo's TTL index, as its ``autoRemove: "native"`` creates it.
+_CONNECT_INDEXES: Final = (IndexModel(_INDEX_KEYS, expireAfterSeconds=0, background=True),)
+_NO_CHANGE: Final = Change(set={})
+
+
+def _check_layout(layout: object) -> Layout:
+    if layout not in _LAYOUTS:
+        raise ConfigError("layout", f"must be one of {', '.join(map(repr, _LAYOUTS))}, not {layout!r}")
+    return layout
+
+
+def _connect_live(sid: str, now: float) -> dict[str, Any]:
+    """connect-mongo's own filter: the document, unless its ``expires`` has passed (none: never expires)."""
+    return {"_id": sid, "$or": [{"expires": {"$exists": False}}, {"expires": {"$gt": _date(now)}}]}
+
+
+def _connect_swap(sid: str, text: str, now: float) -> dict[str, Any]:
+    """:func:`_connect_live`, and only while ``session`` is still ``text`` (compare and swap)."""
+    return {**_connect_live(sid, now), "session": text}
+
+
+def _connect_set(text: str, expires: float) -> dict[str, Any]:
+    return {"$set": {"session": text, "expires": _date(expires)}}
+
+
+def _connect_text(document: Mapping[str, Any]) -> str:
+    text = document.get("session")
+    if not isinstance(text, str):
+        raise _Malformed("field 'session' is missing or not a string (connect-mongo's stringify: false?)")
+    return text
+
+
+def _connect_result(document: Mapping[str, Any] | None, now: float, namespace: str) -> Record | None:
+    """The record a connect-mongo document holds; ``None`` (and a warning, if malformed) unless live."""
+    if document is None:
+        return None
+    try:
+        data = decode_express(_connect_text(document))
+        stored: Any = document.get("expires")
+        if isinstance(stored, datetime):
+            expires = (stored - _EPOCH).total_seconds()
+        elif "expires" not in document:  # connect-mongo calls such a session live for ever
+            expires = cookie_expiry(data) or math.inf
+        else:
+            raise _Malformed("field 'expires' is not a date")
+    except ValueError as error:  # _Malformed, JSONDecodeError, no cookie object
+        security_log.warning("malformed session document in MongoDB collection %s ignored: %s", namespace, error)
+        return None
+    if expires <= now:
+        return None
+    # connect-mongo keeps no creation or access time: both read as now.
+    return Record(data, created=now, accessed=now, expires=expires)
+
+
+def _connect_merged(document: Mapping[str, Any], change: Change, expires: float, namespace: str) -> str | None:
+    """The document's ``session`` text with ``change`` applied; ``None`` (and a warning) if it is malformed."""
+    try:
+        return merge_express(_connect_text(document), change, expires)
+    except NotSerializable:
+        raise
+    except ValueError as error:
+        security_log.warning("malformed session document in MongoDB collection %s ignored: %s", namespace, error)
+        return None
+
+
+def _connect_touched(text: str | None, expires: float, now: float, namespace: str) -> Record | None:
+    """The record a ``load_touch`` left behind: the written text, with the new expiry."""
+    record = None if text is None else _connect_result({"session": text}, now, namespace)
+    return None if record is None else Record(record.data, created=now, accessed=now, expires=expires)
+
+
+def _no_index() -> NoReturn:
+    raise ConfigError("layout", "the connect-mongo layout keeps no per-user index (user_sessions, revoke_user)")
+
+
+def _backoff(attempt: int) -> float:
+    """A jittered pause before compare-and-swap attempt ``attempt + 1``, so racing writers spread out."""
+    return random.uniform(0, min(0.002 * 2**attempt, CAS_BACKOFF_MAX))  # noqa: S311  (not cryptographic)
+
+
+def _lost_race() -> NoReturn:
+    raise StoreError(f"MongoDB store failed: the session changed under {CAS_ATTEMPTS} merges in a row")
+
+
+def _connect_idle(now: float, idle: float, absolute: float | None) -> float:
+    if absolute is not None:
+        raise ConfigError("absolute_timeout", "the connect-mongo layout keeps no creation time to count it from")
+    return now + idle
+
+
 # --- URLs ----------------------------------------------------------------------------------------
 
 
@@ -456,6 +578,16 @@ class _Target:
     database: str | None
     collection: str | None
     client_kwargs: dict[str, Any] = field(default_factory=dict)
+    layout: Layout = "persession"
+
+
+def _url_layout(url: str, layout: Layout | None) -> Layout:
+    """The layout: the ``layout`` keyword, else the URL's ``layout`` query parameter, else ``"persession"``."""
+    query = urlsplit(url).query if isinstance(url, str) else ""
+    from_url = next((unquote_plus(v) for k, v in parse_qsl(query.replace(";", "&")) if k == "layout"), None)
+    if layout is not None and from_url is not None and layout != from_url:
+        raise ConfigError("layout", f"the URL says layout={from_url!r}, the keyword {layout!r}")
+    return _check_layout(layout or from_url or "persession")
 
 
 def _split_url(url: str, database: str | None, collection: str | None) -> tuple[str, str, str]:
@@ -470,13 +602,14 @@ def _split_url(url: str, database: str | None, collection: str | None) -> tuple[
         raise ConfigError("url", "the MongoDB URL names no host (a store URL never falls back to localhost)")
     path_database = unquote(parts.path[1:]) if parts.path.startswith("/") else unquote(parts.path)
     kept: list[str] = []
-    url_collection: str | None = None
+    own: dict[str, str] = {}
     for piece in re.split(r"[&;]", parts.query) if parts.query else ():
         name, _, value = piece.partition("=")
         if unquote_plus(name) in _OWN_PARAMS:
-            url_collection = unquote_plus(value)
+            own[unquote_plus(name)] = unquote_plus(value)
         else:
             kept.append(piece)
+    url_collection = own.get("collection")
     chosen_database = database or path_database
     if not chosen_database:
         raise ConfigError("url", "name the database in the URL path ('mongodb://host/dbname') or pass database=")
@@ -520,7 +653,9 @@ class MongoStore:
     .. versionadded:: 0.1
     """
 
-    def __init__(self, collection: Collection[Any], *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, collection: Collection[Any], *, clock: Callable[[], float] = time.time, layout: Layout = "persession"
+    ) -> None:
         if not isinstance(collection, Collection):
             raise ConfigError(
                 "collection",
@@ -529,6 +664,9 @@ class MongoStore:
         self._collection: Collection[dict[str, Any]] = collection.with_options(codec_options=_CODEC_OPTIONS)
         self._clock = clock
         self._namespace = collection.full_name
+        self._layout = _check_layout(layout)
+        self._connect = layout == "connect-mongo"
+        self._indexes = _CONNECT_INDEXES if self._connect else _INDEXES
         self._indexed = False
         self._index_lock = threading.Lock()
         self._client: MongoClient[dict[str, Any]] | None = None
@@ -542,6 +680,7 @@ class MongoStore:
         collection: str | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        layout: Layout | None = None,
         **client_kwargs: Any,
     ) -> MongoStore:
         """A store on its own :class:`~pymongo.MongoClient`, closed by :meth:`close`.
@@ -554,6 +693,8 @@ class MongoStore:
         :param collection: the collection; default the URL's ``collection``
             parameter, else ``"sessions"``.
         :param clock: returns the current Unix time.
+        :param layout: as for the constructor; also the URL's ``layout`` query
+            parameter (``mongodb://db/app?layout=connect-mongo``).
         :param client_kwargs: more :class:`~pymongo.MongoClient` options. Unless
             the URL or these set them, ``serverSelectionTimeoutMS``,
             ``connectTimeoutMS`` and ``socketTimeoutMS`` are 2000 (see the
@@ -561,14 +702,15 @@ class MongoStore:
         :raises ConfigError: naming ``url``: not a MongoDB URL, no host, no database,
             or options PyMongo refuses.
         """
-        target = _Target(url, database, collection, dict(client_kwargs))
+        chosen_layout = _url_layout(url, layout)
+        target = _Target(url, database, collection, dict(client_kwargs), chosen_layout)
         driver_url, db_name, coll_name = _split_url(url, database, collection)
         try:
             client: MongoClient[dict[str, Any]] = MongoClient(driver_url, **_client_options(driver_url, client_kwargs))
         except (PyMongoError, ValueError, TypeError) as error:
             raise ConfigError("url", f"PyMongo refused the MongoDB URL or options: {error}") from error
         try:
-            store = cls(client[db_name][coll_name], clock=clock)
+            store = cls(client[db_name][coll_name], clock=clock, layout=chosen_layout)
         except PyMongoError as error:  # InvalidName
             client.close()
             raise ConfigError("url", f"bad MongoDB database or collection name: {error}") from error
@@ -588,11 +730,11 @@ class MongoStore:
                 if not self._indexed:
                     with _map_errors():
                         try:
-                            self._collection.create_indexes(list(_INDEXES))
+                            self._collection.create_indexes(list(self._indexes))
                         except OperationFailure as error:
                             if not _index_conflict(error):
                                 raise
-                            for model in _INDEXES:  # one of them exists already: the others one by one
+                            for model in self._indexes:  # one of them exists already: the others one by one
                                 field = next(iter(model.document["key"]))
                                 try:
                                     self._collection.create_indexes([model])
@@ -602,12 +744,39 @@ class MongoStore:
                     self._indexed = True
         return self._collection
 
+    @property
+    def layout(self) -> Layout:
+        """How sessions are stored: ``"persession"`` or ``"connect-mongo"``."""
+        return self._layout
+
     def load(self, sid: str) -> Record | None:
         collection = self._ready()
         now = self._clock()
+        if self._connect:
+            with _map_errors():
+                found = collection.find_one(_connect_live(sid, now))
+            return _connect_result(found, now, self._namespace)
         with _map_errors():
             document = collection.find_one(_load_filter(sid, now))
         return _load_result(document, now, self._namespace)
+
+    def _connect_write(self, sid: str, change: Change, expires: float, now: float) -> str | None:
+        """Compare and swap the ``session`` text; the new text, or ``None`` when the session is gone."""
+        collection = self._ready()
+        with _map_errors():
+            for attempt in range(CAS_ATTEMPTS):
+                if attempt:
+                    time.sleep(_backoff(attempt))
+                document = collection.find_one(_connect_live(sid, now), {"session": 1})
+                text = None if document is None else _connect_merged(document, change, expires, self._namespace)
+                if document is None or text is None:
+                    return None
+                swapped = collection.update_one(
+                    _connect_swap(sid, document["session"], now), _connect_set(text, expires)
+                )
+                if swapped.matched_count == 1:
+                    return text
+        _lost_race()
 
     def load_touch(self, sid: str, idle: float, absolute: float | None) -> Record | None:
         """Load the live record and refresh its expiry: one ``findAndModify`` with a pipeline update.
@@ -615,8 +784,12 @@ class MongoStore:
         The server computes the capped expiry from the stored ``created``
         (MongoDB 4.2+). See :class:`~persession.stores.RollingLoad`.
         """
-        collection = self._ready()
         now = self._clock()
+        if self._connect:  # a compare and swap (see the module docs)
+            expires = _connect_idle(now, idle, absolute)
+            text = self._connect_write(sid, _NO_CHANGE, expires, now)
+            return _connect_touched(text, expires, now, self._namespace)
+        collection = self._ready()
         with _map_errors():
             document = collection.find_one_and_update(
                 _load_filter(sid, now), _load_touch_update(now, idle, absolute), return_document=ReturnDocument.AFTER
@@ -632,15 +805,21 @@ class MongoStore:
         with its old data, never the new record's — which is what it was
         before the regenerate began.
         """
-        document = _document(sid, record)  # refuse bad data before writing anything
+        update = (
+            _connect_set(encode_express(record.data, record.expires, self._clock()), record.expires)
+            if self._connect
+            else _save_update(_document(sid, record))  # refuse bad data before writing anything
+        )
         collection = self._ready()
         with _map_errors():
-            collection.update_one({"_id": sid}, _save_update(document), upsert=True)
+            collection.update_one({"_id": sid}, update, upsert=True)
             if replaces is not None and replaces != sid:
                 collection.delete_one({"_id": replaces})
 
     def merge(self, sid: str, change: Change, expires: float) -> bool:
         now = self._clock()
+        if self._connect:  # a compare and swap (see the module docs)
+            return self._connect_write(sid, change, expires, now) is not None
         update = _merge_update(change, now, expires)
         collection = self._ready()
         with _map_errors():
@@ -649,6 +828,8 @@ class MongoStore:
 
     def touch(self, sid: str, expires: float) -> bool:
         now = self._clock()
+        if self._connect:  # cookie.expires in the text moves with expires
+            return self._connect_write(sid, _NO_CHANGE, expires, now) is not None
         collection = self._ready()
         with _map_errors():
             result = collection.update_one(_live(sid, now), _touch_update(now, expires))
@@ -660,14 +841,24 @@ class MongoStore:
             collection.delete_one({"_id": sid})
 
     def index_user(self, user: str, sid: str, expires: float) -> None:
-        """Set ``user`` on the live session's document: one ``update`` (see the module docs)."""
+        """Set ``user`` on the live session's document: one ``update`` (see the module docs).
+
+        The ``connect-mongo`` layout keeps no index: this does nothing.
+        """
+        if self._connect:
+            return
         now = self._clock()
         collection = self._ready()
         with _map_errors():
             collection.update_one(_live(sid, now), {"$set": {"user": user}})
 
     def user_sessions(self, user: str) -> list[SessionInfo]:
-        """The user's live sessions, oldest first: one ``find`` on the ``user`` index."""
+        """The user's live sessions, oldest first: one ``find`` on the ``user`` index.
+
+        :raises ConfigError: the ``connect-mongo`` layout keeps no index.
+        """
+        if self._connect:
+            _no_index()
         now = self._clock()
         collection = self._ready()
         with _map_errors():
@@ -675,7 +866,12 @@ class MongoStore:
         return _infos(documents, now, self._namespace)
 
     def revoke_user(self, user: str) -> list[str]:
-        """Delete every session of ``user`` (a ``find``, then one ``delete_many``); return the live ids."""
+        """Delete every session of ``user`` (a ``find``, then one ``delete_many``); return the live ids.
+
+        :raises ConfigError: the ``connect-mongo`` layout keeps no index.
+        """
+        if self._connect:
+            _no_index()
         now = self._clock()
         collection = self._ready()
         with _map_errors():
@@ -701,7 +897,12 @@ class MongoStore:
                 "AsyncMongoStore on a collection of an AsyncMongoClient",
             )
         return AsyncMongoStore.from_url(
-            target.url, target.database, target.collection, clock=self._clock, **target.client_kwargs
+            target.url,
+            target.database,
+            target.collection,
+            clock=self._clock,
+            layout=target.layout,
+            **target.client_kwargs,
         )
 
 
@@ -719,7 +920,9 @@ class AsyncMongoStore:
     .. versionadded:: 0.1
     """
 
-    def __init__(self, collection: AsyncCollection[Any], *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, collection: AsyncCollection[Any], *, clock: Callable[[], float] = time.time, layout: Layout = "persession"
+    ) -> None:
         if not isinstance(collection, AsyncCollection):
             raise ConfigError(
                 "collection",
@@ -728,6 +931,9 @@ class AsyncMongoStore:
         self._collection: AsyncCollection[dict[str, Any]] = collection.with_options(codec_options=_CODEC_OPTIONS)
         self._clock = clock
         self._namespace = collection.full_name
+        self._layout = _check_layout(layout)
+        self._connect = layout == "connect-mongo"
+        self._indexes = _CONNECT_INDEXES if self._connect else _INDEXES
         self._indexed = False
         self._index_lock = asyncio.Lock()  # binds to a loop only when first contended
         self._client: AsyncMongoClient[dict[str, Any]] | None = None
@@ -740,6 +946,7 @@ class AsyncMongoStore:
         collection: str | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        layout: Layout | None = None,
         **client_kwargs: Any,
     ) -> AsyncMongoStore:
         """A store on its own :class:`~pymongo.AsyncMongoClient`, closed by :meth:`close`.
@@ -748,6 +955,7 @@ class AsyncMongoStore:
 
         :raises ConfigError: naming ``url``.
         """
+        chosen_layout = _url_layout(url, layout)
         driver_url, db_name, coll_name = _split_url(url, database, collection)
         try:
             client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
@@ -756,7 +964,7 @@ class AsyncMongoStore:
         except (PyMongoError, ValueError, TypeError) as error:
             raise ConfigError("url", f"PyMongo refused the MongoDB URL or options: {error}") from error
         try:
-            store = cls(client[db_name][coll_name], clock=clock)
+            store = cls(client[db_name][coll_name], clock=clock, layout=chosen_layout)
         except PyMongoError as error:  # InvalidName; the client has not connected yet
             raise ConfigError("url", f"bad MongoDB database or collection name: {error}") from error
         store._client = client
@@ -774,11 +982,11 @@ class AsyncMongoStore:
                 if not self._indexed:
                     with _map_errors():
                         try:
-                            await self._collection.create_indexes(list(_INDEXES))
+                            await self._collection.create_indexes(list(self._indexes))
                         except OperationFailure as error:
                             if not _index_conflict(error):
                                 raise
-                            for model in _INDEXES:  # one of them exists already: the others one by one
+                            for model in self._indexes:  # one of them exists already: the others one by one
                                 field = next(iter(model.document["key"]))
                                 try:
                                     await self._collection.create_indexes([model])
@@ -788,17 +996,48 @@ class AsyncMongoStore:
                     self._indexed = True
         return self._collection
 
+    @property
+    def layout(self) -> Layout:
+        """How sessions are stored: ``"persession"`` or ``"connect-mongo"``."""
+        return self._layout
+
     async def load(self, sid: str) -> Record | None:
         collection = await self._ready()
         now = self._clock()
+        if self._connect:
+            with _map_errors():
+                found = await collection.find_one(_connect_live(sid, now))
+            return _connect_result(found, now, self._namespace)
         with _map_errors():
             document = await collection.find_one(_load_filter(sid, now))
         return _load_result(document, now, self._namespace)
 
+    async def _connect_write(self, sid: str, change: Change, expires: float, now: float) -> str | None:
+        """See :meth:`MongoStore._connect_write`."""
+        collection = await self._ready()
+        with _map_errors():
+            for attempt in range(CAS_ATTEMPTS):
+                if attempt:
+                    await asyncio.sleep(_backoff(attempt))
+                document = await collection.find_one(_connect_live(sid, now), {"session": 1})
+                text = None if document is None else _connect_merged(document, change, expires, self._namespace)
+                if document is None or text is None:
+                    return None
+                swapped = await collection.update_one(
+                    _connect_swap(sid, document["session"], now), _connect_set(text, expires)
+                )
+                if swapped.matched_count == 1:
+                    return text
+        _lost_race()
+
     async def load_touch(self, sid: str, idle: float, absolute: float | None) -> Record | None:
         """See :meth:`MongoStore.load_touch`."""
-        collection = await self._ready()
         now = self._clock()
+        if self._connect:
+            expires = _connect_idle(now, idle, absolute)
+            text = await self._connect_write(sid, _NO_CHANGE, expires, now)
+            return _connect_touched(text, expires, now, self._namespace)
+        collection = await self._ready()
         with _map_errors():
             document = await collection.find_one_and_update(
                 _load_filter(sid, now), _load_touch_update(now, idle, absolute), return_document=ReturnDocument.AFTER
@@ -807,15 +1046,21 @@ class AsyncMongoStore:
 
     async def save(self, sid: str, record: Record, *, replaces: str | None = None) -> None:
         """See :meth:`MongoStore.save`: the new document first, then the old one deleted."""
-        document = _document(sid, record)
+        update = (
+            _connect_set(encode_express(record.data, record.expires, self._clock()), record.expires)
+            if self._connect
+            else _save_update(_document(sid, record))
+        )
         collection = await self._ready()
         with _map_errors():
-            await collection.update_one({"_id": sid}, _save_update(document), upsert=True)
+            await collection.update_one({"_id": sid}, update, upsert=True)
             if replaces is not None and replaces != sid:
                 await collection.delete_one({"_id": replaces})
 
     async def merge(self, sid: str, change: Change, expires: float) -> bool:
         now = self._clock()
+        if self._connect:
+            return await self._connect_write(sid, change, expires, now) is not None
         update = _merge_update(change, now, expires)
         collection = await self._ready()
         with _map_errors():
@@ -824,6 +1069,8 @@ class AsyncMongoStore:
 
     async def touch(self, sid: str, expires: float) -> bool:
         now = self._clock()
+        if self._connect:
+            return await self._connect_write(sid, _NO_CHANGE, expires, now) is not None
         collection = await self._ready()
         with _map_errors():
             result = await collection.update_one(_live(sid, now), _touch_update(now, expires))
@@ -836,6 +1083,8 @@ class AsyncMongoStore:
 
     async def index_user(self, user: str, sid: str, expires: float) -> None:
         """See :meth:`MongoStore.index_user`."""
+        if self._connect:
+            return
         now = self._clock()
         collection = await self._ready()
         with _map_errors():
@@ -843,6 +1092,8 @@ class AsyncMongoStore:
 
     async def user_sessions(self, user: str) -> list[SessionInfo]:
         """See :meth:`MongoStore.user_sessions`."""
+        if self._connect:
+            _no_index()
         now = self._clock()
         collection = await self._ready()
         with _map_errors():
@@ -851,6 +1102,8 @@ class AsyncMongoStore:
 
     async def revoke_user(self, user: str) -> list[str]:
         """See :meth:`MongoStore.revoke_user`."""
+        if self._connect:
+            _no_index()
         now = self._clock()
         collection = await self._ready()
         with _map_errors():

@@ -27,6 +27,22 @@ Values are JSON, never pickle: a field that is not JSON, or a hash without
 its metadata, loads as no session and logs a warning on
 ``persession.security``.
 
+**The connect-redis layout.** ``RedisStore(client, layout="connect-redis")``
+(or ``?layout=connect-redis`` in the URL) stores sessions as connect-redis
+does, to share them with express-session (see :doc:`/express`): one string per
+session at ``prefix + session_id`` (prefix default ``"sess:"``), the session's
+JSON with express-session's ``cookie`` object first, and a TTL that is the
+session's expiry (and is read as such: connect-redis' ``touch`` moves only the
+TTL). ``load`` is one script (``GET`` and ``PTTL``). ``merge``, ``touch`` and
+``load_touch`` are one script each that splices the stored JSON: the members a
+request changed are replaced in place or appended, deleted ones dropped,
+``cookie.expires`` moved, every other member copied byte for byte (``cjson``
+only validates the text and decodes member names, so no value is re-encoded),
+and the result ``SET`` with the new TTL; a missing key is never written (no
+resurrection), and a value that is not an express-session record is left
+alone and reported as no session. This layout keeps no creation time
+(records report the load time) and no per-user index.
+
 **The per-user index.** One Redis set per user, at ``prefix + "user:" +
 user_id``, holding the user's session ids; once indexed, a session's hash also
 gets an ``index`` field naming that key::
@@ -114,9 +130,10 @@ import math
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, NoReturn, TypeAlias, TypeVar
+from typing import Any, Final, Literal, NoReturn, TypeAlias, TypeVar
 from urllib.parse import unquote, urlsplit
 
+from ..codecs import cookie_expiry, decode_express, encode_express, iso_date
 from ..exceptions import ConfigError, NotSerializable, StoreError, StoreUnavailable
 from ..records import Change, Record, SessionInfo
 
@@ -153,6 +170,8 @@ __all__ = [
     "AsyncRedisStore",
     "RedisStore",
     "DEFAULT_PREFIX",
+    "CONNECT_REDIS_PREFIX",
+    "Layout",
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_SOCKET_TIMEOUT",
     "DEFAULT_RETRIES",
@@ -168,6 +187,11 @@ _T = TypeVar("_T")
 
 #: The key prefix: a session lives at ``DEFAULT_PREFIX + session_id``.
 DEFAULT_PREFIX: Final = "persession:"
+#: The key prefix of the ``connect-redis`` layout (connect-redis' own default).
+CONNECT_REDIS_PREFIX: Final = "sess:"
+#: How sessions are stored: persession's hashes, or connect-redis' JSON strings.
+Layout: TypeAlias = Literal["persession", "connect-redis"]
+_LAYOUTS: Final = ("persession", "connect-redis")
 #: Seconds a client built from a URL waits for a TCP (or unix socket) connection.
 DEFAULT_CONNECT_TIMEOUT: Final = 2.0
 #: Seconds a client built from a URL waits for a reply.
@@ -408,6 +432,160 @@ redis.call('SADD', KEYS[1], ARGV[1])
 return redis.call('SMEMBERS', KEYS[1])
 """)
 
+# -- the connect-redis layout: one JSON string per session (see the module docs) --------------------
+
+# KEYS: the key. Returns {json, pttl}; 0 when the key is missing; -1 when it is not a string.
+_CONNECT_LOAD = _Script.of("""
+local ok, text = pcall(redis.call, 'GET', KEYS[1])
+if not ok then return -1 end
+if not text then return 0 end
+return {text, redis.call('PTTL', KEYS[1])}
+""")
+
+# KEYS: the key[, the key it replaces]. ARGV: json, ttl_ms.
+_CONNECT_SAVE = _Script.of("""
+if KEYS[2] then redis.call('DEL', KEYS[2]) end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+""")
+
+# Splices the stored JSON text: the members a change names are replaced, deleted
+# or appended as raw JSON text, every other member is copied byte for byte (so
+# cjson never re-encodes a value: no array/object confusion, no float rounding,
+# and the member order stays), and the cookie object goes first with its
+# 'expires' moved (left null for a browser-session cookie). cjson only checks
+# that the text is a JSON object with a cookie object, and decodes member names.
+#
+# KEYS: the key. ARGV: expires (ISO), ttl_ms, cleared (1/0), n, n deleted keys,
+# then (key, key as JSON, value as JSON) per key set.
+# Returns the new JSON text; 0 when the key is missing (never resurrected); -1
+# when the stored value is not an express-session record (left as it is).
+_CONNECT_WRITE = _Script.of(r"""
+local function skip_ws(s, i) return string.find(s, '[^ \t\r\n]', i) end
+local function skip_string(s, i)
+  local j = i + 1
+  while true do
+    local k = string.find(s, '["\\]', j)
+    if not k then return nil end
+    if string.byte(s, k) == 92 then j = k + 2 else return k + 1 end
+  end
+end
+local function skip_value(s, i)
+  local c = string.byte(s, i)
+  if c == 34 then return skip_string(s, i) end
+  if c == 123 or c == 91 then
+    local depth, j = 0, i
+    while true do
+      local k = string.find(s, '["{}%[%]]', j)
+      if not k then return nil end
+      if string.byte(s, k) == 34 then
+        j = skip_string(s, k)
+        if not j then return nil end
+      else
+        local d = string.byte(s, k)
+        if d == 123 or d == 91 then depth = depth + 1 else depth = depth - 1 end
+        j = k + 1
+        if depth == 0 then return j end
+      end
+    end
+  end
+  return string.find(s, '[,}%] \t\r\n]', i) or (#s + 1)
+end
+-- The members of the JSON object text s: {name, name as stored, value as stored}, in order.
+local function members(s)
+  local out = {}
+  local i = skip_ws(s, 1)
+  if not i or string.byte(s, i) ~= 123 then return nil end
+  i = skip_ws(s, i + 1)
+  if not i then return nil end
+  if string.byte(s, i) == 125 then return out end
+  while true do
+    if string.byte(s, i) ~= 34 then return nil end
+    local stop = skip_string(s, i)
+    if not stop then return nil end
+    local raw = string.sub(s, i, stop - 1)
+    local ok, name = pcall(cjson.decode, raw)
+    if not ok or type(name) ~= 'string' then return nil end
+    i = skip_ws(s, stop)
+    if not i or string.byte(s, i) ~= 58 then return nil end
+    i = skip_ws(s, i + 1)
+    if not i then return nil end
+    local after = skip_value(s, i)
+    if not after or after <= i then return nil end
+    out[#out + 1] = {name, raw, string.sub(s, i, after - 1)}
+    i = skip_ws(s, after)
+    if not i then return nil end
+    local c = string.byte(s, i)
+    if c == 125 then return out end
+    if c ~= 44 then return nil end
+    i = skip_ws(s, i + 1)
+    if not i then return nil end
+  end
+end
+
+local ok, text = pcall(redis.call, 'GET', KEYS[1])
+if not ok then return -1 end
+if not text then return 0 end
+local valid, decoded = pcall(cjson.decode, text)
+if not valid or type(decoded) ~= 'table' or type(decoded.cookie) ~= 'table' then return -1 end
+local top = members(text)
+if not top then return -1 end
+local cookie
+for _, m in ipairs(top) do if m[1] == 'cookie' then cookie = members(m[3]) end end
+if not cookie then return -1 end
+
+local persistent = false
+for _, m in ipairs(cookie) do
+  if (m[1] == 'expires' or m[1] == 'originalMaxAge') and m[3] ~= 'null' then persistent = true end
+end
+local expires = persistent and ('"' .. ARGV[1] .. '"') or 'null'
+local parts, moved = {}, false
+for _, m in ipairs(cookie) do
+  if m[1] == 'expires' then
+    parts[#parts + 1] = m[2] .. ':' .. expires
+    moved = true
+  else
+    parts[#parts + 1] = m[2] .. ':' .. m[3]
+  end
+end
+if not moved then parts[#parts + 1] = '"expires":' .. expires end
+
+local out = {'"cookie":{' .. table.concat(parts, ',') .. '}'}
+local n = tonumber(ARGV[4])
+local deleted, sets, order = {}, {}, {}
+for i = 5, 4 + n do deleted[ARGV[i]] = true end
+for i = 5 + n, #ARGV, 3 do
+  if ARGV[i] ~= 'cookie' then
+    sets[ARGV[i]] = ARGV[i + 1] .. ':' .. ARGV[i + 2]
+    order[#order + 1] = ARGV[i]
+  end
+end
+local written = {}
+if ARGV[3] ~= '1' then
+  for _, m in ipairs(top) do
+    local name = m[1]
+    if name ~= 'cookie' and not written[name] then
+      if sets[name] then
+        out[#out + 1] = sets[name]
+        written[name] = true
+      elseif not deleted[name] then
+        out[#out + 1] = m[2] .. ':' .. m[3]
+        written[name] = true
+      end
+    end
+  end
+end
+for _, name in ipairs(order) do
+  if not written[name] then
+    out[#out + 1] = sets[name]
+    written[name] = true
+  end
+end
+local result = '{' .. table.concat(out, ',') .. '}'
+redis.call('SET', KEYS[1], result, 'PX', ARGV[2])
+return result
+""")
+
 # -- shared by both flavours: keys, TTLs, the hash, errors -----------------------------------------
 
 _Arg: TypeAlias = bytes | str | int
@@ -543,6 +721,130 @@ def _load_touch_result(prefix: str, reply: Any, now: float) -> Record | None:
             _malformed(prefix, "the key is not a hash")
         return None
     return _record(prefix, dict(zip(reply[0::2], reply[1::2], strict=True)), now)
+
+
+# -- the connect-redis layout, for both flavours ----------------------------------------------------
+
+
+def _check_layout(layout: object) -> Layout:
+    if layout not in _LAYOUTS:
+        raise ConfigError("layout", f"must be one of {', '.join(map(repr, _LAYOUTS))}, not {layout!r}")
+    return layout
+
+
+def _json_text(key: str, value: Any) -> bytes:
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError) as error:  # not JSON, NaN, circular, lone surrogate
+        raise NotSerializable(key, error) from None
+
+
+_NO_CHANGE: Final = Change(set={})
+
+
+def _default_prefix(prefix: str | None, layout: object) -> object:
+    if prefix is not None:
+        return prefix
+    return CONNECT_REDIS_PREFIX if layout == "connect-redis" else DEFAULT_PREFIX
+
+
+def _split_layout(url: str, layout: Layout | None) -> tuple[str, Layout]:
+    """``url`` without its ``layout`` query parameter, and the layout (the keyword's, or the URL's)."""
+    if not isinstance(url, str) or "?" not in url:
+        return url, _check_layout(layout or "persession")
+    base, _, query = url.partition("?")
+    kept: list[str] = []
+    from_url: str | None = None
+    for piece in query.split("&"):
+        name, _, value = piece.partition("=")
+        if unquote(name) == "layout":
+            from_url = unquote(value)
+        elif piece:
+            kept.append(piece)
+    if layout is not None and from_url is not None and layout != from_url:
+        raise ConfigError("layout", f"the URL says layout={from_url!r}, the keyword {layout!r}")
+    chosen = _check_layout(layout or from_url or "persession")
+    return (f"{base}?{'&'.join(kept)}" if kept else base), chosen
+
+
+def _connect_idle(now: float, idle: float, absolute: float | None) -> float:
+    if absolute is not None:
+        raise ConfigError("absolute_timeout", "the connect-redis layout keeps no creation time to count it from")
+    return now + idle
+
+
+def _connect_save_steps(
+    prefix: str, sid: str, record: Record, replaces: str | None, now: float, cluster: bool
+) -> tuple[_Step, ...]:
+    key = prefix + sid
+    old = prefix + replaces if replaces is not None and replaces != sid else None
+    ttl = _ttl_ms(record.expires, now)
+    try:
+        text = encode_express(record.data, record.expires, now).encode("utf-8")
+    except UnicodeEncodeError as error:  # a lone surrogate
+        raise NotSerializable("?", error) from None
+    if ttl == 0:
+        return (_Step(None, (key,) if old is None else (key, old)),)
+    if old is None:
+        return (_Step(_CONNECT_SAVE, (key,), (text, ttl)),)
+    if cluster and key_slot(key.encode()) != key_slot(old.encode()):
+        return (_Step(_CONNECT_SAVE, (key,), (text, ttl)), _Step(None, (old,)))
+    return (_Step(_CONNECT_SAVE, (key, old), (text, ttl)),)
+
+
+def _connect_write_step(prefix: str, sid: str, change: Change, expires: float, now: float) -> _Step:
+    deleted = [] if change.cleared else [_field(key)[1:] for key in change.deleted]
+    args: list[_Arg] = [iso_date(expires), _ttl_ms(expires, now), int(change.cleared), len(deleted), *deleted]
+    for key, value in change.set.items():
+        name = _field(key)[1:]
+        args += (name, _json_text(key, key), _json_text(key, value))
+    return _Step(_CONNECT_WRITE, (prefix + sid,), tuple(args))
+
+
+def _connect_record(prefix: str, text: bytes | str, pttl: int, now: float) -> Record | None:
+    """A connect-redis value and its ``PTTL`` as a record; ``None`` (and a warning) unless it is one."""
+    try:
+        data = decode_express(text)
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError, no cookie object
+        _malformed(prefix, "the value is not an express-session record")
+        return None
+    if pttl == -1:  # connect-redis with disableTTL: the cookie's expiry, else never
+        expires = cookie_expiry(data)
+        expires = math.inf if expires is None else expires
+    else:
+        expires = now + pttl / 1000
+    if expires <= now:
+        return None
+    # connect-redis keeps no creation or access time: both read as now.
+    return Record(data, created=now, accessed=now, expires=expires)
+
+
+def _connect_load_result(prefix: str, reply: Any, now: float) -> Record | None:
+    if not isinstance(reply, list):  # 0: missing; -1: not a string
+        if reply == -1:
+            _malformed(prefix, "the key is not a string")
+        return None
+    return _connect_record(prefix, reply[0], int(reply[1]), now)
+
+
+def _connect_write_result(prefix: str, reply: Any) -> bool:
+    if isinstance(reply, (bytes, str)):
+        return True
+    if reply == -1:
+        _malformed(prefix, "the value is not an express-session record")
+    return False
+
+
+def _connect_touched(prefix: str, reply: Any, expires: float, now: float) -> Record | None:
+    """The record a ``load_touch`` write left behind (its expiry the new one)."""
+    if not _connect_write_result(prefix, reply):
+        return None
+    record = _connect_record(prefix, reply, -1, now)
+    return None if record is None else Record(record.data, created=now, accessed=now, expires=expires)
+
+
+def _no_index(layout: str) -> NoReturn:
+    raise ConfigError("layout", f"the {layout} layout keeps no per-user index (user_sessions, revoke_user)")
 
 
 # -- the user index and revocations, for both flavours ----------------------------------------------
@@ -822,6 +1124,7 @@ class _Source:
     prefix: str
     clock: Callable[[], float]
     options: Mapping[str, Any]
+    layout: Layout
 
 
 def _check_client(client: object, *, want_async: bool) -> None:
@@ -846,20 +1149,32 @@ class RedisStore:
         ``socket_timeout`` and ``socket_connect_timeout``, or a dead server
         blocks a worker for redis-py's defaults.
     :param prefix: prepended to the session id to make its key; default
-        ``"persession:"``. Use one prefix per application sharing a server.
-        (connect-redis's ``prefix``; its default is ``"sess:"``.)
+        ``"persession:"`` (``"sess:"`` for the ``connect-redis`` layout). Use
+        one prefix per application sharing a server. (connect-redis's
+        ``prefix``; its default is ``"sess:"``.)
     :param clock: returns the current Unix time; default :func:`time.time`.
-    :raises ConfigError: the client is an asyncio client, or the prefix is not a str.
+    :param layout: ``"persession"`` (default: the hashes described in the
+        module docs) or ``"connect-redis"``: connect-redis' JSON strings, to
+        share sessions with express-session (see the module docs).
+    :raises ConfigError: the client is an asyncio client, the prefix is not a
+        str, or the layout is unknown.
 
     .. versionadded:: 0.1
     """
 
     def __init__(
-        self, client: SyncClient, *, prefix: str = DEFAULT_PREFIX, clock: Callable[[], float] = time.time
+        self,
+        client: SyncClient,
+        *,
+        prefix: str | None = None,
+        clock: Callable[[], float] = time.time,
+        layout: Layout = "persession",
     ) -> None:
         _check_client(client, want_async=False)
         self._client = client
-        self._prefix = _check_prefix(prefix)
+        self._layout = _check_layout(layout)
+        self._connect = layout == "connect-redis"
+        self._prefix = _check_prefix(_default_prefix(prefix, layout))
         self._clock = clock
         self._cluster = isinstance(client, redis.cluster.RedisCluster)
         self._owned: list[Callable[[], None]] = []
@@ -870,8 +1185,9 @@ class RedisStore:
         cls,
         url: str,
         *,
-        prefix: str = DEFAULT_PREFIX,
+        prefix: str | None = None,
         clock: Callable[[], float] = time.time,
+        layout: Layout | None = None,
         **client_options: Any,
     ) -> RedisStore:
         """A store on a client of its own, built from ``url``; :meth:`close` closes that client.
@@ -893,9 +1209,12 @@ class RedisStore:
             ``max_connections=100`` (:data:`DEFAULT_MAX_CONNECTIONS`) and
             ``timeout=2.0`` (:data:`DEFAULT_POOL_TIMEOUT`). Query parameters of
             a ``redis://`` URL override them.
+        :param layout: as for the constructor; also accepted as the URL's
+            ``layout`` query parameter (``redis://cache/0?layout=connect-redis``).
         :raises ConfigError: the URL is malformed, names no host, or its
             scheme is not one of the above.
         """
+        url, layout = _split_layout(url, layout)
         target = _parse_url(url)
         options = _client_options(client_options)
         # Sync and asyncio retry objects differ: the twin gets the default policy.
@@ -918,9 +1237,9 @@ class RedisStore:
             except ValueError as error:
                 raise ConfigError("url", f"{error}") from None
         owned.insert(0, client.close)
-        store = cls(client, prefix=prefix, clock=clock)
+        store = cls(client, prefix=prefix, clock=clock, layout=layout)
         store._owned = owned
-        store._source = _Source(url, store._prefix, clock, twin_options)
+        store._source = _Source(url, store._prefix, clock, twin_options, layout)
         return store
 
     @property
@@ -932,6 +1251,11 @@ class RedisStore:
     def prefix(self) -> str:
         """The key prefix."""
         return self._prefix
+
+    @property
+    def layout(self) -> Layout:
+        """How sessions are stored: ``"persession"`` or ``"connect-redis"``."""
+        return self._layout
 
     def _run(self, step: _Step) -> Any:
         if step.script is None:
@@ -960,7 +1284,12 @@ class RedisStore:
                 return result
 
     def load(self, sid: str) -> Record | None:
-        """The live record for ``sid``, or ``None``: one ``HGETALL``."""
+        """The live record for ``sid``, or ``None``: one ``HGETALL`` (connect-redis: one script, GET and PTTL)."""
+        if self._connect:
+            now = self._clock()
+            with _map_errors():
+                reply = self._run(_Step(_CONNECT_LOAD, (self._prefix + sid,)))
+            return _connect_load_result(self._prefix, reply, now)
         with _map_errors():
             try:
                 raw = self._client.hgetall(self._prefix + sid)
@@ -978,6 +1307,11 @@ class RedisStore:
         :meth:`touch`, the user index's TTL is left alone.
         """
         now = self._clock()
+        if self._connect:
+            expires = _connect_idle(now, idle, absolute)
+            with _map_errors():
+                reply = self._run(_connect_write_step(self._prefix, sid, _NO_CHANGE, expires, now))
+            return _connect_touched(self._prefix, reply, expires, now)
         step = _load_touch_step(self._prefix, sid, idle, absolute, now, self._cluster)
         with _map_errors():
             reply = self._run(step)
@@ -988,20 +1322,32 @@ class RedisStore:
 
         In a cluster, when the two keys are in different slots: two steps (see the module docs).
         """
-        steps = _save_steps(self._prefix, sid, record, replaces, self._clock(), self._cluster)
+        steps = (_connect_save_steps if self._connect else _save_steps)(
+            self._prefix, sid, record, replaces, self._clock(), self._cluster
+        )
         with _map_errors():
             for step in steps:
                 self._run(step)
 
     def merge(self, sid: str, change: Change, expires: float) -> bool:
         """Apply ``change`` and move the expiry in one atomic script; ``False`` if the record is gone."""
-        step = _merge_step(self._prefix, sid, change, expires, self._clock(), self._cluster)
+        now = self._clock()
+        if self._connect:
+            with _map_errors():
+                reply = self._run(_connect_write_step(self._prefix, sid, change, expires, now))
+            return _connect_write_result(self._prefix, reply)
+        step = _merge_step(self._prefix, sid, change, expires, now, self._cluster)
         with _map_errors():
             return bool(self._run(step))
 
     def touch(self, sid: str, expires: float) -> bool:
         """Move the expiry (and ``accessed``) in one atomic script; ``False`` if the record is gone."""
-        step = _touch_step(self._prefix, sid, expires, self._clock(), self._cluster)
+        now = self._clock()
+        if self._connect:  # the JSON's cookie.expires moves with the TTL
+            with _map_errors():
+                reply = self._run(_connect_write_step(self._prefix, sid, _NO_CHANGE, expires, now))
+            return _connect_write_result(self._prefix, reply)
+        step = _touch_step(self._prefix, sid, expires, now, self._cluster)
         with _map_errors():
             return bool(self._run(step))
 
@@ -1017,11 +1363,19 @@ class RedisStore:
         """Add the live session ``sid`` to ``user``'s index: one script (cluster: a few steps).
 
         ``expires`` is not needed: the index follows the session's own expiry.
+        The ``connect-redis`` layout keeps no index: this does nothing.
         """
+        if self._connect:
+            return
         self._drive(_index_flow(self._prefix, user, sid, self._clock(), self._cluster))
 
     def user_sessions(self, user: str) -> list[SessionInfo]:
-        """The user's live sessions, oldest first, pruning dead entries: one script (cluster: 2 or 3 steps)."""
+        """The user's live sessions, oldest first, pruning dead entries: one script (cluster: 2 or 3 steps).
+
+        :raises ConfigError: the ``connect-redis`` layout keeps no index.
+        """
+        if self._connect:
+            _no_index(self._layout)
         return self._drive(_list_flow(self._prefix, user, self._clock(), self._cluster))
 
     def revoke_user(self, user: str) -> list[str]:
@@ -1029,7 +1383,11 @@ class RedisStore:
 
         Returns the ids of the live sessions deleted. In a cluster: steps
         repeated until the index is empty (see the module docs).
+
+        :raises ConfigError: the ``connect-redis`` layout keeps no index.
         """
+        if self._connect:
+            _no_index(self._layout)
         return self._drive(_revoke_flow(self._prefix, user, self._clock(), self._cluster))
 
     def close(self) -> None:
@@ -1052,7 +1410,9 @@ class RedisStore:
                 "to_async() needs a store built with RedisStore.from_url(); for a client you built, "
                 "construct AsyncRedisStore on a redis.asyncio client to the same server",
             )
-        return AsyncRedisStore.from_url(source.url, prefix=source.prefix, clock=source.clock, **source.options)
+        return AsyncRedisStore.from_url(
+            source.url, prefix=source.prefix, clock=source.clock, layout=source.layout, **source.options
+        )
 
 
 class AsyncRedisStore:
@@ -1065,11 +1425,18 @@ class AsyncRedisStore:
     """
 
     def __init__(
-        self, client: AsyncClient, *, prefix: str = DEFAULT_PREFIX, clock: Callable[[], float] = time.time
+        self,
+        client: AsyncClient,
+        *,
+        prefix: str | None = None,
+        clock: Callable[[], float] = time.time,
+        layout: Layout = "persession",
     ) -> None:
         _check_client(client, want_async=True)
         self._client = client
-        self._prefix = _check_prefix(prefix)
+        self._layout = _check_layout(layout)
+        self._connect = layout == "connect-redis"
+        self._prefix = _check_prefix(_default_prefix(prefix, layout))
         self._clock = clock
         self._cluster = isinstance(client, redis.asyncio.cluster.RedisCluster)
         self._owned: list[Callable[[], Any]] = []
@@ -1079,14 +1446,16 @@ class AsyncRedisStore:
         cls,
         url: str,
         *,
-        prefix: str = DEFAULT_PREFIX,
+        prefix: str | None = None,
         clock: Callable[[], float] = time.time,
+        layout: Layout | None = None,
         **client_options: Any,
     ) -> AsyncRedisStore:
         """A store on an asyncio client of its own, built from ``url``: see :meth:`RedisStore.from_url`.
 
         :raises ConfigError: the URL is malformed, names no host, or its scheme is unsupported.
         """
+        url, layout = _split_layout(url, layout)
         target = _parse_url(url)
         options = _client_options(client_options)
         options.setdefault("retry", redis.asyncio.retry.Retry(NoBackoff(), DEFAULT_RETRIES))
@@ -1106,7 +1475,7 @@ class AsyncRedisStore:
             except ValueError as error:
                 raise ConfigError("url", f"{error}") from None
         owned.insert(0, client.aclose)
-        store = cls(client, prefix=prefix, clock=clock)
+        store = cls(client, prefix=prefix, clock=clock, layout=layout)
         store._owned = owned
         return store
 
@@ -1119,6 +1488,11 @@ class AsyncRedisStore:
     def prefix(self) -> str:
         """The key prefix."""
         return self._prefix
+
+    @property
+    def layout(self) -> Layout:
+        """How sessions are stored: ``"persession"`` or ``"connect-redis"``."""
+        return self._layout
 
     async def _run(self, step: _Step) -> Any:
         if step.script is None:
@@ -1148,6 +1522,11 @@ class AsyncRedisStore:
 
     async def load(self, sid: str) -> Record | None:
         """See :meth:`RedisStore.load`."""
+        if self._connect:
+            now = self._clock()
+            with _map_errors():
+                reply = await self._run(_Step(_CONNECT_LOAD, (self._prefix + sid,)))
+            return _connect_load_result(self._prefix, reply, now)
         with _map_errors():
             try:
                 raw = await self._client.hgetall(self._prefix + sid)
@@ -1161,6 +1540,11 @@ class AsyncRedisStore:
     async def load_touch(self, sid: str, idle: float, absolute: float | None) -> Record | None:
         """See :meth:`RedisStore.load_touch`."""
         now = self._clock()
+        if self._connect:
+            expires = _connect_idle(now, idle, absolute)
+            with _map_errors():
+                reply = await self._run(_connect_write_step(self._prefix, sid, _NO_CHANGE, expires, now))
+            return _connect_touched(self._prefix, reply, expires, now)
         step = _load_touch_step(self._prefix, sid, idle, absolute, now, self._cluster)
         with _map_errors():
             reply = await self._run(step)
@@ -1168,20 +1552,32 @@ class AsyncRedisStore:
 
     async def save(self, sid: str, record: Record, *, replaces: str | None = None) -> None:
         """See :meth:`RedisStore.save`."""
-        steps = _save_steps(self._prefix, sid, record, replaces, self._clock(), self._cluster)
+        steps = (_connect_save_steps if self._connect else _save_steps)(
+            self._prefix, sid, record, replaces, self._clock(), self._cluster
+        )
         with _map_errors():
             for step in steps:
                 await self._run(step)
 
     async def merge(self, sid: str, change: Change, expires: float) -> bool:
         """See :meth:`RedisStore.merge`."""
-        step = _merge_step(self._prefix, sid, change, expires, self._clock(), self._cluster)
+        now = self._clock()
+        if self._connect:
+            with _map_errors():
+                reply = await self._run(_connect_write_step(self._prefix, sid, change, expires, now))
+            return _connect_write_result(self._prefix, reply)
+        step = _merge_step(self._prefix, sid, change, expires, now, self._cluster)
         with _map_errors():
             return bool(await self._run(step))
 
     async def touch(self, sid: str, expires: float) -> bool:
         """See :meth:`RedisStore.touch`."""
-        step = _touch_step(self._prefix, sid, expires, self._clock(), self._cluster)
+        now = self._clock()
+        if self._connect:
+            with _map_errors():
+                reply = await self._run(_connect_write_step(self._prefix, sid, _NO_CHANGE, expires, now))
+            return _connect_write_result(self._prefix, reply)
+        step = _touch_step(self._prefix, sid, expires, now, self._cluster)
         with _map_errors():
             return bool(await self._run(step))
 
@@ -1192,14 +1588,20 @@ class AsyncRedisStore:
 
     async def index_user(self, user: str, sid: str, expires: float) -> None:
         """See :meth:`RedisStore.index_user`."""
+        if self._connect:
+            return
         await self._drive(_index_flow(self._prefix, user, sid, self._clock(), self._cluster))
 
     async def user_sessions(self, user: str) -> list[SessionInfo]:
         """See :meth:`RedisStore.user_sessions`."""
+        if self._connect:
+            _no_index(self._layout)
         return await self._drive(_list_flow(self._prefix, user, self._clock(), self._cluster))
 
     async def revoke_user(self, user: str) -> list[str]:
         """See :meth:`RedisStore.revoke_user`."""
+        if self._connect:
+            _no_index(self._layout)
         return await self._drive(_revoke_flow(self._prefix, user, self._clock(), self._cluster))
 
     async def watch_revocations(self) -> AsyncIterator[str]:

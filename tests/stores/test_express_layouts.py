@@ -1,0 +1,308 @@
+"""The connect-redis and connect-mongo layouts, both flavours, on real servers.
+
+What express-session and its stores read is checked end to end against Node in
+``tests/test_express_interop.py``; this file checks the store side alone: the
+stored shapes, the merges (atomic script on Redis, compare-and-swap on
+MongoDB), the no-resurrection guard, malformed records, and the options.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+import redis
+
+from _mongo import MongoServer, mongo_server_fixture  # noqa: F401  (the fixture)
+from _redis import RedisServer, redis_server_fixture, redis_servers_fixture  # noqa: F401  (the fixtures)
+from persession import Change, ConfigError, Record, StoreError
+from persession.codecs import COOKIE, iso_date, parse_iso_date
+from persession.stores import store_from_url
+from persession.stores.mongo import CAS_ATTEMPTS, AsyncMongoStore, MongoStore
+from persession.stores.redis import AsyncRedisStore, RedisStore
+
+pytestmark = [pytest.mark.server, pytest.mark.anyio]
+
+SID = "abcdefghijklmnopqrstuvwxyz012345"
+OTHER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ543210"
+COOKIE_OBJECT = {"originalMaxAge": 3_600_000, "expires": None, "secure": False, "httpOnly": True, "path": "/"}
+
+
+@dataclass
+class Layout:
+    """A store in an express layout, and raw access to what it stored."""
+
+    kind: str
+    store: Any
+    raw: Any
+    prefix: str = ""
+
+    async def call(self, verb: str, *args: Any, **kwargs: Any) -> Any:
+        result = getattr(self.store, verb)(*args, **kwargs)
+        return await result if asyncio.iscoroutine(result) else result
+
+    def stored(self, sid: str) -> tuple[str, float] | None:
+        """The stored JSON text and the store's expiry (Redis TTL, Mongo ``expires``)."""
+        if self.kind == "redis":
+            text = self.raw.get(self.prefix + sid)
+            return None if text is None else (text.decode(), time.time() + self.raw.pttl(self.prefix + sid) / 1000)
+        document = self.raw.find_one({"_id": sid})
+        return None if document is None else (document["session"], document["expires"].timestamp())
+
+    def plant(self, sid: str, text: str, ttl: float = 60) -> None:
+        """Store ``text`` as Node would (connect-redis' SET EX, connect-mongo's upsert)."""
+        if self.kind == "redis":
+            self.raw.set(self.prefix + sid, text, px=int(ttl * 1000))
+        else:
+            expires = datetime.fromtimestamp(time.time() + ttl, tz=timezone.utc)
+            self.raw.update_one({"_id": sid}, {"$set": {"session": text, "expires": expires}}, upsert=True)
+
+
+@contextlib.asynccontextmanager
+async def _redis_layout(server: RedisServer, flavour: str) -> AsyncIterator[Layout]:
+    prefix = f"sess-{uuid.uuid4().hex[:10]}:"
+    raw = server.client()
+    store: Any = (RedisStore if flavour == "sync" else AsyncRedisStore).from_url(
+        server.url, prefix=prefix, layout="connect-redis"
+    )
+    try:
+        yield Layout("redis", store, raw, prefix)
+    finally:
+        result = store.close()
+        if asyncio.iscoroutine(result):
+            await result
+        for key in raw.scan_iter(f"{prefix}*"):
+            raw.delete(key)
+        raw.close()
+
+
+@contextlib.asynccontextmanager
+async def _mongo_layout(server: MongoServer, flavour: str) -> AsyncIterator[Layout]:
+    from pymongo import MongoClient
+
+    database = f"layout_{uuid.uuid4().hex[:12]}"
+    url = f"{server.url.rstrip('/')}/{database}?layout=connect-mongo"
+    raw_client: MongoClient[dict[str, Any]] = MongoClient(server.url, tz_aware=True)
+    store: Any = (MongoStore if flavour == "sync" else AsyncMongoStore).from_url(url)
+    try:
+        yield Layout("mongo", store, raw_client[database]["sessions"])
+    finally:
+        result = store.close()
+        if asyncio.iscoroutine(result):
+            await result
+        raw_client.drop_database(database)
+        raw_client.close()
+
+
+@pytest.fixture(params=["redis-sync", "redis-async", "mongo-sync", "mongo-async"])
+async def layout(request: pytest.FixtureRequest) -> AsyncIterator[Layout]:
+    """A store in an express layout, of each backend and flavour."""
+    kind, flavour = str(request.param).split("-")
+    if kind == "redis":
+        async with _redis_layout(request.getfixturevalue("redis_server"), flavour) as opened:
+            yield opened
+    else:
+        async with _mongo_layout(request.getfixturevalue("mongo_server"), flavour) as opened:
+            yield opened
+
+
+def record(data: dict[str, Any], ttl: float = 60) -> Record:
+    now = time.time()
+    return Record(data, created=now, accessed=now, expires=now + ttl)
+
+
+async def test_save_writes_express_sessions_json_with_the_cookie_first(layout: Layout) -> None:
+    """A saved record is the JSON text of express-session's session: cookie first, its expiry the store's."""
+    await layout.call("save", SID, record({"a": [1], COOKIE: dict(COOKIE_OBJECT), "é": "ü"}, ttl=3600))
+    found = layout.stored(SID)
+    assert found is not None
+    text, store_expiry = found
+    document = json.loads(text)
+    assert list(document) == [COOKIE, "a", "é"]
+    expiry = parse_iso_date(document[COOKIE]["expires"])
+    assert expiry is not None
+    assert abs(expiry - store_expiry) < 0.01
+    loaded = await layout.call("load", SID)
+    assert loaded is not None
+    assert loaded.data == document
+    assert abs(loaded.expires - store_expiry) < 0.05
+
+
+async def test_merge_changes_only_its_keys_and_keeps_order(layout: Layout) -> None:
+    """A merge splices in its keys (values byte for byte), deletes, appends, and moves the expiry."""
+    stored = (
+        '{"cookie":{"originalMaxAge":1000,"expires":"2020-01-01T00:00:00.000Z"},"f":1.0000000000000002,"e":[],"d":{}}'
+    )
+    layout.plant(SID, stored)
+    expires = time.time() + 500
+    assert await layout.call("merge", SID, Change(set={"e": [1], "n": {"x": []}}, deleted=frozenset({"d"})), expires)
+    found = layout.stored(SID)
+    assert found is not None
+    text, store_expiry = found
+    assert text.startswith('{"cookie":{"originalMaxAge":1000,"expires":"')
+    assert text.endswith('"},"f":1.0000000000000002,"e":[1],"n":{"x":[]}}')
+    assert json.loads(text)[COOKIE]["expires"] == iso_date(expires)
+    assert abs(store_expiry - expires) < 1
+
+
+async def test_concurrent_merges_of_different_keys_all_survive(layout: Layout) -> None:
+    """Ten merges racing on one session, each setting its own key, all land (atomic script / CAS with retries)."""
+    layout.plant(SID, json.dumps({COOKIE: COOKIE_OBJECT}))
+    expires = time.time() + 60
+
+    async def one(index: int) -> bool:
+        change = Change(set={f"k{index}": index})
+        if isinstance(layout.store, (RedisStore, MongoStore)):
+            return bool(await asyncio.to_thread(layout.store.merge, SID, change, expires))
+        return bool(await layout.store.merge(SID, change, expires))
+
+    assert all(await asyncio.gather(*(one(i) for i in range(10))))
+    loaded = await layout.call("load", SID)
+    assert loaded is not None
+    assert {key: loaded.data[key] for key in loaded.data if key != COOKIE} == {f"k{i}": i for i in range(10)}
+
+
+async def test_merge_and_touch_never_resurrect_a_deleted_session(layout: Layout) -> None:
+    """After a delete (a logout on either side), merge and touch report False and write nothing."""
+    await layout.call("save", SID, record({COOKIE: dict(COOKIE_OBJECT), "a": 1}))
+    await layout.call("delete", SID)
+    assert not await layout.call("merge", SID, Change(set={"a": 2}), time.time() + 60)
+    assert not await layout.call("touch", SID, time.time() + 60)
+    assert await layout.call("load_touch", SID, 60, None) is None
+    assert layout.stored(SID) is None
+
+
+async def test_touch_moves_the_json_expiry_with_the_store_expiry(layout: Layout) -> None:
+    """touch and load_touch move cookie.expires in the JSON and the TTL / expires field together."""
+    await layout.call("save", SID, record({COOKIE: dict(COOKIE_OBJECT)}, ttl=30))
+    assert await layout.call("touch", SID, time.time() + 900)
+    touched = await layout.call("load_touch", SID, 1800, None)
+    assert touched is not None
+    found = layout.stored(SID)
+    assert found is not None
+    json_expiry = parse_iso_date(json.loads(found[0])[COOKIE]["expires"])
+    assert json_expiry is not None
+    assert abs(json_expiry - found[1]) < 1
+    assert abs(touched.expires - found[1]) < 1
+    assert found[1] > time.time() + 1700
+
+
+async def test_a_browser_session_cookie_keeps_a_null_expiry(layout: Layout) -> None:
+    """A record whose cookie has no maxAge keeps expires null; only the store's expiry moves."""
+    layout.plant(SID, '{"cookie":{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"},"a":1}')
+    assert await layout.call("touch", SID, time.time() + 900)
+    found = layout.stored(SID)
+    assert found is not None
+    assert json.loads(found[0])[COOKIE]["expires"] is None
+    assert found[1] > time.time() + 800
+
+
+@pytest.mark.parametrize("text", ['{"a":1}', "[1,2]", "not json", '{"cookie":5}'])
+async def test_malformed_records_load_as_nothing_and_are_left_alone(
+    layout: Layout, text: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A value that is not an express-session record loads as None, is never merged into, and is logged."""
+    layout.plant(SID, text)
+    assert await layout.call("load", SID) is None
+    assert not await layout.call("merge", SID, Change(set={"b": 2}), time.time() + 60)
+    found = layout.stored(SID)
+    assert found is not None
+    assert found[0] == text
+    assert "malformed" in caplog.text
+
+
+async def test_the_layouts_keep_no_user_index(layout: Layout) -> None:
+    """index_user does nothing; listing or revoking a user's sessions raises ConfigError naming the layout."""
+    await layout.call("save", SID, record({COOKIE: dict(COOKIE_OBJECT)}))
+    await layout.call("index_user", "42", SID, time.time() + 60)
+    with pytest.raises(ConfigError, match="layout"):
+        await layout.call("user_sessions", "42")
+    with pytest.raises(ConfigError, match="layout"):
+        await layout.call("revoke_user", "42")
+    with pytest.raises(ConfigError, match="absolute_timeout"):
+        await layout.call("load_touch", SID, 60, 3600)
+
+
+async def test_save_replacing_an_old_id_deletes_it(layout: Layout) -> None:
+    """save(replaces=old) (a login's regenerate) writes the new record and deletes the old one."""
+    await layout.call("save", OTHER, record({COOKIE: dict(COOKIE_OBJECT)}))
+    await layout.call("save", SID, record({COOKIE: dict(COOKIE_OBJECT), "passport": {"user": "a"}}), replaces=OTHER)
+    assert layout.stored(OTHER) is None
+    assert await layout.call("load", SID) is not None
+
+
+# -- backend specifics and options -------------------------------------------------------------------
+
+
+def test_redis_layout_defaults_to_connect_redis_prefix(redis_server: RedisServer) -> None:
+    """The connect-redis layout's default prefix is connect-redis' 'sess:'; the URL may name the layout."""
+    store = store_from_url(f"{redis_server.url}?layout=connect-redis")
+    try:
+        assert isinstance(store, RedisStore)
+        assert (store.layout, store.prefix) == ("connect-redis", "sess:")
+        twin = store.to_async()
+        assert (twin.layout, twin.prefix) == ("connect-redis", "sess:")
+    finally:
+        store.close()
+    assert RedisStore(redis.Redis()).prefix == "persession:"
+
+
+def test_layout_options_are_validated(redis_server: RedisServer, mongo_server: Any) -> None:
+    """An unknown layout, or a URL and a keyword that disagree, raise ConfigError naming 'layout'."""
+    with pytest.raises(ConfigError, match="layout"):
+        RedisStore(redis.Redis(), layout="connect-mongo")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="layout"):
+        store_from_url(f"{redis_server.url}?layout=connect-redis", layout="persession")
+    with pytest.raises(ConfigError, match="layout"):
+        store_from_url(f"{mongo_server.url.rstrip('/')}/db?layout=connect-redis")
+
+
+async def test_mongo_layout_creates_connect_mongos_ttl_index(mongo_server: Any) -> None:
+    """The connect-mongo layout's TTL index on expires is connect-mongo's own (expireAfterSeconds 0, background)."""
+    async with _mongo_layout(mongo_server, "sync") as opened:
+        await opened.call("save", SID, record({COOKIE: dict(COOKIE_OBJECT)}))
+        indexes = {index["name"]: index for index in opened.raw.list_indexes()}
+        assert indexes["expires_1"]["expireAfterSeconds"] == 0
+        assert indexes["expires_1"]["background"] is True
+        assert "user_1" not in indexes
+        assert set(opened.raw.find_one({"_id": SID})) == {"_id", "session", "expires"}
+
+
+class _AlwaysRaced:
+    """A collection whose compare-and-swap never matches: another writer always got there first."""
+
+    def __init__(self, collection: Any) -> None:
+        self._collection = collection
+        self.attempts = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._collection, name)
+
+    def update_one(self, *args: Any, **kwargs: Any) -> Any:
+        self.attempts += 1
+
+        class _Result:
+            matched_count = 0
+
+        return _Result()
+
+
+async def test_mongo_merge_gives_up_after_bounded_retries(mongo_server: Any) -> None:
+    """A merge that loses the compare-and-swap CAS_ATTEMPTS times raises StoreError instead of looping."""
+    async with _mongo_layout(mongo_server, "sync") as opened:
+        opened.plant(SID, json.dumps({COOKIE: COOKIE_OBJECT}))
+        store: MongoStore = opened.store
+        store._ready()
+        raced = _AlwaysRaced(store._collection)
+        store._collection = raced  # type: ignore[assignment]
+        with pytest.raises(StoreError, match="merges in a row"):
+            store.merge(SID, Change(set={"a": 1}), time.time() + 60)
+        assert raced.attempts == CAS_ATTEMPTS
