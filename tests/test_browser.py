@@ -124,7 +124,7 @@ def probe(driver: webdriver.Chrome, url: str) -> dict[str, Any]:
     return result
 
 
-def handshake_statuses(driver: webdriver.Chrome) -> list[int]:
+def logged_statuses(driver: webdriver.Chrome) -> list[int]:
     """The HTTP statuses of refused websocket handshakes Chromium logged since the last call.
 
     Chromium logs "Unexpected response code: 403" for most refusals, but for a 401 (which it takes as
@@ -139,6 +139,17 @@ def handshake_statuses(driver: webdriver.Chrome) -> list[int]:
             statuses.append(401)
         statuses += [int(code) for code in re.findall(r"Unexpected response code: (\d+)", message)]
     return statuses
+
+
+def refusal_statuses(driver: webdriver.Chrome) -> list[int]:
+    """The statuses of refused handshakes, waiting for the first: the console may lag behind the page's events."""
+    seen: list[int] = []
+
+    def logged(d: webdriver.Chrome) -> list[int]:
+        seen.extend(logged_statuses(d))
+        return seen
+
+    return wait_for(driver, logged, "Chromium to log the refused handshake")
 
 
 def ws_url(app: ServerProcess) -> str:
@@ -198,11 +209,11 @@ def test_chat_round_trips_then_logout_closes_and_refuses_it(
     code = wait_for(browser, lambda d: chat_state(d)["closeCode"], "the chat websocket to close")
     assert code == 4001
     assert browser.find_element(By.ID, "chat-status").text == "closed (code 4001)"
-    handshake_statuses(browser)  # forget earlier console messages
+    logged_statuses(browser)  # forget earlier console messages
 
     refused = probe(browser, ws_url(app))
     assert refused == {"opened": False, "error": True, "code": ABNORMAL_CLOSURE, "greeting": None}
-    assert handshake_statuses(browser) == [401]
+    assert refusal_statuses(browser) == [401]
 
 
 def test_page_from_another_origin_cannot_open_the_chat(
@@ -220,8 +231,8 @@ def test_page_from_another_origin_cannot_open_the_chat(
     argv = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(site)]
     with ServerProcess(argv, port) as foreign:
         assert foreign.url != app.url  # same host, so the browser sends the app's cookie along
-        handshake_statuses(browser)
+        logged_statuses(browser)  # forget earlier console messages
         browser.get(f"{foreign.url}/index.html?target={ws_url(app)}")
         result = wait_for(browser, lambda d: d.execute_script("return window.result"), "the foreign page's probe")
         assert result == {"opened": False, "error": True, "code": ABNORMAL_CLOSURE}
-        assert handshake_statuses(browser) == [403]
+        assert refusal_statuses(browser) == [403]

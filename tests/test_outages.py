@@ -29,6 +29,7 @@ import os
 import signal
 import sqlite3
 import statistics
+import subprocess
 import threading
 import time
 import uuid
@@ -41,7 +42,7 @@ import pytest
 
 from _mongo import MongoServer, require_secantus
 from _redis import RedisServer
-from _servers import ServerProcess, gunicorn_server, uvicorn_server
+from _servers import ServerProcess, gunicorn_server, uvicorn_server, wait_for_port
 from persession.signing import ItsdangerousSigner
 from persession.stores.redis import DEFAULT_PREFIX
 
@@ -69,12 +70,37 @@ GUNICORN: Shell = ("gunicorn", "flask_app:app")
 SHELLS = [pytest.param(UVICORN, id="uvicorn-starlette"), pytest.param(GUNICORN, id="gunicorn-flask")]
 
 
-def app_server(shell: Shell, store_url: str) -> ServerProcess:
+class LoggedServer(ServerProcess):
+    """A server whose output goes to a file: under a flood of log lines (Flask logs a traceback for every
+    request of an outage) a pipe that nobody reads fills up and blocks the server."""
+
+    def __init__(self, server: ServerProcess, log: Path) -> None:
+        super().__init__(server.argv, server.port, env=server.env, cwd=server.cwd)
+        self.log = log
+
+    def start(self) -> LoggedServer:
+        with open(self.log, "ab") as output:
+            self.process = subprocess.Popen(
+                self.argv, env=self.env, cwd=self.cwd, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        try:
+            wait_for_port(self.port, self.process)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> str:
+        super().stop()
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def app_server(shell: Shell, store_url: str, log: Path) -> LoggedServer:
     """The test app of ``shell`` (not started) with ``WORKERS`` processes, keeping sessions at ``store_url``."""
     kind, app = shell
     env = {"PERSESSION_TEST_STORE": store_url, "PERSESSION_TEST_SECRET": SECRET, "PERSESSION_TEST_OPTIONS": "{}"}
     make = uvicorn_server if kind == "uvicorn" else gunicorn_server
-    return make(app, env=env, workers=WORKERS)
+    return LoggedServer(make(app, env=env, workers=WORKERS), log)
 
 
 def sid_of(cookie: str) -> str:
@@ -207,9 +233,10 @@ class Load:
 
 @dataclass
 class Outage:
-    """The marks of one outage: when it began, and when the store was back."""
+    """The marks of one outage: the store went down, its recovery began, it was back."""
 
     began: float = 0.0
+    ending: float = 0.0
     back: float = 0.0
 
 
@@ -217,7 +244,7 @@ def check_outage(load: Load, outage: Outage, label: str) -> None:
     """The assertions every outage shares; prints the figures."""
     every = [answer for client in load.clients for answer in client.snapshot()]
     errors = [a.error for a in every if a.error is not None]
-    during = [a for a in every if outage.began < a.started and a.ended < outage.back]
+    during = [a for a in every if outage.began < a.started and a.ended < outage.ending]
     unavailable = [a for a in every if a.status == 503]
     latencies = sorted(a.latency for a in unavailable)
     statuses: dict[str, int] = {}
@@ -276,7 +303,7 @@ def last_acknowledged(load: Load, until: float) -> dict[int, int]:
 
 def terminate_redis(server: RedisServer) -> None:
     """Stop redis-server with SIGTERM, as a service manager would, keeping its data directory."""
-    process = server._process.process if server._process is not None else None  # noqa: SLF001
+    process = server._process.process if server._process is not None else None
     assert process is not None
     os.killpg(process.pid, signal.SIGTERM)
     process.wait(PHASE_TIMEOUT)
@@ -296,7 +323,7 @@ def persistent_redis(data_dir: Path) -> Iterator[RedisServer]:
 
 
 def mongo_pid(server: MongoServer) -> int:
-    process = server._process.process if server._process is not None else None  # noqa: SLF001
+    process = server._process.process if server._process is not None else None
     assert process is not None
     return process.pid
 
@@ -319,16 +346,17 @@ def mongo_url(server: MongoServer) -> tuple[str, str]:
 
 @pytest.mark.parametrize("shell", SHELLS)
 def test_redis_stopped_under_load(shell: Shell, tmp_path: Path) -> None:
-    """Redis stopped under load: 503 + Retry-After, no hang; restarted on its port and AOF, the next request succeeds."""
+    """Redis stopped under load: 503 + Retry-After, no hang; restarted (same port, AOF), the next request succeeds."""
     with (
         persistent_redis(tmp_path / "redis-data") as store,
-        app_server(shell, store.url) as app,
+        app_server(shell, store.url, tmp_path / "app.log") as app,
         Load(app.url) as load,
     ):
         load.wait_warm()
         terminate_redis(store)
         outage = Outage(began=time.monotonic())  # from here on Redis is gone
         load.wait_unavailable(outage.began)
+        outage.ending = time.monotonic()
         store.start()  # same port, same --dir: replays the append-only file
         outage.back = time.monotonic()
         acknowledged = last_acknowledged(load, outage.began)
@@ -343,14 +371,15 @@ def test_redis_stopped_under_load(shell: Shell, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("shell", SHELLS)
-def test_mongo_stopped_under_load(shell: Shell, mongo: MongoServer) -> None:
-    """MongoDB stopped under load: 503 + Retry-After, no hang; restarted on its port and data, the next request succeeds."""
+def test_mongo_stopped_under_load(shell: Shell, mongo: MongoServer, tmp_path: Path) -> None:
+    """MongoDB stopped under load: 503 + Retry-After, no hang; restarted (same port, data), the next request succeeds."""
     url, database = mongo_url(mongo)
-    with app_server(shell, url) as app, Load(app.url) as load:
+    with app_server(shell, url, tmp_path / "app.log") as app, Load(app.url) as load:
         load.wait_warm()
         mongo.stop()
         outage = Outage(began=time.monotonic())
         load.wait_unavailable(outage.began)
+        outage.ending = time.monotonic()
         mongo.start()  # same port, same data directory
         outage.back = time.monotonic()
         acknowledged = last_acknowledged(load, outage.began)
@@ -384,10 +413,10 @@ def mongo_stored_counters(server: MongoServer, database: str, load: Load) -> dic
 
 @pytest.mark.parametrize("shell", SHELLS)
 def test_redis_frozen_under_load(shell: Shell, tmp_path: Path) -> None:
-    """Redis frozen (SIGSTOP): every request completes with 503 within the documented bound; SIGCONT, next one succeeds."""
+    """Redis frozen (SIGSTOP): every request completes, with 503, within the documented bound; then SIGCONT recovers."""
     with (
         persistent_redis(tmp_path / "redis-data") as store,
-        app_server(shell, store.url) as app,
+        app_server(shell, store.url, tmp_path / "app.log") as app,
         Load(app.url) as load,
     ):
         load.wait_warm()
@@ -396,6 +425,7 @@ def test_redis_frozen_under_load(shell: Shell, tmp_path: Path) -> None:
         try:
             load.wait_unavailable(outage.began)
         finally:
+            outage.ending = time.monotonic()
             signal_group(store.pid, signal.SIGCONT)
         outage.back = time.monotonic()
         acknowledged = last_acknowledged(load, outage.began)
@@ -409,10 +439,10 @@ def test_redis_frozen_under_load(shell: Shell, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("shell", SHELLS)
-def test_mongo_frozen_under_load(shell: Shell, mongo: MongoServer) -> None:
-    """MongoDB frozen (SIGSTOP): every request completes with 503 within the documented bound; SIGCONT, next succeeds."""
+def test_mongo_frozen_under_load(shell: Shell, mongo: MongoServer, tmp_path: Path) -> None:
+    """MongoDB frozen (SIGSTOP): every request completes, with 503, within the documented bound; SIGCONT recovers."""
     url, database = mongo_url(mongo)
-    with app_server(shell, url) as app, Load(app.url) as load:
+    with app_server(shell, url, tmp_path / "app.log") as app, Load(app.url) as load:
         load.wait_warm()
         pid = mongo_pid(mongo)
         signal_group(pid, signal.SIGSTOP)
@@ -420,6 +450,7 @@ def test_mongo_frozen_under_load(shell: Shell, mongo: MongoServer) -> None:
         try:
             load.wait_unavailable(outage.began)
         finally:
+            outage.ending = time.monotonic()
             signal_group(pid, signal.SIGCONT)
         outage.back = time.monotonic()
         acknowledged = last_acknowledged(load, outage.began)
@@ -440,7 +471,7 @@ def test_sqlite_locked_under_load(shell: Shell, tmp_path: Path) -> None:
     """SQLite held by BEGIN EXCLUSIVE: writes wait busy_timeout then answer 503; released, the next request succeeds."""
     path = tmp_path / "sessions.db"
     url = f"sqlite:///{path}?busy_timeout={SQLITE_BUSY_TIMEOUT}"
-    with app_server(shell, url) as app, Load(app.url) as load:
+    with app_server(shell, url, tmp_path / "app.log") as app, Load(app.url) as load:
         load.wait_warm()
         holder = sqlite3.connect(path, isolation_level=None, timeout=0)
         try:
@@ -449,6 +480,7 @@ def test_sqlite_locked_under_load(shell: Shell, tmp_path: Path) -> None:
             try:
                 load.wait_unavailable(outage.began)
             finally:
+                outage.ending = time.monotonic()
                 holder.execute("ROLLBACK")
             outage.back = time.monotonic()
             acknowledged = last_acknowledged(load, outage.began)

@@ -11,7 +11,7 @@ from typing import Any
 
 from .config import SessionConfig
 from .core import SessionEngine
-from .exceptions import ConfigError, StoreError
+from .exceptions import ConfigError, NotSerializable, SessionTooLarge, StoreError
 from .stores.base import AsyncStore, Store, SupportsAsync
 
 log = logging.getLogger("persession")
@@ -26,6 +26,17 @@ UNAVAILABLE_HEADERS: list[tuple[str, str]] = [
     ("Retry-After", str(RETRY_AFTER)),
     ("Cache-Control", "no-store"),
 ]
+#: The answer when the session cannot be saved because of what the application put in it
+#: (over ``max_size``, or a value made unserialisable in place): a clean 500, no cookie.
+ERROR_STATUS = 500
+ERROR_BODY = b"Internal Server Error\n"
+ERROR_HEADERS: list[tuple[str, str]] = [
+    ("Content-Type", "text/plain; charset=utf-8"),
+    ("Content-Length", str(len(ERROR_BODY))),
+    ("Cache-Control", "no-store"),
+]
+#: What the application put in the session that cannot be saved, found at response start.
+UNSAVABLE: tuple[type[Exception], ...] = (SessionTooLarge, NotSerializable)
 _OPTION_NAMES = frozenset(f.name for f in fields(SessionConfig) if f.init)
 
 
@@ -83,3 +94,8 @@ def async_store(store: AsyncStore | Store | None) -> AsyncStore:
 
 def log_unavailable(error: StoreError) -> None:
     log.error("session store failed, answering 503: %s", error)
+
+
+def log_unsavable(error: Exception) -> None:
+    # The message names the size and limit, or the key; never the session id.
+    log.error("session not saved, answering 500: %s: %s", type(error).__name__, error)

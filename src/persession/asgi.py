@@ -36,6 +36,7 @@ from .types import ASGIApp, Message, Receive, Scope, Send
 __all__ = ["SessionMiddleware", "get_session"]
 
 _UNAVAILABLE_HEADERS = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in _shell.UNAVAILABLE_HEADERS]
+_ERROR_HEADERS = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in _shell.ERROR_HEADERS]
 
 
 def get_session(scope: Scope) -> Session:
@@ -159,7 +160,7 @@ class SessionMiddleware:
         async def send_wrapper(message: Message) -> None:
             nonlocal started, failed, held
             if failed:
-                return  # the 503 went out instead of the application's response
+                return  # a 503 (or 500) went out instead of the application's response
             if held is not None:
                 held.append(message)
                 if message.get("more_body", False):
@@ -172,13 +173,20 @@ class SessionMiddleware:
                     failed = True
                     await _send_unavailable(send)
                     return
-                plan = self.engine.plan(session, opening, status=message["status"], secure_request=secure)
                 try:
+                    plan = self.engine.plan(session, opening, status=message["status"], secure_request=secure)
                     await arun_plan(self.store, plan)
                 except StoreError as error:
                     failed = True
                     _shell.log_unavailable(error)
                     await _send_unavailable(send)
+                    return
+                except _shell.UNSAVABLE as error:
+                    # Over max_size, or a value gone bad in place: nothing was written (plans and
+                    # stores check before any I/O), so the store keeps the previous version.
+                    failed = True
+                    _shell.log_unsavable(error)
+                    await _send_error(send)
                     return
                 LIVE_SOCKETS.after_plan(plan)  # websockets of a deleted or replaced session close
                 if plan.set_cookie is not None or plan.vary:
@@ -214,6 +222,11 @@ def _vary(headers: list[tuple[bytes, bytes]]) -> None:
             headers[index] = (name, add_vary_cookie(value.decode("latin-1")).encode("latin-1"))
             return
     headers.append((b"vary", b"Cookie"))
+
+
+async def _send_error(send: Send) -> None:
+    await send({"type": "http.response.start", "status": _shell.ERROR_STATUS, "headers": _ERROR_HEADERS})
+    await send({"type": "http.response.body", "body": _shell.ERROR_BODY})
 
 
 async def _send_unavailable(send: Send) -> None:

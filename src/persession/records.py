@@ -88,13 +88,20 @@ def rolled_expiry(now: float, created: float, idle: float, absolute: float | Non
 
 
 def dumps(data: Mapping[str, Any]) -> str:
-    """Encode session data as compact JSON, naming the key of a value JSON refuses."""
+    """Encode session data as compact JSON, naming the key of a value JSON refuses.
+
+    The text is valid UTF-8, as every store needs: a lone surrogate (which
+    ``json.loads`` of a client's ``"\\ud800"`` gives) is refused like any other
+    value JSON cannot carry.
+    """
     try:
-        return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError):
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text.encode("utf-8")
+        return text
+    except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
         for key, value in data.items():
             try:
-                json.dumps(value, allow_nan=False)
+                json.dumps({key: value}, ensure_ascii=False, allow_nan=False).encode("utf-8")
             except (TypeError, ValueError) as error:
                 raise NotSerializable(key, error) from None
         raise
@@ -102,7 +109,10 @@ def dumps(data: Mapping[str, Any]) -> str:
 
 def loads(text: str | bytes) -> dict[str, Any]:
     """Decode stored session data; raise :class:`ValueError` unless it is a JSON object."""
-    value = json.loads(text)
+    try:
+        value = json.loads(text)
+    except RecursionError:  # a planted "[[[[...": malformed, not a crash on every request
+        raise ValueError("session data is nested too deeply") from None
     if not isinstance(value, dict):
         raise ValueError(f"session data is a JSON {type(value).__name__}, not an object")
     return value

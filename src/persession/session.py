@@ -23,8 +23,10 @@ def _check_value(key: object, value: object) -> None:
     if not isinstance(key, str):
         raise NotSerializable(repr(key), TypeError("session keys must be str"))
     try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as error:
+        # As the stores encode it: UTF-8 refuses lone surrogates (which json.loads of a
+        # client's "\\ud800" gives), so they fail here, in the handler, not at save time.
+        json.dumps({key: value}, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError) as error:  # UnicodeEncodeError is a ValueError
         raise NotSerializable(key, error) from None
 
 

@@ -115,7 +115,7 @@ class SessionMiddleware:
             return state.unavailable(error)
         if state.failed:
             _close(result)
-            return [_shell.UNAVAILABLE_BODY]
+            return [state.body]
         if state.started:
             return result
         # start_response not called yet: it comes with the first chunk of a generator.
@@ -142,7 +142,7 @@ class SessionMiddleware:
 class _Response:
     """One request's commit point: wraps ``start_response``."""
 
-    __slots__ = ("failed", "middleware", "opening", "real_start_response", "secure", "session", "started")
+    __slots__ = ("body", "failed", "middleware", "opening", "real_start_response", "secure", "session", "started")
 
     def __init__(
         self,
@@ -158,7 +158,9 @@ class _Response:
         self.secure = secure
         self.real_start_response = start_response
         self.started = False
+        #: persession answered instead of the application (503, or 500), with ``body``.
         self.failed = False
+        self.body = _shell.UNAVAILABLE_BODY
 
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None
@@ -174,13 +176,21 @@ class _Response:
             self.real_start_response(_UNAVAILABLE_STATUS, list(_shell.UNAVAILABLE_HEADERS))
             return _discard
         middleware = self.middleware
-        plan = middleware.engine.plan(
-            self.session, self.opening, status=_status_code(status), secure_request=self.secure
-        )
         try:
+            plan = middleware.engine.plan(
+                self.session, self.opening, status=_status_code(status), secure_request=self.secure
+            )
             run_plan(middleware.store, plan)
         except StoreError as error:
             self.unavailable(error)
+            return _discard
+        except _shell.UNSAVABLE as error:
+            # Over max_size, or a value gone bad in place: nothing was written (plans and
+            # stores check before any I/O), so the store keeps the previous version.
+            self.failed = True
+            self.body = _shell.ERROR_BODY
+            _shell.log_unsavable(error)
+            self.real_start_response(f"{_shell.ERROR_STATUS} Internal Server Error", list(_shell.ERROR_HEADERS))
             return _discard
         if plan.set_cookie is not None or plan.vary:
             headers = list(headers)
@@ -205,7 +215,7 @@ class _Response:
             self.failed = True
             _shell.log_unavailable(error)
             self.real_start_response(_UNAVAILABLE_STATUS, list(_shell.UNAVAILABLE_HEADERS))
-        return [_shell.UNAVAILABLE_BODY]
+        return [self.body]
 
 
 class _Deferred:
@@ -227,7 +237,7 @@ class _Deferred:
             if not self.state.failed:
                 self.state.unavailable(error)
         if self.state.failed:
-            yield _shell.UNAVAILABLE_BODY
+            yield self.state.body
 
     def close(self) -> None:
         _close(self.result)

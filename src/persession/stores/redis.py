@@ -1003,7 +1003,7 @@ def _record(prefix: str, raw: Mapping[bytes | str, bytes | str], now: float) -> 
                 data[field[1:].decode("utf-8")] = json.loads(text, parse_constant=_reject_constant)
             else:
                 times[field] = float(text)
-        except ValueError:  # JSONDecodeError, UnicodeDecodeError, a bad float
+        except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, a bad float, "[[[[..."
             _malformed(prefix, "a field is not valid JSON" if is_data else "a time is not a number")
             return None
     if len(times) != 3 or not all(math.isfinite(t) for t in times.values()):

@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import os
 import re
 import sqlite3
@@ -47,7 +48,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeGuard, TypeVar
 
 from ..exceptions import ConfigError, StoreError, StoreUnavailable
 from ..records import Change, Record, SessionInfo, dumps, loads, rolled_expiry
@@ -72,6 +73,11 @@ def default_sqlite_path() -> Path:
         return Path(explicit)
     state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     return Path(state) / "persession" / "sessions.db"
+
+
+def _finite(value: object) -> TypeGuard[float]:
+    """A stored time is a finite int or float (SQLite hands back what was written, whatever the column type)."""
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 @contextlib.contextmanager
@@ -207,15 +213,25 @@ class _Database:
             row = self._connect().execute(self._sql_load, (sid, now)).fetchone()
         return self._record(row, now)
 
-    def _record(self, row: tuple[str, float, float, float] | None, now: float) -> Record | None:
-        if row is None or row[3] <= now:  # missing, expired, or just past its absolute limit
+    def _record(self, row: tuple[object, object, object, object] | None, now: float) -> Record | None:
+        if row is None:
             return None
-        try:
-            data = loads(row[0])
-        except ValueError:
+        data, created, accessed, expires = row
+        # A row written by hand or by another program: SQLite's REAL affinity keeps text,
+        # blobs and infinities as they are, and the expiry filter in SQL lets text through.
+        if not (_finite(created) and _finite(accessed) and _finite(expires)):
             security_log.warning("malformed session record in SQLite table %s ignored", self.table)
             return None
-        return Record(data, created=row[1], accessed=row[2], expires=row[3])
+        if expires <= now:  # expired, or just past its absolute limit
+            return None
+        try:
+            if not isinstance(data, (str, bytes)):
+                raise TypeError("the data column holds neither text nor a blob")
+            loaded = loads(data)
+        except (ValueError, TypeError):
+            security_log.warning("malformed session record in SQLite table %s ignored", self.table)
+            return None
+        return Record(loaded, created=created, accessed=accessed, expires=expires)
 
     def load_touch(self, sid: str, idle: float, absolute: float | None) -> Record | None:
         now = self.clock()
@@ -235,9 +251,9 @@ class _Database:
             connection.execute("BEGIN IMMEDIATE")
             try:
                 row = connection.execute(self._sql_load, (sid, now)).fetchone()
-                if row is None:
+                if row is None or not _finite(row[1]):
                     connection.execute("ROLLBACK")
-                    return None
+                    return self._record(row, now)  # None, or a malformed row reported as load() does
                 expires = rolled_expiry(now, row[1], idle, absolute)
                 connection.execute(self._sql_touch, (now, expires, sid, now))
                 connection.execute("COMMIT")
@@ -273,7 +289,7 @@ class _Database:
                     return False
                 try:
                     current = loads(row[0])
-                except ValueError:
+                except (ValueError, TypeError):
                     security_log.warning("malformed session record in SQLite table %s replaced", self.table)
                     current = {}
                 connection.execute(self._sql_update, (dumps(change.apply(current)), now, expires, sid))
