@@ -372,7 +372,7 @@ def test_redis_stopped_under_load(shell: Shell, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("shell", SHELLS)
 def test_mongo_stopped_under_load(shell: Shell, mongo: MongoServer, tmp_path: Path) -> None:
-    """MongoDB stopped under load: 503 + Retry-After, no hang; restarted (same port, data), the next request succeeds."""
+    """MongoDB stopped under load: 503 + Retry-After, no hang; restarted (same port, data), the next one succeeds."""
     url, database = mongo_url(mongo)
     with app_server(shell, url, tmp_path / "app.log") as app, Load(app.url) as load:
         load.wait_warm()

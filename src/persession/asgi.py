@@ -79,7 +79,10 @@ class SessionMiddleware:
     with ``Retry-After`` and no traceback. That holds for frameworks that
     send their own 500 page first (Starlette does, then re-raises): a 500 is
     held back until the application returns, and a 500 from an application
-    whose session failed to load is answered with the 503.
+    whose session failed to load is answered with the 503. A session that
+    cannot be saved (over ``max_size``, or a value made unserialisable in
+    place) is not written: the client gets a clean 500 and ``persession``
+    logs an ERROR.
 
     .. versionadded:: 0.1
     """

@@ -159,7 +159,10 @@ def decode_express(text: str | bytes) -> dict[str, Any]:
 
     :raises ValueError: it is not one.
     """
-    document = json.loads(text)
+    try:
+        document = json.loads(text)
+    except RecursionError:  # a planted "[[[[...": malformed, not a crash on every request
+        raise ValueError("the record is nested too deeply") from None
     if not isinstance(document, dict):
         raise ValueError(f"the record is a JSON {type(document).__name__}, not an object")
     if not isinstance(document.get(COOKIE), dict):

@@ -135,8 +135,10 @@ class SessionConfig:
     #: Cookie ``Partitioned`` (CHIPS); requires ``secure``. express-session:
     #: ``cookie.partitioned``.
     partitioned: bool = False
-    #: Largest serialised session in bytes; a bigger one raises
-    #: :class:`~persession.SessionTooLarge` at save time. Default 64 KiB.
+    #: Largest serialised session in bytes. A bigger one is found when the
+    #: response starts (the engine raises :class:`~persession.SessionTooLarge`)
+    #: and not saved: the middleware answers a clean 500 instead and logs an
+    #: ERROR; the store keeps the previous version. Default 64 KiB.
     max_size: int = 64 * 1024
     #: Share sessions with Node services: ``"express"`` speaks express-session's
     #: dialect, ``None`` (default) persession's own. With ``"express"``:
@@ -161,6 +163,15 @@ class SessionConfig:
     #: (``max_age=None``; connect-redis' ``ttl``), and ``absolute_timeout``,
     #: which express-session records cannot carry, is refused.
     compat: Compat | None = None
+    #: Keep only a keyed hash of each session id in the store: the record of
+    #: the session whose cookie carries id ``x`` lives under
+    #: ``base64url(HMAC-SHA256(k, x))``, ``k`` derived from this secret. A
+    #: dump of the store then names no session a cookie can carry. Default
+    #: ``None`` (the store keeps the ids themselves). It never rotates:
+    #: changing it loses every session, so it must differ from every
+    #: ``secret`` (which do rotate). Refused with ``compat="express"``, where
+    #: Node looks sessions up by the id in its cookie. See :doc:`/security`.
+    store_key_secret: str | bytes | None = None
 
     #: The secrets as bytes, newest first (derived from ``secret``).
     secrets: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
@@ -216,3 +227,16 @@ class SessionConfig:
                     " idle_timeout applies only to browser-session cookies (max_age=None)",
                 )
         set_(self, "user_path", EXPRESS_USER_PATH if self.compat == "express" else USER_PATH)
+        if self.store_key_secret is not None:
+            key = self.store_key_secret
+            if not isinstance(key, (str, bytes)) or not key:
+                raise ConfigError("store_key_secret", "must be a non-empty string or bytes, or None")
+            if (key.encode("utf-8") if isinstance(key, str) else key) in self.secrets:
+                raise ConfigError(
+                    "store_key_secret", "must differ from every signing secret: they rotate, the store key never does"
+                )
+            if self.compat == "express":
+                raise ConfigError(
+                    "store_key_secret",
+                    "must be None with compat='express': express-session looks sessions up by the id in its cookie",
+                )

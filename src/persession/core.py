@@ -26,7 +26,10 @@ its details may change before 1.0.
 
 from __future__ import annotations
 
+import base64
 import enum
+import hashlib
+import hmac
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -77,6 +80,10 @@ class Opening:
     present: bool = False
     #: The cookie was signed by an older secret: re-issue it.
     stale: bool = False
+    #: With ``store_key_secret``: the id as the cookie carries it, ``sid`` being
+    #: its keyed hash (what the store knows the session by). ``None`` otherwise:
+    #: the cookie carries ``sid`` itself.
+    token: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +110,8 @@ class Plan:
 
 
 _NOTHING = Plan()
+# Domain separation: the store key is HMAC(store_key_secret, this label), never the secret itself.
+_STORE_KEY_LABEL: Final = b"persession.store-key.v1"
 
 
 def _indexed_user(session: Session, path: tuple[str, ...] = (USER_KEY,)) -> str | None:
@@ -150,6 +159,23 @@ class SessionEngine:
         #: express mode: the record's ``cookie`` object is express-session's, hidden from the application.
         self.express: bool = config.compat == "express"
         self.clock: Callable[[], float] = clock
+        secret = config.store_key_secret
+        self._store_key: bytes | None = None
+        if secret is not None:
+            secret = secret.encode("utf-8") if isinstance(secret, str) else secret
+            self._store_key = hmac.new(secret, _STORE_KEY_LABEL, hashlib.sha256).digest()
+
+    def store_id(self, token: str) -> str:
+        """The id the store keeps the session of cookie id ``token`` under.
+
+        ``token`` itself, or with ``store_key_secret`` its keyed hash:
+        ``base64url(HMAC-SHA256(k, token))``, 43 characters of
+        ``[A-Za-z0-9_-]`` like the ids themselves.
+        """
+        if self._store_key is None:
+            return token
+        digest = hmac.new(self._store_key, token.encode("utf-8"), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
     # -- request start -------------------------------------------------------
 
@@ -166,7 +192,8 @@ class SessionEngine:
                 continue
             unsigned = self.signer.unsign(value)
             if unsigned is not None:
-                return Opening(sid=unsigned.sid, present=True, stale=unsigned.stale)
+                token = unsigned.sid if self._store_key is not None else None
+                return Opening(sid=self.store_id(unsigned.sid), present=True, stale=unsigned.stale, token=token)
         security_log.warning("session cookie rejected: no configured secret verifies its signature")
         return Opening(present=True)
 
@@ -230,6 +257,9 @@ class SessionEngine:
         config = self.config
         now = self.clock()
         old = session.id
+        # What the cookie of ``old`` carries: the token the request came with (with
+        # store_key_secret the store knows the session by its keyed hash only).
+        old_token = opening.token if opening.token is not None and opening.sid == old else old
         cookie_allowed = config.secure is not True or secure_request
         secure_attr = secure_request if config.secure == "auto" else bool(config.secure)
         # Browsers drop SameSite=None and Partitioned cookies without Secure; over
@@ -237,13 +267,13 @@ class SessionEngine:
         samesite = None if config.samesite == "none" and not secure_attr else config.samesite
         partitioned = config.partitioned and secure_attr
 
-        def cookie(sid: str, created: float) -> str | None:
-            if not cookie_allowed:
+        def cookie(token: str | None, created: float) -> str | None:
+            if not cookie_allowed or token is None:
                 return None
             max_age = self._cookie_max_age(now, created)
             return render_set_cookie(
                 config.cookie_name,
-                self.signer.sign(sid),
+                self.signer.sign(token),
                 max_age=max_age,
                 expires=None if max_age is None else now + max_age,
                 path=config.path,
@@ -301,14 +331,15 @@ class SessionEngine:
                 data = {COOKIE: cookie_object, **data}
             record = Record(data, created=created, accessed=now, expires=expires)
             self._check_size(record.data)
-            sid = self.signer.new_id()
+            token = self.signer.new_id()
+            sid = self.store_id(token)
             replaces = old if (old is not None and old != sid) else None
             return Plan(
                 Action.SAVE,
                 sid=sid,
                 record=record,
                 replaces=replaces,
-                set_cookie=cookie(sid, created),
+                set_cookie=cookie(token, created),
                 vary=vary,
                 user=session.logged_in_as
                 or (_indexed_user(session, config.user_path) if replaces is not None else None),
@@ -336,14 +367,14 @@ class SessionEngine:
                 sid=old,
                 change=change,
                 expires=expires,
-                set_cookie=cookie(old, created) if send_cookie else None,
+                set_cookie=cookie(old_token, created) if send_cookie else None,
                 vary=vary,
             )
         # Unchanged: refresh the store's expiry only when asked, or when it would
         # move by half the idle timeout, so a read-only request rarely writes;
         # never when the load already refreshed it (a rolling load_touch).
         if session.refreshed:
-            set_cookie = cookie(old, created) if send_cookie else None
+            set_cookie = cookie(old_token, created) if send_cookie else None
             return Plan(set_cookie=set_cookie, vary=vary) if set_cookie is not None or vary else _NOTHING
         stale_expiry = session.expires is None or expires - session.expires >= config.idle_seconds / 2
         if send_cookie or stale_expiry:
@@ -351,7 +382,7 @@ class SessionEngine:
                 Action.TOUCH,
                 sid=old,
                 expires=expires,
-                set_cookie=cookie(old, created) if send_cookie else None,
+                set_cookie=cookie(old_token, created) if send_cookie else None,
                 vary=vary,
             )
         return Plan(vary=vary) if vary else _NOTHING

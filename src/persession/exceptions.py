@@ -69,7 +69,12 @@ class StoreUnavailable(StoreError):
 
 
 class SessionTooLarge(PersessionError):
-    """The serialised session is larger than ``SessionConfig.max_size``."""
+    """The serialised session is larger than ``SessionConfig.max_size``.
+
+    The engine raises it when the response starts, after the handler has
+    returned; the middlewares then save nothing (the store keeps the previous
+    version), answer a clean 500 and log this error on ``persession``.
+    """
 
     def __init__(self, size: int, limit: int) -> None:
         super().__init__(f"session is {size} bytes serialised, over the limit of {limit}")

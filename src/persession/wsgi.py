@@ -73,7 +73,10 @@ class SessionMiddleware:
     A store failure while loading makes every use of the session raise
     :class:`~persession.StoreError`; if the application lets it escape, or
     answers 500 because of it (Flask catches it and does), or the final save
-    fails, the client gets ``503`` with ``Retry-After`` and no traceback.
+    fails, the client gets ``503`` with ``Retry-After`` and no traceback. A
+    session that cannot be saved (over ``max_size``, or a value made
+    unserialisable in place) is not written: the client gets a clean 500 and
+    ``persession`` logs an ERROR.
 
     .. versionadded:: 0.1
     """

@@ -171,8 +171,9 @@ class PersessionInterface(SessionInterface):
         session = request.environ.get(ENVIRON_KEY)
         if not isinstance(session, Session):
             return None  # Flask then uses make_null_session(): a MissingSession
-        if not isinstance(session, FlaskSession):
-            # Same layout (FlaskSession adds no slots): the object the middleware saves stays the one Flask sees.
+        if type(session) is Session:
+            # The same object, seen through FlaskSession (which adds no slots, so the layout is the same):
+            # what the middleware saves stays what Flask's views change.
             session.__class__ = self._session_class
         return cast(SessionMixin, session)
 
