@@ -212,10 +212,9 @@ async def test_session_ids_and_cookies_never_reach_the_logs(
         await store.close()
 
     flask_store = MemoryStore()
-    client = flask_app(flask_store, **options).test_client()
+    client = flask_app(flask_store, **options).test_client(use_cookies=False)  # cookies are sent explicitly
 
     def flask_get(path: str, cookie: str | None) -> tuple[int, str | None]:
-        client._cookies.clear()  # the cookie is sent explicitly
         response = client.get(path, headers={"Cookie": f"session={cookie}"} if cookie else {})
         return response.status_code, cookie_of(response)
 
@@ -417,6 +416,15 @@ async def test_store_key_secret_keeps_only_hashes_in_every_store(
         rotated = starlette_app(store, secret=["a-newer-secret", SECRET], store_key_secret=STORE_KEY_SECRET)
         seen = await get("/get", cookie, rotated)
         assert seen.json() == {"user": "alice", "colour": "blue"}
+        reissued = cookie_of(seen)
+        assert reissued
+        renewed = ItsdangerousSigner([b"a-newer-secret"]).unsign(reissued)
+        assert renewed is not None
+        assert renewed.sid == token  # the cookie's id, never the stored hash
+        # A rolling session re-sends its cookie on every response: the same token too.
+        rolling = starlette_app(store, store_key_secret=STORE_KEY_SECRET, rolling=True)
+        rolled = cookie_of(await get("/get", cookie, rolling))
+        assert rolled == cookie
         # Changing the store key loses every session (documented: it never rotates).
         rekeyed = starlette_app(store, store_key_secret="another-store-key")
         assert (await get("/get", cookie, rekeyed)).json() == {}

@@ -110,6 +110,9 @@ class Plan:
 
 
 _NOTHING = Plan()
+# Shared (plans and openings are frozen): building a frozen dataclass costs an object.__setattr__ per field.
+_VARY = Plan(vary=True)
+_NO_COOKIE = Opening()
 # Domain separation: the store key is HMAC(store_key_secret, this label), never the secret itself.
 _STORE_KEY_LABEL: Final = b"persession.store-key.v1"
 
@@ -186,7 +189,7 @@ class SessionEngine:
         """
         values = cookie_values(cookie_headers, self.config.cookie_name)
         if not values:
-            return Opening()
+            return _NO_COOKIE
         for value in values:
             if len(value) > MAX_VALUE_LENGTH:
                 continue
@@ -253,13 +256,13 @@ class SessionEngine:
         vary = session.accessed
         if session.failed is not None or session.read_only or status >= 500:
             # No save after a server error (Django skips 500s; we skip every 5xx).
-            return Plan(vary=vary) if vary else _NOTHING
+            return _VARY if vary else _NOTHING
         config = self.config
         now = self.clock()
         old = session.id
-        # What the cookie of ``old`` carries: the token the request came with (with
-        # store_key_secret the store knows the session by its keyed hash only).
-        old_token = opening.token if opening.token is not None and opening.sid == old else old
+        # What the cookie of ``old`` carries: the id itself, or with store_key_secret the token
+        # the request came with (the store knows the session by its keyed hash only).
+        old_token = old if self._store_key is None else (opening.token if opening.sid == old else None)
         cookie_allowed = config.secure is not True or secure_request
         secure_attr = secure_request if config.secure == "auto" else bool(config.secure)
         # Browsers drop SameSite=None and Partitioned cookies without Secure; over
@@ -385,7 +388,7 @@ class SessionEngine:
                 set_cookie=cookie(old_token, created) if send_cookie else None,
                 vary=vary,
             )
-        return Plan(vary=vary) if vary else _NOTHING
+        return _VARY if vary else _NOTHING
 
     def _expires(self, now: float, created: float) -> float:
         return rolled_expiry(now, created, self.config.idle_seconds, self.config.absolute_seconds)

@@ -87,6 +87,10 @@ def rolled_expiry(now: float, created: float, idle: float, absolute: float | Non
     return expires
 
 
+# json.dumps with options builds a JSONEncoder per call; this one is built once (encode() is thread-safe).
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def dumps(data: Mapping[str, Any]) -> str:
     """Encode session data as compact JSON, naming the key of a value JSON refuses.
 
@@ -95,7 +99,7 @@ def dumps(data: Mapping[str, Any]) -> str:
     value JSON cannot carry.
     """
     try:
-        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = _COMPACT.encode(data)
         text.encode("utf-8")
         return text
     except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError

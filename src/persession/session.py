@@ -19,13 +19,17 @@ __all__ = ["Session"]
 _MISSING: Any = object()
 
 
+# json.dumps with options builds a JSONEncoder per call; this one is built once (encode() is thread-safe).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
+
+
 def _check_value(key: object, value: object) -> None:
     if not isinstance(key, str):
         raise NotSerializable(repr(key), TypeError("session keys must be str"))
     try:
         # As the stores encode it: UTF-8 refuses lone surrogates (which json.loads of a
         # client's "\\ud800" gives), so they fail here, in the handler, not at save time.
-        json.dumps({key: value}, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        _ENCODER.encode({key: value}).encode("utf-8")
     except (TypeError, ValueError) as error:  # UnicodeEncodeError is a ValueError
         raise NotSerializable(key, error) from None
 

@@ -664,13 +664,17 @@ def _field(key: object) -> bytes:
         raise NotSerializable(key, error) from None
 
 
+# json.dumps and json.loads with options build an encoder or decoder per call: these are built once.
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def _fields(data: Mapping[str, Any]) -> list[_Arg]:
     """``field, json, field, json, ...`` for ``data``; raises before any I/O if a value is not JSON."""
     flat: list[_Arg] = []
     for key, value in data.items():
         field = _field(key)
         try:
-            text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+            text = _COMPACT.encode(value).encode("utf-8")
         except (TypeError, ValueError) as error:  # not JSON, NaN, circular, lone surrogate
             raise NotSerializable(key, error) from None
         flat += (field, text)
@@ -986,6 +990,9 @@ def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not JSON")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _record(prefix: str, raw: Mapping[bytes | str, bytes | str], now: float) -> Record | None:
     """Decode an ``HGETALL`` reply; ``None`` (and a warning, if malformed) unless it is a live record."""
     if not raw:
@@ -1000,7 +1007,7 @@ def _record(prefix: str, raw: Mapping[bytes | str, bytes | str], now: float) -> 
         try:
             text = value.decode("utf-8") if isinstance(value, bytes) else value  # strict: planted bytes fail
             if is_data:
-                data[field[1:].decode("utf-8")] = json.loads(text, parse_constant=_reject_constant)
+                data[field[1:].decode("utf-8")] = _DECODER.decode(text)
             else:
                 times[field] = float(text)
         except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, a bad float, "[[[[..."
