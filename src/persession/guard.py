@@ -98,7 +98,7 @@ _REVOKED_REASON: Final = "session revoked"
 #: Seconds between two subscriptions to a revocation feed that failed or ended.
 _FEED_RETRY: Final = 5.0
 _DEFAULT_PORTS: Final = {"http": 80, "ws": 80, "https": 443, "wss": 443}
-log = logging.getLogger("persession")
+log: logging.Logger = logging.getLogger("persession")
 
 
 def login(session: Session, user: str | int, **extra: Any) -> None:

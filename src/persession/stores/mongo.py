@@ -124,8 +124,8 @@ __all__ = [
     "DEFAULT_SOCKET_TIMEOUT_MS",
 ]
 
-log = logging.getLogger("persession")
-security_log = logging.getLogger("persession.security")
+log: logging.Logger = logging.getLogger("persession")
+security_log: logging.Logger = logging.getLogger("persession.security")
 
 #: The collection ``from_url`` uses when neither the URL nor the caller names one.
 DEFAULT_COLLECTION: Final = "sessions"

@@ -181,8 +181,8 @@ __all__ = [
     "REVOCATION_RETRY_MAX",
 ]
 
-log = logging.getLogger("persession")
-security_log = logging.getLogger("persession.security")
+log: logging.Logger = logging.getLogger("persession")
+security_log: logging.Logger = logging.getLogger("persession.security")
 _T = TypeVar("_T")
 
 #: The key prefix: a session lives at ``DEFAULT_PREFIX + session_id``.
