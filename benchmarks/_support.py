@@ -117,7 +117,10 @@ class Processes:
 
 
 def redis_binary() -> str | None:
-    """Debian's ``/usr/bin/redis-server`` when present (PATH may hold an older shim), else PATH's."""
+    """``$PERSESSION_BENCH_REDIS_SERVER``, else Debian's ``/usr/bin/redis-server`` (PATH may hold an older shim),
+    else PATH's."""
+    if os.environ.get("PERSESSION_BENCH_REDIS_SERVER"):
+        return os.environ["PERSESSION_BENCH_REDIS_SERVER"]
     if os.access("/usr/bin/redis-server", os.X_OK):
         return "/usr/bin/redis-server"
     return shutil.which("redis-server")

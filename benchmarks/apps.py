@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-SECRET = "benchmark-secret-not-for-production"
+SECRET = "benchmark-secret-not-for-production"  # noqa: S105 (a benchmark's, on 127.0.0.1)
 #: What ``/login`` stores: a user, a few small values, a CSRF token.
 LOGIN_DATA: dict[str, Any] = {
     "user": "alice",

@@ -14,6 +14,13 @@ Modes::
     python benchmarks/inprocess.py --store redis        # the same on a Redis store
     python benchmarks/inprocess.py --profile read       # pyinstrument profile of one case's loop
     python benchmarks/inprocess.py --callgrind          # instructions per request under valgrind
+    python benchmarks/inprocess.py --variants 'starlette-*,starsessions-redis' --callgrind
+                                                        # the same for run.py's applications and peers
+
+``--variants`` runs the applications of ``benchmarks/apps.py`` (Flask and
+Starlette, bare, with persession or with a peer; ``--routes read,write``)
+instead of the minimal ones, starting the stores they need; their cost then
+includes the framework's, but not the web server's nor the network's.
 
 ``--callgrind`` runs each case under ``valgrind --tool=callgrind`` for two
 loop lengths (``--loops 2000,4000``) and reports ``(I(long) - I(short)) /
@@ -27,6 +34,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import fnmatch
+import io
 import os
 import re
 import subprocess
@@ -37,23 +46,20 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from _support import HERE, Processes, interrupt_on_sigterm, start_redis
+from _support import Processes, interrupt_on_sigterm, start_mongo, start_redis
 
-SECRET = "benchmark-secret-not-for-production"
-LOGIN_DATA: dict[str, Any] = {
-    "user": "alice",
-    "roles": ["admin", "editor"],
-    "csrf": "Zx5sJ3rQ0m2Qe9dW1vY7bK4tH8nL6pC2aF0gS3jD5kE",
-    "visits": 0,
-}
+from apps import FLASK_VARIANTS, LOGIN_DATA, SECRET, STARLETTE_VARIANTS
+
 CASES = ("bare", "read", "write")
 INTERFACES = ("wsgi", "asgi")
 STORES = ("memory", "redis")
+VARIANTS = FLASK_VARIANTS + STARLETTE_VARIANTS
+ROUTES = ("read", "write")
 _HEADERS = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", "5")]
 _AHEADERS = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"5")]
 
 
-# -- the applications -------------------------------------------------------------------------------
+# -- the minimal applications ---------------------------------------------------------------------------
 
 
 def wsgi_inner(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -84,18 +90,30 @@ async def asgi_inner(scope: dict[str, Any], receive: Callable[..., Any], send: C
     await send({"type": "http.response.body", "body": b"alice"})
 
 
-def make_store(interface: str, store: str, redis_url: str | None) -> Any:
+def make_store(interface: str, store: str) -> Any:
     if store == "memory":
         from persession.stores.memory import AsyncMemoryStore, MemoryStore
 
         return MemoryStore() if interface == "wsgi" else AsyncMemoryStore()
-    assert redis_url is not None
     from persession.stores.redis import AsyncRedisStore, RedisStore
 
-    return RedisStore.from_url(redis_url) if interface == "wsgi" else AsyncRedisStore.from_url(redis_url)
+    url = os.environ["PERSESSION_BENCH_REDIS_URL"]
+    return RedisStore.from_url(url) if interface == "wsgi" else AsyncRedisStore.from_url(url)
 
 
-# -- the loops ----------------------------------------------------------------------------------------
+def minimal_app(interface: str, case: str, store: str) -> Any:
+    if case == "bare":
+        return wsgi_inner if interface == "wsgi" else asgi_inner
+    if interface == "wsgi":
+        from persession.wsgi import SessionMiddleware
+
+        return SessionMiddleware(wsgi_inner, secret=SECRET, store=make_store("wsgi", store))
+    from persession.asgi import SessionMiddleware as AsgiSessionMiddleware
+
+    return AsgiSessionMiddleware(asgi_inner, secret=SECRET, store=make_store("asgi", store))
+
+
+# -- requests -------------------------------------------------------------------------------------------
 
 
 def _environ(path: str, cookie: str | None) -> dict[str, Any]:
@@ -107,10 +125,17 @@ def _environ(path: str, cookie: str | None) -> dict[str, Any]:
         "SERVER_NAME": "127.0.0.1",
         "SERVER_PORT": "8000",
         "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
         "HTTP_HOST": "127.0.0.1:8000",
         "HTTP_USER_AGENT": "bench",
         "HTTP_ACCEPT": "*/*",
+        "wsgi.version": (1, 0),
         "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(b""),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
     }
     if cookie is not None:
         environ["HTTP_COOKIE"] = cookie
@@ -123,7 +148,7 @@ def _scope(path: str, cookie: str | None) -> dict[str, Any]:
         headers.append((b"cookie", cookie.encode("latin-1")))
     return {
         "type": "http",
-        "asgi": {"version": "3.0"},
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
         "http_version": "1.1",
         "method": "GET",
         "scheme": "http",
@@ -134,57 +159,87 @@ def _scope(path: str, cookie: str | None) -> dict[str, Any]:
         "headers": headers,
         "client": ("127.0.0.1", 50000),
         "server": ("127.0.0.1", 8000),
+        "state": {},
     }
 
 
+_REQUEST = {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def _receive() -> dict[str, Any]:
+    return _REQUEST
+
+
+class _Capture:
+    """A ``start_response`` and a ``send`` that keep the status and the ``Set-Cookie`` headers."""
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.cookies: list[str] = []
+
+    def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        self.status = int(status[:3])
+        self.cookies += [value for name, value in headers if name.lower() == "set-cookie"]
+        return None
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.cookies += [v.decode("latin-1") for n, v in message.get("headers", ()) if n.lower() == b"set-cookie"]
+
+
+def _start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+    return None
+
+
+async def _send(message: dict[str, Any]) -> None:
+    return None
+
+
 class Runner:
-    """One case: an application and a request to repeat; :meth:`run` makes ``n`` requests."""
+    """One target -- a minimal case, or a variant's route -- and a request to repeat; :meth:`run` makes ``n``."""
 
-    def __init__(self, interface: str, case: str, store: str, redis_url: str | None) -> None:
-        self.interface = interface
-        self.case = case
-        self.loop = asyncio.new_event_loop() if interface == "asgi" else None
-        self.app: Any
-        if case == "bare":
-            self.app = wsgi_inner if interface == "wsgi" else asgi_inner
-            cookie = None
+    def __init__(self, target: str) -> None:
+        kind, *rest = target.split(":")
+        self.target = target
+        if kind == "minimal":
+            interface, case, store = rest
+            self.interface = interface
+            self.app = minimal_app(interface, case, store)
+            path, login = "/" + case, case != "bare"
         else:
-            if interface == "wsgi":
-                from persession.wsgi import SessionMiddleware
+            variant, route = rest
+            import apps
 
-                self.app = SessionMiddleware(wsgi_inner, secret=SECRET, store=make_store("wsgi", store, redis_url))
-            else:
-                from persession.asgi import SessionMiddleware as AsgiSessionMiddleware
-
-                self.app = AsgiSessionMiddleware(
-                    asgi_inner, secret=SECRET, store=make_store("asgi", store, redis_url)
-                )
-            cookie = self._login()
-        path = "/" + case
-        self.request = _environ(path, cookie) if interface == "wsgi" else _scope(path, cookie)
+            self.interface = "wsgi" if variant in FLASK_VARIANTS else "asgi"
+            self.app = apps.make_flask(variant) if self.interface == "wsgi" else apps.make_starlette(variant)
+            path, login = "/" + route, not variant.endswith("-bare")
+        self.loop = asyncio.new_event_loop() if self.interface == "asgi" else None
+        cookie = self._login() if login else None
+        self.request = _environ(path, cookie) if self.interface == "wsgi" else _scope(path, cookie)
+        capture = self._call(self.request, _Capture())
+        if capture.status != 200:
+            raise RuntimeError(f"{target}: the request answered {capture.status}")
         self.run(20)  # warm caches, scripts and connections before anything is measured
 
-    def _login(self) -> str:
-        captured: list[str] = []
+    def _call(self, request: dict[str, Any], capture: _Capture) -> _Capture:
         if self.interface == "wsgi":
-
-            def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-                captured.extend(value for name, value in headers if name == "Set-Cookie")
-                return None
-
-            list(self.app(_environ("/login", None), start_response))
+            result = self.app(dict(request), capture.start_response)
+            for _chunk in result:
+                pass
+            getattr(result, "close", lambda: None)()
         else:
-
-            async def send(message: dict[str, Any]) -> None:
-                if message["type"] == "http.response.start":
-                    headers = message["headers"]
-                    captured.extend(value.decode() for name, value in headers if name == b"set-cookie")
-
             assert self.loop is not None
-            self.loop.run_until_complete(self.app(_scope("/login", None), _receive, send))
-        if not captured:
-            raise RuntimeError("the login request set no cookie")
-        return captured[0].split(";", 1)[0]
+            scope = dict(request, headers=list(request["headers"]))
+            self.loop.run_until_complete(self.app(scope, _receive, capture.send))
+        return capture
+
+    def _login(self) -> str:
+        login = _environ("/login", None) if self.interface == "wsgi" else _scope("/login", None)
+        capture = self._call(login, _Capture())
+        if capture.status != 200 or not capture.cookies:
+            raise RuntimeError(f"{self.target}: the login answered {capture.status} with no cookie")
+        return capture.cookies[0].split(";", 1)[0]
 
     def run(self, n: int) -> None:
         if self.interface == "wsgi":
@@ -198,10 +253,6 @@ class Runner:
             self.loop.close()
 
 
-def _start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-    return None
-
-
 def _wsgi_loop(app: Any, environ: dict[str, Any], n: int) -> None:
     for _ in range(n):
         result = app(environ.copy(), _start_response)
@@ -212,138 +263,153 @@ def _wsgi_loop(app: Any, environ: dict[str, Any], n: int) -> None:
             close()
 
 
-_REQUEST = {"type": "http.request", "body": b"", "more_body": False}
-
-
-async def _receive() -> dict[str, Any]:
-    return _REQUEST
-
-
-async def _send(message: dict[str, Any]) -> None:
-    return None
-
-
 async def _asgi_loop(app: Any, scope: dict[str, Any], n: int) -> None:
     for _ in range(n):
         request = scope.copy()
         request["headers"] = list(scope["headers"])
+        request["state"] = {}
         await app(request, _receive, _send)
 
 
-# -- modes --------------------------------------------------------------------------------------------
+# -- modes ----------------------------------------------------------------------------------------------
 
 
-def timings(interfaces: list[str], cases: list[str], store: str, redis_url: str | None, args: Any) -> None:
-    print(f"## In-process time per request ({store} store; best of {args.repeat} x {args.requests} requests)\n")
-    print("| interface | case | µs/request | over bare |")
-    print("|---|---|---:|---:|")
-    for interface in interfaces:
-        bare: float | None = None
-        for case in cases:
-            runner = Runner(interface, case, store, redis_url)
-            best = float("inf")
-            for _ in range(args.repeat):
-                start = time.perf_counter()
-                runner.run(args.requests)
-                best = min(best, (time.perf_counter() - start) / args.requests * 1e6)
-            runner.close()
-            if case == "bare":
-                bare = best
-            over = f"+{best - bare:.1f}" if bare is not None and case != "bare" else ""
-            print(f"| {interface} | {case} | {best:.1f} | {over} |", flush=True)
+def _rows(targets: list[str]) -> list[tuple[str, str, str | None]]:
+    """(label, target, its baseline target or None) for the tables."""
+    rows = []
+    for target in targets:
+        kind, *rest = target.split(":")
+        if kind == "minimal":
+            interface, case, store = rest
+            base = f"minimal:{interface}:bare:{store}"
+            rows.append((f"{interface} {case}", target, base if case != "bare" and base in targets else None))
+        else:
+            variant, route = rest
+            bare = ("flask-bare" if variant in FLASK_VARIANTS else "starlette-bare") + ":" + route
+            base = f"app:{bare}"
+            rows.append((f"{variant} {route}", target, base if base != target and base in targets else None))
+    return rows
 
 
-def profile(interface: str, case: str, store: str, redis_url: str | None, args: Any) -> None:
+def timings(targets: list[str], args: argparse.Namespace) -> None:
+    print(f"## In-process time per request (best of {args.repeat} x {args.requests} requests)\n")
+    print("| target | µs/request | over bare |")
+    print("|---|---:|---:|")
+    measured: dict[str, float] = {}
+    for label, target, base in _rows(targets):
+        runner = Runner(target)
+        best = float("inf")
+        for _ in range(args.repeat):
+            start = time.perf_counter()
+            runner.run(args.requests)
+            best = min(best, (time.perf_counter() - start) / args.requests * 1e6)
+        runner.close()
+        measured[target] = best
+        over = f"+{best - measured[base]:.1f}" if base in measured else ""
+        print(f"| {label} | {best:.1f} | {over} |", flush=True)
+
+
+def profile(targets: list[str], args: argparse.Namespace) -> None:
     from pyinstrument import Profiler
 
-    runner = Runner(interface, case, store, redis_url)
-    profiler = Profiler(interval=0.0001)
-    profiler.start()
-    runner.run(args.requests)
-    profiler.stop()
-    runner.close()
-    print(profiler.output_text(unicode=True, color=False, show_all=args.show_all))
+    for target in targets:
+        runner = Runner(target)
+        profiler = Profiler(interval=0.0001)
+        profiler.start()
+        runner.run(args.requests)
+        profiler.stop()
+        runner.close()
+        print(f"## Profile of {target} ({args.requests} requests)\n")
+        print(profiler.output_text(unicode=True, color=False, show_all=args.show_all))
 
 
 _SUMMARY = re.compile(rb"^(?:summary|totals):\s*(\d+)", re.MULTILINE)
 
 
-def _instructions(interface: str, case: str, store: str, redis_url: str | None, n: int, tmp: Path) -> int:
-    out = tmp / f"callgrind.{interface}.{case}.{store}.{n}.out"
+def _instructions(target: str, n: int, tmp: Path) -> int:
+    out = tmp / f"callgrind.{target.replace(':', '.')}.{n}.out"
     argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable]
-    argv += [str(Path(__file__)), "--child", "--interface", interface, "--cases", case, "--store", store]
-    argv += ["--requests", str(n)]
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
-    if redis_url is not None:
-        env["PERSESSION_BENCH_REDIS_URL"] = redis_url
-    done = subprocess.run(argv, env=env, capture_output=True, check=False)
+    argv += [str(Path(__file__)), "--child", target, "--requests", str(n)]
+    done = subprocess.run(argv, env={**os.environ, "PYTHONHASHSEED": "0"}, capture_output=True, check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"callgrind run failed:\n{done.stderr.decode(errors='replace')[-3000:]}")
+        raise RuntimeError(f"callgrind run of {target} failed:\n{done.stderr.decode(errors='replace')[-3000:]}")
     match = _SUMMARY.search(out.read_bytes())
     if match is None:
         raise RuntimeError(f"no instruction total in {out}")
+    out.unlink()
     return int(match.group(1))
 
 
-def callgrind(
-    interfaces: list[str], cases: list[str], store: str, redis_url: str | None, args: Any, tmp: Path
-) -> dict[tuple[str, str], float]:
+def callgrind(targets: list[str], args: argparse.Namespace, tmp: Path) -> dict[str, float]:
     short, long = (int(n) for n in args.loops.split(","))
-    jobs = [(i, c, n) for i in interfaces for c in cases for n in (short, long)]
+    jobs = [(target, n) for target in targets for n in (short, long)]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        counts = dict(
-            zip(jobs, pool.map(lambda job: _instructions(job[0], job[1], store, redis_url, job[2], tmp), jobs))
-        )
-    per_request = {(i, c): (counts[i, c, long] - counts[i, c, short]) / (long - short) for i in interfaces for c in cases}
-    print(f"## Instructions per request under callgrind ({store} store; (I({long}) - I({short})) / {long - short})\n")
-    print("| interface | case | instructions/request | over bare |")
-    print("|---|---|---:|---:|")
-    for interface in interfaces:
-        bare = per_request.get((interface, "bare"))
-        for case in cases:
-            value = per_request[interface, case]
-            over = f"+{value - bare:,.0f}" if bare is not None and case != "bare" else ""
-            print(f"| {interface} | {case} | {value:,.0f} | {over} |")
+        counts = dict(zip(jobs, pool.map(lambda job: _instructions(job[0], job[1], tmp), jobs), strict=True))
+    per_request = {target: (counts[target, long] - counts[target, short]) / (long - short) for target in targets}
+    print(f"## Instructions per request under callgrind ((I({long}) - I({short})) / {long - short})\n")
+    print("| target | instructions/request | over bare |")
+    print("|---|---:|---:|")
+    for label, target, base in _rows(targets):
+        over = f"+{per_request[target] - per_request[base]:,.0f}" if base is not None else ""
+        print(f"| {label} | {per_request[target]:,.0f} | {over} |")
     return per_request
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--interface", choices=(*INTERFACES, "both"), default="both")
-    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated: bare,read,write")
-    parser.add_argument("--store", choices=STORES, default="memory")
+    parser.add_argument("--interface", choices=(*INTERFACES, "both"), default="both", help="minimal apps: which")
+    parser.add_argument("--cases", default=",".join(CASES), help="minimal apps: comma-separated bare,read,write")
+    parser.add_argument("--store", choices=STORES, default="memory", help="minimal apps: persession's store")
+    parser.add_argument("--variants", help="run.py's applications instead: comma-separated names or patterns")
+    parser.add_argument("--routes", default=",".join(ROUTES), help="with --variants: read,write")
     parser.add_argument("--requests", type=int, default=20000, help="requests per timing (default 20000)")
-    parser.add_argument("--repeat", type=int, default=5, help="timings per case; the best is reported")
-    parser.add_argument("--profile", metavar="CASE", help="profile one case's loop with pyinstrument")
+    parser.add_argument("--repeat", type=int, default=5, help="timings per target; the best is reported")
+    parser.add_argument("--profile", action="store_true", help="profile each target's loop with pyinstrument")
     parser.add_argument("--show-all", action="store_true", help="with --profile: keep library frames")
     parser.add_argument("--callgrind", action="store_true", help="count instructions per request with valgrind")
     parser.add_argument("--loops", default="2000,4000", help="with --callgrind: the two loop lengths")
     parser.add_argument("--jobs", type=int, default=2, help="with --callgrind: valgrind runs at once")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child", metavar="TARGET", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    interfaces = list(INTERFACES) if args.interface == "both" else [args.interface]
-    cases = [case.strip() for case in args.cases.split(",") if case.strip()]
-    unknown = set(cases) - set(CASES)
-    if unknown:
-        parser.error(f"unknown case(s): {', '.join(sorted(unknown))}")
-    if args.child:  # one loop under valgrind
-        runner = Runner(interfaces[0], cases[0], args.store, os.environ.get("PERSESSION_BENCH_REDIS_URL"))
+    if args.child:  # one loop, under valgrind
+        runner = Runner(args.child)
         runner.run(args.requests)
         runner.close()
         return 0
+
+    if args.variants:
+        patterns = [p.strip() for p in args.variants.split(",") if p.strip()]
+        variants = [v for v in VARIANTS if any(fnmatch.fnmatchcase(v, p) for p in patterns)]
+        routes = [r.strip() for r in args.routes.split(",") if r.strip()]
+        if not variants or not routes or set(routes) - set(ROUTES):
+            parser.error(f"no variant matches {args.variants!r}, or bad --routes; variants: {', '.join(VARIANTS)}")
+        targets = [f"app:{variant}:{route}" for variant in variants for route in routes]
+        needs = " ".join(variants)
+    else:
+        interfaces = list(INTERFACES) if args.interface == "both" else [args.interface]
+        cases = [case.strip() for case in args.cases.split(",") if case.strip()]
+        if set(cases) - set(CASES) or not cases:
+            parser.error(f"--cases takes {', '.join(CASES)}")
+        targets = [f"minimal:{i}:{c}:{args.store}" for i in interfaces for c in cases]
+        needs = "redis" if args.store == "redis" and cases != ["bare"] else ""
+
     interrupt_on_sigterm()
     processes = Processes()
     try:
-        redis_url = start_redis(processes) if args.store == "redis" else None
-        sys.path.insert(0, str(HERE))
+        os.environ["PERSESSION_BENCH_SQLITE_PATH"] = str(processes.tmp / "sessions.db")
+        if "redis" in needs:
+            os.environ["PERSESSION_BENCH_REDIS_URL"] = start_redis(processes)
+        if "mongo" in needs:
+            os.environ["PERSESSION_BENCH_MONGO_URL"] = start_mongo(processes)
         if args.profile:
-            for interface in interfaces:
-                print(f"## {interface} {args.profile} ({args.store} store, {args.requests} requests)\n")
-                profile(interface, args.profile, args.store, redis_url, args)
+            profile(targets, args)
         elif args.callgrind:
-            callgrind(interfaces, cases, args.store, redis_url, args, processes.tmp)
+            callgrind(targets, args, processes.tmp)
         else:
-            timings(interfaces, cases, args.store, redis_url, args)
+            timings(targets, args)
+    except KeyboardInterrupt:
+        print("\ninterrupted: servers stopped", file=sys.stderr)
+        return 130
     finally:
         processes.close()
     return 0
