@@ -161,6 +161,8 @@ try:
     )
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    from . import _resp
 except ImportError as error:  # pragma: no cover - exercised in a subprocess
     raise ConfigError(
         "store", f'the Redis stores need redis-py>=5 ({error}): pip install "persession[redis]"'
@@ -1142,6 +1144,48 @@ def _check_client(client: object, *, want_async: bool) -> None:
         raise ConfigError("client", "AsyncRedisStore needs a redis.asyncio client; use RedisStore for redis.Redis")
 
 
+# -- persession's own connections (stores built from a redis://, rediss:// or unix:// URL) -------------
+
+
+def _command(step: _Step, *, cached: bool) -> tuple[_Arg, ...]:
+    if step.script is None:
+        return ("DEL", *step.keys)
+    if cached:
+        return ("EVALSHA", step.script.sha, len(step.keys), *step.keys, *step.args)
+    return ("EVAL", step.script.text, len(step.keys), *step.keys, *step.args)
+
+
+def _is_noscript(reply: Any) -> bool:
+    return isinstance(reply, ResponseError) and str(reply).startswith("NOSCRIPT")
+
+
+def _raise_errors(replies: list[Any], tolerant: bool) -> list[Any]:
+    """Error replies raised (the first one) or, with ``tolerant``, typed as redis-py would."""
+    for index, reply in enumerate(replies):
+        if isinstance(reply, ResponseError):
+            error = _resp.error_reply(str(reply))
+            if not tolerant:
+                raise error
+            replies[index] = error
+    return replies
+
+
+def _hash(reply: Any) -> Mapping[bytes | str, bytes | str]:
+    """An ``HGETALL`` reply (a flat list of fields and values) as a dict, as redis-py makes it."""
+    return dict(zip(reply[::2], reply[1::2], strict=True))
+
+
+def _lean_address(url: str, options: Mapping[str, Any]) -> _resp.Address:
+    defaults = {
+        "socket_connect_timeout": DEFAULT_CONNECT_TIMEOUT,
+        "socket_timeout": DEFAULT_SOCKET_TIMEOUT,
+        "retries": DEFAULT_RETRIES,
+        "max_connections": DEFAULT_MAX_CONNECTIONS,
+        "pool_timeout": DEFAULT_POOL_TIMEOUT,
+    }
+    return _resp.parse_url(url, options, defaults)
+
+
 # -- the stores --------------------------------------------------------------------------------------
 
 
@@ -1178,7 +1222,18 @@ class RedisStore:
         layout: Layout = "persession",
     ) -> None:
         _check_client(client, want_async=False)
+        self._setup(client, None, prefix, clock, layout)
+
+    def _setup(
+        self,
+        client: SyncClient | None,
+        pool: _resp.SyncPool | None,
+        prefix: str | None,
+        clock: Callable[[], float],
+        layout: Layout,
+    ) -> None:
         self._client = client
+        self._pool = pool
         self._layout = _check_layout(layout)
         self._connect = layout == "connect-redis"
         self._prefix = _check_prefix(_default_prefix(prefix, layout))
@@ -1223,35 +1278,38 @@ class RedisStore:
         """
         url, layout = _split_layout(url, layout)
         target = _parse_url(url)
+        if not isinstance(target, _SentinelTarget):
+            store = cls.__new__(cls)
+            pool = _resp.SyncPool(_lean_address(target, client_options))
+            store._setup(None, pool, prefix, clock, layout)
+            store._owned = [pool.close]
+            store._source = _Source(url, store._prefix, clock, dict(client_options), layout)
+            return store
         options = _client_options(client_options)
         # Sync and asyncio retry objects differ: the twin gets the default policy.
         twin_options = {k: v for k, v in options.items() if k != "retry"}
         options.setdefault("retry", redis.retry.Retry(NoBackoff(), DEFAULT_RETRIES))
-        owned: list[Callable[[], None]] = []
-        client: redis.Redis
-        if isinstance(target, _SentinelTarget):
-            sentinel_options = _sentinel_options(options)
-            # redis-py's sync Sentinel is unannotated.
-            sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
-                list(target.sentinels), sentinel_kwargs=options.pop("sentinel_kwargs", sentinel_options), **options
-            )
-            client = sentinel.master_for(target.service, **_master_options(target))  # type: ignore[no-untyped-call]
-            owned += [sentinel_client.close for sentinel_client in sentinel.sentinels]
-        else:
-            try:
-                pool = redis.BlockingConnectionPool.from_url(url, **_pool_options(options))
-                client = redis.Redis.from_pool(pool)
-            except ValueError as error:
-                raise ConfigError("url", f"{error}") from None
-        owned.insert(0, client.close)
+        sentinel_options = _sentinel_options(options)
+        # redis-py's sync Sentinel is unannotated.
+        sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+            list(target.sentinels), sentinel_kwargs=options.pop("sentinel_kwargs", sentinel_options), **options
+        )
+        client: redis.Redis = sentinel.master_for(target.service, **_master_options(target))  # type: ignore[no-untyped-call]
+        owned: list[Callable[[], None]] = [client.close]
+        owned += [sentinel_client.close for sentinel_client in sentinel.sentinels]
         store = cls(client, prefix=prefix, clock=clock, layout=layout)
         store._owned = owned
         store._source = _Source(url, store._prefix, clock, twin_options, layout)
         return store
 
     @property
-    def client(self) -> SyncClient:
-        """The redis-py client the store uses."""
+    def client(self) -> SyncClient | None:
+        """The redis-py client the store was built on, or ``None`` when it has connections of its own.
+
+        A store from :meth:`from_url` on a ``redis://``, ``rediss://`` or
+        ``unix://`` URL speaks RESP over its own connections (see the module
+        docs); one on a ``redis+sentinel://`` URL uses a redis-py client.
+        """
         return self._client
 
     @property
@@ -1265,6 +1323,12 @@ class RedisStore:
         return self._layout
 
     def _run(self, step: _Step) -> Any:
+        if self._pool is not None:
+            (reply,) = self._pool.execute((_command(step, cached=True),))
+            if _is_noscript(reply):  # first use on this server (or after SCRIPT FLUSH): EVAL caches it
+                (reply,) = self._pool.execute((_command(step, cached=False),))
+            return _raise_errors([reply], tolerant=False)[0]
+        assert self._client is not None  # noqa: S101  (one of the two is set)
         if step.script is None:
             return self._client.delete(*step.keys)
         try:
@@ -1275,6 +1339,9 @@ class RedisStore:
     def _execute(self, op: _Op) -> Any:
         if isinstance(op, _Step):
             return self._run(op)
+        if self._pool is not None:
+            return _raise_errors(self._pool.execute(op.commands), op.tolerant)
+        assert self._client is not None  # noqa: S101
         with self._client.pipeline(transaction=False) as pipe:
             for command in op.commands:
                 pipe.execute_command(*command)
@@ -1299,13 +1366,20 @@ class RedisStore:
             return _connect_load_result(self._prefix, reply, now)
         with _map_errors():
             try:
-                raw = self._client.hgetall(self._prefix + sid)
+                raw = self._hgetall(self._prefix + sid)
             except ResponseError as error:
                 if not _is_wrong_type(error):
                     raise
                 _malformed(self._prefix, "the key is not a hash")
                 return None
         return _record(self._prefix, raw, self._clock())
+
+    def _hgetall(self, key: str) -> Mapping[bytes | str, bytes | str]:
+        if self._pool is not None:
+            (reply,) = _raise_errors(self._pool.execute((("HGETALL", key),)), tolerant=False)
+            return _hash(reply)
+        assert self._client is not None  # noqa: S101
+        return self._client.hgetall(key)
 
     def load_touch(self, sid: str, idle: float, absolute: float | None) -> Record | None:
         """Load the live record and refresh its expiry (and its user index's TTL): one ``EVALSHA``.
@@ -1440,7 +1514,18 @@ class AsyncRedisStore:
         layout: Layout = "persession",
     ) -> None:
         _check_client(client, want_async=True)
+        self._setup(client, None, prefix, clock, layout)
+
+    def _setup(
+        self,
+        client: AsyncClient | None,
+        mux: _resp.AsyncMux | None,
+        prefix: str | None,
+        clock: Callable[[], float],
+        layout: Layout,
+    ) -> None:
         self._client = client
+        self._mux = mux
         self._layout = _check_layout(layout)
         self._connect = layout == "connect-redis"
         self._prefix = _check_prefix(_default_prefix(prefix, layout))
@@ -1464,31 +1549,28 @@ class AsyncRedisStore:
         """
         url, layout = _split_layout(url, layout)
         target = _parse_url(url)
+        if not isinstance(target, _SentinelTarget):
+            store = cls.__new__(cls)
+            mux = _resp.AsyncMux(_lean_address(target, client_options))
+            store._setup(None, mux, prefix, clock, layout)
+            store._owned = [mux.aclose]
+            return store
         options = _client_options(client_options)
         options.setdefault("retry", redis.asyncio.retry.Retry(NoBackoff(), DEFAULT_RETRIES))
-        owned: list[Callable[[], Any]] = []
-        client: redis.asyncio.Redis
-        if isinstance(target, _SentinelTarget):
-            sentinel_options = _sentinel_options(options)
-            sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]  # unannotated
-                list(target.sentinels), sentinel_kwargs=options.pop("sentinel_kwargs", sentinel_options), **options
-            )
-            client = sentinel.master_for(target.service, **_master_options(target))
-            owned += [sentinel_client.aclose for sentinel_client in sentinel.sentinels]
-        else:
-            try:
-                async_pool = redis.asyncio.BlockingConnectionPool.from_url(url, **_pool_options(options))
-                client = redis.asyncio.Redis.from_pool(async_pool)
-            except ValueError as error:
-                raise ConfigError("url", f"{error}") from None
-        owned.insert(0, client.aclose)
+        sentinel_options = _sentinel_options(options)
+        sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]  # unannotated
+            list(target.sentinels), sentinel_kwargs=options.pop("sentinel_kwargs", sentinel_options), **options
+        )
+        client: redis.asyncio.Redis = sentinel.master_for(target.service, **_master_options(target))
+        owned: list[Callable[[], Any]] = [client.aclose]
+        owned += [sentinel_client.aclose for sentinel_client in sentinel.sentinels]
         store = cls(client, prefix=prefix, clock=clock, layout=layout)
         store._owned = owned
         return store
 
     @property
-    def client(self) -> AsyncClient:
-        """The redis-py client the store uses."""
+    def client(self) -> AsyncClient | None:
+        """The redis-py client the store was built on, or ``None``: see :attr:`RedisStore.client`."""
         return self._client
 
     @property
@@ -1502,6 +1584,12 @@ class AsyncRedisStore:
         return self._layout
 
     async def _run(self, step: _Step) -> Any:
+        if self._mux is not None:
+            (reply,) = await self._mux.execute((_command(step, cached=True),))
+            if _is_noscript(reply):  # first use on this server (or after SCRIPT FLUSH): EVAL caches it
+                (reply,) = await self._mux.execute((_command(step, cached=False),))
+            return _raise_errors([reply], tolerant=False)[0]
+        assert self._client is not None  # noqa: S101  (one of the two is set)
         if step.script is None:
             return await self._client.delete(*step.keys)
         try:
@@ -1512,6 +1600,9 @@ class AsyncRedisStore:
     async def _execute(self, op: _Op) -> Any:
         if isinstance(op, _Step):
             return await self._run(op)
+        if self._mux is not None:
+            return _raise_errors(await self._mux.execute(op.commands), op.tolerant)
+        assert self._client is not None  # noqa: S101
         async with self._client.pipeline(transaction=False) as pipe:
             for command in op.commands:
                 pipe.execute_command(*command)
@@ -1536,13 +1627,20 @@ class AsyncRedisStore:
             return _connect_load_result(self._prefix, reply, now)
         with _map_errors():
             try:
-                raw = await self._client.hgetall(self._prefix + sid)
+                raw = await self._hgetall(self._prefix + sid)
             except ResponseError as error:
                 if not _is_wrong_type(error):
                     raise
                 _malformed(self._prefix, "the key is not a hash")
                 return None
         return _record(self._prefix, raw, self._clock())
+
+    async def _hgetall(self, key: str) -> Mapping[bytes | str, bytes | str]:
+        if self._mux is not None:
+            (reply,) = _raise_errors(await self._mux.execute((("HGETALL", key),)), tolerant=False)
+            return _hash(reply)
+        assert self._client is not None  # noqa: S101
+        return await self._client.hgetall(key)
 
     async def load_touch(self, sid: str, idle: float, absolute: float | None) -> Record | None:
         """See :meth:`RedisStore.load_touch`."""
@@ -1623,15 +1721,21 @@ class AsyncRedisStore:
         the subscription. Implements :class:`~persession.stores.RevocationFeed`.
         """
         channel = self._prefix + _REVOKED
+        if self._mux is not None:
+            async for sid in self._watch_lean(channel):
+                yield sid
+            return
+        client = self._client
+        assert client is not None  # noqa: S101
         delay = _REVOCATION_RETRY_MIN
         while True:
             pubsub = None
             try:
                 try:
                     with _map_errors():
-                        if isinstance(self._client, redis.asyncio.cluster.RedisCluster):
-                            await self._client.initialize()  # its pubsub needs the slot map
-                        pubsub = self._client.pubsub()
+                        if isinstance(client, redis.asyncio.cluster.RedisCluster):
+                            await client.initialize()  # its pubsub needs the slot map
+                        pubsub = client.pubsub()
                         await pubsub.subscribe(channel)
                     while True:
                         with _map_errors():
@@ -1645,6 +1749,20 @@ class AsyncRedisStore:
                 if pubsub is not None:
                     with contextlib.suppress(RedisError, OSError):
                         await pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated in redis-py
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, REVOCATION_RETRY_MAX)
+
+    async def _watch_lean(self, channel: str) -> AsyncIterator[str]:
+        assert self._mux is not None  # noqa: S101
+        delay = _REVOCATION_RETRY_MIN
+        while True:
+            try:
+                with _map_errors():
+                    async for data in self._mux.subscribe(channel, _POLL_SECONDS):
+                        delay = _REVOCATION_RETRY_MIN
+                        yield _text(data)
+            except StoreUnavailable as error:
+                log.warning("revocation feed: Redis unreachable (%s); resubscribing in %.1f s", error, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, REVOCATION_RETRY_MAX)
 

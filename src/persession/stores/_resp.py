@@ -1,0 +1,664 @@
+"""A lean RESP2 client for the Redis stores built from a URL: what they send, and nothing else.
+
+Why not redis-py's own connections? On the request path a session store sends
+one or two commands per request, and redis-py spends several times the cost of
+the round trip itself around each one (its pool, its per-command timeout
+tasks, its parser layers): on a 2-core machine, 100-130 µs of CPU per
+``HGETALL`` against 15-25 µs here (see :doc:`/benchmarks`). This module keeps
+only what the stores need:
+
+- :class:`SyncPool`: thread-safe, a LIFO of idle sockets, at most
+  ``max_connections`` of them (a caller waits up to ``pool_timeout`` for one);
+  a forked child never reuses its parent's sockets.
+- :class:`AsyncMux`: one connection per event loop that every task shares:
+  commands are written as they come and replies matched in order (Redis
+  answers in order), so concurrent requests pipeline instead of queueing
+  for a pool.
+- Both send a batch of commands in one write and read their replies in one
+  go (one round trip), parse with ``hiredis`` when it is installed (a pure
+  Python parser otherwise), bound every connect and reply by a timeout, and
+  retry a batch once on a fresh connection when the connection failed (every
+  command the stores send is idempotent).
+
+Errors are redis-py's exception classes, so the stores map them in one place:
+a ``-ERR`` reply is a :class:`redis.exceptions.ResponseError` (``NoScriptError``,
+``ReadOnlyError``, ``BusyLoadingError``... by prefix), a dead or refused
+connection a ``ConnectionError``, a reply later than the timeout a
+``TimeoutError``.
+
+Not a general client: no RESP3, no pub/sub beyond :meth:`AsyncMux.subscribe`,
+no cluster or sentinel (the stores use redis-py for those).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import socket
+import ssl
+import threading
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, TypeAlias
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from redis.exceptions import (
+    AuthenticationError,
+    BusyLoadingError,
+    NoPermissionError,
+    NoScriptError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ..exceptions import ConfigError
+
+try:  # pragma: no branch - which one depends on the environment
+    import hiredis
+
+    HIREDIS: bool = True
+except ImportError:  # pragma: no cover - the suite runs with hiredis; test_resp covers the fallback
+    HIREDIS = False
+
+Arg: TypeAlias = bytes | str | int | float
+Command: TypeAlias = Sequence[Arg]
+
+#: Options :func:`parse_url` accepts (as keywords or URL query parameters).
+OPTIONS: Final = frozenset(
+    {
+        "db",
+        "username",
+        "password",
+        "client_name",
+        "socket_timeout",
+        "socket_connect_timeout",
+        "max_connections",
+        "pool_timeout",
+        "retries",
+        "ssl_cert_reqs",
+        "ssl_ca_certs",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_check_hostname",
+    }
+)
+_CERT_REQS: Final = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+_ERRORS: Final[tuple[tuple[str, type[RedisError]], ...]] = (
+    ("NOSCRIPT", NoScriptError),
+    ("READONLY", ReadOnlyError),
+    ("LOADING", BusyLoadingError),
+    ("NOPERM", NoPermissionError),
+)
+_AUTH_ERRORS: Final = ("NOAUTH", "WRONGPASS", "invalid username-password", "invalid password")
+_RECV: Final = 65536
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """Where a server is and how to talk to it: what :func:`parse_url` makes of a URL and options."""
+
+    host: str | None
+    port: int
+    path: str | None
+    ssl_context: ssl.SSLContext | None
+    username: str | None
+    password: str | None
+    db: int
+    client_name: str | None
+    connect_timeout: float | None
+    socket_timeout: float | None
+    max_connections: int
+    pool_timeout: float | None
+    retries: int
+
+    def describe(self) -> str:
+        """``host:port`` or the socket path, never credentials."""
+        return self.path if self.path is not None else f"{self.host}:{self.port}"
+
+    def handshake(self) -> list[tuple[Arg, ...]]:
+        """The commands a new connection sends first: AUTH, SELECT, CLIENT SETNAME as configured."""
+        commands: list[tuple[Arg, ...]] = []
+        if self.password is not None:
+            auth: tuple[Arg, ...] = ("AUTH", self.password)
+            commands.append(auth if self.username is None else ("AUTH", self.username, self.password))
+        if self.db:
+            commands.append(("SELECT", self.db))
+        if self.client_name:
+            commands.append(("CLIENT", "SETNAME", self.client_name))
+        return commands
+
+
+def _number(name: str, value: object, kind: type[int] | type[float], *, optional: bool = False) -> Any:
+    if value is None and optional:
+        return None
+    try:
+        number = kind(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else None
+    except ValueError:
+        number = None
+    if number is None or number < 0:
+        raise ConfigError(name, f"{name} must be a non-negative {kind.__name__}, not {value!r}")
+    return number
+
+
+def _flag(name: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in {"1", "true", "yes", "0", "false", "no"}:
+        return value.lower() in {"1", "true", "yes"}
+    raise ConfigError(name, f"{name} must be true or false, not {value!r}")
+
+
+def parse_url(url: str, options: Mapping[str, Any], defaults: Mapping[str, Any]) -> Address:
+    """An :class:`Address` from a ``redis://``, ``rediss://`` or ``unix://`` URL.
+
+    ``options`` (keywords) override the URL's query parameters, which override
+    ``defaults``. An option outside :data:`OPTIONS` raises :class:`ConfigError`
+    saying how to get redis-py's full set instead.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    merged: dict[str, Any] = dict(defaults)
+    merged.update(parse_qsl(parts.query, keep_blank_values=True))
+    merged.update(options)
+    unknown = sorted(set(merged) - OPTIONS)
+    if unknown:
+        raise ConfigError(
+            unknown[0],
+            f"unknown Redis option(s) {', '.join(map(repr, unknown))}; "
+            f"from_url() accepts {', '.join(sorted(OPTIONS))}. "
+            "For any other redis-py option, build the client yourself and pass it: RedisStore(redis.Redis(...))",
+        )
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    username = merged.get("username", username) or None
+    password = merged.get("password", password)
+    if password == "" and username is None:
+        password = None
+    db_text = merged.get("db", parts.path.strip("/") if scheme != "unix" else None) or 0
+    db = _number("db", db_text, int)
+    context: ssl.SSLContext | None = None
+    if scheme == "rediss":
+        context = ssl.create_default_context(cafile=merged.get("ssl_ca_certs"))
+        check = _flag("ssl_check_hostname", merged.get("ssl_check_hostname", True))
+        wanted = merged.get("ssl_cert_reqs", "required")
+        reqs = _CERT_REQS.get(wanted.lower()) if isinstance(wanted, str) else wanted
+        if not isinstance(reqs, ssl.VerifyMode):
+            raise ConfigError("ssl_cert_reqs", "ssl_cert_reqs must be 'none', 'optional' or 'required'")
+        context.check_hostname = check and reqs != ssl.CERT_NONE
+        context.verify_mode = reqs
+        if merged.get("ssl_certfile"):
+            context.load_cert_chain(merged["ssl_certfile"], merged.get("ssl_keyfile"))
+    try:
+        port = parts.port or 6379
+    except ValueError as error:
+        raise ConfigError("url", f"malformed Redis URL: {error}") from None
+    return Address(
+        host=None if scheme == "unix" else parts.hostname,
+        port=port,
+        path=parts.path if scheme == "unix" else None,
+        ssl_context=context,
+        username=username,
+        password=password,
+        db=db,
+        client_name=merged.get("client_name") or None,
+        connect_timeout=_number("socket_connect_timeout", merged.get("socket_connect_timeout"), float, optional=True),
+        socket_timeout=_number("socket_timeout", merged.get("socket_timeout"), float, optional=True),
+        max_connections=max(1, _number("max_connections", merged.get("max_connections", 100), int)),
+        pool_timeout=_number("pool_timeout", merged.get("pool_timeout"), float, optional=True),
+        retries=_number("retries", merged.get("retries", 1), int),
+    )
+
+
+# -- the wire format ----------------------------------------------------------------------------------
+
+
+def _arg(value: Arg) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(value).encode()
+    raise TypeError(f"a Redis argument must be bytes, str, int or float, not {type(value).__name__}")
+
+
+def pack(commands: Iterable[Command]) -> bytes:
+    """The RESP encoding of ``commands``, one array of bulk strings each."""
+    out = bytearray()
+    for command in commands:
+        out += b"*%d\r\n" % len(command)
+        for value in command:
+            data = _arg(value)
+            out += b"$%d\r\n" % len(data)
+            out += data
+            out += b"\r\n"
+    return bytes(out)
+
+
+def error_reply(message: str) -> RedisError:
+    """The redis-py exception for an error reply: ``NoScriptError`` for ``NOSCRIPT ...`` and so on."""
+    if message.startswith(_AUTH_ERRORS):
+        return AuthenticationError(message)
+    for prefix, kind in _ERRORS:
+        if message.startswith(prefix):
+            return kind(message)
+    return ResponseError(message)
+
+
+class ProtocolError(RedisConnectionError):
+    """The server sent something that is not RESP2: the connection is dropped."""
+
+
+class PyReader:
+    """A pure-Python RESP2 parser with hiredis.Reader's interface: :meth:`feed` bytes, :meth:`gets` replies.
+
+    ``gets()`` returns ``False`` until a whole reply has arrived. Error replies
+    are returned (not raised) as :class:`ResponseError`; bulk strings are
+    bytes, nil is ``None``.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._pos = 0
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+
+    def gets(self) -> Any:
+        try:
+            reply, pos = self._parse(self._pos)
+        except IndexError:
+            return False
+        self._pos = pos
+        if pos > _RECV:  # drop consumed bytes now and then
+            del self._buffer[:pos]
+            self._pos = 0
+        return reply
+
+    def _line(self, pos: int) -> tuple[bytes, int]:
+        end = self._buffer.find(b"\r\n", pos)
+        if end < 0:
+            raise IndexError
+        return bytes(self._buffer[pos:end]), end + 2
+
+    def _parse(self, pos: int) -> tuple[Any, int]:
+        if pos >= len(self._buffer):
+            raise IndexError
+        kind = self._buffer[pos]
+        line, pos = self._line(pos + 1)
+        if kind == 0x2B:  # +
+            return line, pos
+        if kind == 0x2D:  # -
+            return ResponseError(line.decode("utf-8", "replace")), pos
+        try:
+            number = int(line)
+        except ValueError:
+            raise ProtocolError(f"not a RESP2 length or integer: {line[:40]!r}") from None
+        if kind == 0x3A:  # :
+            return number, pos
+        if kind == 0x24:  # $
+            if number < 0:
+                return None, pos
+            end = pos + number
+            if len(self._buffer) < end + 2:
+                raise IndexError
+            return bytes(self._buffer[pos:end]), end + 2
+        if kind == 0x2A:  # *
+            if number < 0:
+                return None, pos
+            items = []
+            for _ in range(number):
+                item, pos = self._parse(pos)
+                items.append(item)
+            return items, pos
+        raise ProtocolError(f"not a RESP2 reply type: {bytes([kind])!r}")
+
+
+def reader() -> Any:
+    """hiredis' reader when installed, else :class:`PyReader`; error replies come back as ResponseError."""
+    if HIREDIS:
+        return hiredis.Reader(replyError=ResponseError, protocolError=ProtocolError)
+    return PyReader()  # pragma: no cover - see HIREDIS
+
+
+def _check_handshake(replies: Sequence[Any]) -> None:
+    for reply in replies:
+        if isinstance(reply, ResponseError):
+            error = error_reply(str(reply))
+            if isinstance(error, AuthenticationError):
+                raise error
+            raise RedisConnectionError(f"Redis refused the connection's setup: {reply}")
+
+
+def _unreachable(address: Address, error: BaseException) -> RedisConnectionError:
+    return RedisConnectionError(f"cannot reach Redis at {address.describe()}: {error}")
+
+
+# -- synchronous ----------------------------------------------------------------------------------------
+
+
+class _SyncConnection:
+    def __init__(self, address: Address) -> None:
+        self.address = address
+        self.pid = os.getpid()
+        self._reader = reader()
+        try:
+            if address.path is not None:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(address.connect_timeout)
+                sock.connect(address.path)
+            else:
+                sock = socket.create_connection((address.host, address.port), timeout=address.connect_timeout)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if address.ssl_context is not None:
+                    sock = address.ssl_context.wrap_socket(sock, server_hostname=address.host)
+        except TimeoutError as error:
+            raise RedisTimeoutError(f"timed out connecting to Redis at {address.describe()}") from error
+        except OSError as error:  # includes ssl.SSLError
+            raise _unreachable(address, error) from error
+        sock.settimeout(address.socket_timeout)
+        self._sock = sock
+        handshake = address.handshake()
+        if handshake:
+            try:
+                _check_handshake(self.execute(handshake))
+            except BaseException:
+                self.close()
+                raise
+
+    def execute(self, commands: Sequence[Command]) -> list[Any]:
+        try:
+            self._sock.sendall(pack(commands))
+            replies: list[Any] = []
+            while len(replies) < len(commands):
+                reply = self._reader.gets()
+                if reply is False:
+                    data = self._sock.recv(_RECV)
+                    if not data:
+                        raise RedisConnectionError(f"Redis at {self.address.describe()} closed the connection")
+                    self._reader.feed(data)
+                else:
+                    replies.append(reply)
+            return replies
+        except TimeoutError as error:
+            raise RedisTimeoutError(f"Redis at {self.address.describe()} did not answer in time") from error
+        except OSError as error:
+            raise _unreachable(self.address, error) from error
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._sock.close()
+
+
+class SyncPool:
+    """Blocking connections for threads: see the module docs."""
+
+    def __init__(self, address: Address) -> None:
+        self.address = address
+        self._lock = threading.Lock()
+        self._idle: list[_SyncConnection] = []
+        self._slots = threading.BoundedSemaphore(address.max_connections)
+        self._pid = os.getpid()
+        self._closed = False
+
+    def _reset_after_fork(self) -> None:
+        # The parent's sockets are the parent's: forget them (closing would shut them for it too).
+        with self._lock:
+            if self._pid != os.getpid():
+                self._idle = []
+                self._slots = threading.BoundedSemaphore(self.address.max_connections)
+                self._pid = os.getpid()
+
+    def execute(self, commands: Sequence[Command]) -> list[Any]:
+        """Send ``commands`` in one write and return their replies (error replies as ResponseError)."""
+        if self._pid != os.getpid():
+            self._reset_after_fork()
+        slots = self._slots
+        if not slots.acquire(timeout=-1 if self.address.pool_timeout is None else self.address.pool_timeout):
+            raise RedisConnectionError(
+                f"all {self.address.max_connections} connections to Redis at {self.address.describe()} are busy"
+            )
+        try:
+            attempt = 0
+            while True:
+                connection = self._take()
+                try:
+                    replies = connection.execute(commands)
+                except (RedisConnectionError, RedisTimeoutError):
+                    connection.close()
+                    if attempt >= self.address.retries:
+                        raise
+                    attempt += 1
+                    continue
+                except BaseException:
+                    connection.close()
+                    raise
+                self._give(connection)
+                return replies
+        finally:
+            slots.release()
+
+    def _take(self) -> _SyncConnection:
+        with self._lock:
+            if self._closed:
+                raise RedisConnectionError("the Redis store is closed")
+            if self._idle:
+                return self._idle.pop()
+        return _SyncConnection(self.address)
+
+    def _give(self, connection: _SyncConnection) -> None:
+        with self._lock:
+            if not self._closed and connection.pid == os.getpid():
+                self._idle.append(connection)
+                return
+        connection.close()
+
+    def close(self) -> None:
+        """Close the idle connections; busy ones are closed when they come back."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
+
+
+# -- asyncio ------------------------------------------------------------------------------------------
+
+
+class _Pending:
+    __slots__ = ("count", "future", "queue", "replies", "timer")
+
+    def __init__(self, future: asyncio.Future[list[Any]], count: int, queue: asyncio.Queue[Any] | None = None) -> None:
+        self.future = future
+        self.count = count
+        self.replies: list[Any] = []
+        self.timer: asyncio.TimerHandle | None = None
+        #: A subscription: every reply goes here, and the entry never completes.
+        self.queue = queue
+
+
+class _MuxProtocol(asyncio.Protocol):
+    def __init__(self, address: Address) -> None:
+        self.address = address
+        self.reader = reader()
+        self.pending: collections.deque[_Pending] = collections.deque()
+        self.transport: asyncio.Transport | None = None
+        self.lost: BaseException | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # a stream connection's is a Transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.reader.feed(data)
+            while self.pending:
+                reply = self.reader.gets()
+                if reply is False:
+                    return
+                entry = self.pending[0]
+                if entry.queue is not None:
+                    entry.queue.put_nowait(reply)
+                    continue
+                entry.replies.append(reply)
+                if len(entry.replies) == entry.count:
+                    self.pending.popleft()
+                    if entry.timer is not None:
+                        entry.timer.cancel()
+                    if not entry.future.done():
+                        entry.future.set_result(entry.replies)
+        except ProtocolError as error:
+            self.fail(error)
+            return
+        if self.reader.gets() is not False:  # a reply nobody asked for: the stream is out of step
+            self.fail(ProtocolError(f"unexpected reply from Redis at {self.address.describe()}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = exc or EOFError("closed by the server")
+        self.fail(RedisConnectionError(f"connection to Redis at {self.address.describe()} lost: {reason}"))
+
+    def fail(self, error: BaseException) -> None:
+        """Fail every waiting batch with ``error`` and drop the connection: its replies are out of step."""
+        if self.lost is None:
+            self.lost = error
+        pending, self.pending = self.pending, collections.deque()
+        for entry in pending:
+            if entry.timer is not None:
+                entry.timer.cancel()
+            if not entry.future.done():
+                entry.future.set_exception(error)
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class AsyncMux:
+    """One shared, pipelined connection per event loop: see the module docs."""
+
+    def __init__(self, address: Address) -> None:
+        self.address = address
+        self._protocol: _MuxProtocol | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._connecting: asyncio.Future[_MuxProtocol] | None = None
+        self._closed = False
+
+    async def _open(self) -> tuple[asyncio.Transport, _MuxProtocol]:
+        loop = asyncio.get_running_loop()
+        address = self.address
+        try:
+            if address.path is not None:
+                opening = loop.create_unix_connection(lambda: _MuxProtocol(address), address.path)
+            else:
+                opening = loop.create_connection(
+                    lambda: _MuxProtocol(address),
+                    address.host or "",
+                    address.port,
+                    ssl=address.ssl_context,
+                    server_hostname=address.host if address.ssl_context is not None else None,
+                )
+            transport, protocol = await asyncio.wait_for(opening, address.connect_timeout)
+        except asyncio.TimeoutError as error:
+            raise RedisTimeoutError(f"timed out connecting to Redis at {address.describe()}") from error
+        except OSError as error:
+            raise _unreachable(address, error) from error
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return transport, protocol
+
+    async def _connect(self) -> _MuxProtocol:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # a store used from a new loop starts afresh there
+            self._loop, self._protocol, self._connecting = loop, None, None
+        if self._connecting is not None:
+            return await asyncio.shield(self._connecting)
+        future: asyncio.Future[_MuxProtocol] = loop.create_future()
+        self._connecting = future
+        try:
+            _, protocol = await self._open()
+            handshake = self.address.handshake()
+            if handshake:
+                try:
+                    _check_handshake(await self._send(protocol, handshake))
+                except BaseException:
+                    protocol.fail(RedisConnectionError("handshake failed"))
+                    raise
+            self._protocol = protocol
+            future.set_result(protocol)
+            return protocol
+        except BaseException as error:
+            future.set_exception(error)
+            future.exception()  # retrieved: a waiter that never comes must not log it
+            raise
+        finally:
+            if self._connecting is future:
+                self._connecting = None
+
+    def _send(self, protocol: _MuxProtocol, commands: Sequence[Command]) -> asyncio.Future[list[Any]]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        if protocol.lost is not None or protocol.transport is None or protocol.transport.is_closing():
+            future.set_exception(RedisConnectionError(f"connection to Redis at {self.address.describe()} lost"))
+            return future
+        entry = _Pending(future, len(commands))
+        timeout = self.address.socket_timeout
+        if timeout is not None:
+            entry.timer = loop.call_later(timeout, self._timed_out, protocol)
+        protocol.pending.append(entry)
+        protocol.transport.write(pack(commands))
+        return future
+
+    def _timed_out(self, protocol: _MuxProtocol) -> None:
+        protocol.fail(RedisTimeoutError(f"Redis at {self.address.describe()} did not answer in time"))
+
+    async def execute(self, commands: Sequence[Command]) -> list[Any]:
+        """Send ``commands`` in one write and return their replies (error replies as ResponseError)."""
+        attempt = 0
+        while True:
+            if self._closed:
+                raise RedisConnectionError("the Redis store is closed")
+            protocol = self._protocol
+            if protocol is None or protocol.lost is not None or self._loop is not asyncio.get_running_loop():
+                protocol = await self._connect()
+            try:
+                return await self._send(protocol, commands)
+            except (RedisConnectionError, RedisTimeoutError):
+                if self._protocol is protocol:
+                    self._protocol = None
+                if attempt >= self.address.retries:
+                    raise
+                attempt += 1
+
+    async def subscribe(self, channel: str, poll: float) -> AsyncIterator[bytes]:
+        """The data of each message published on ``channel``, on a connection of its own, until closed.
+
+        Raises ``ConnectionError`` when the connection is lost; wakes every
+        ``poll`` seconds without yielding so a cancelled consumer is noticed.
+        """
+        transport, protocol = await self._open()
+        messages: asyncio.Queue[Any] = asyncio.Queue()
+        try:
+            handshake = [*self.address.handshake(), ("SUBSCRIBE", channel)]
+            _check_handshake((await self._send(protocol, handshake))[:-1])
+            protocol.pending.append(_Pending(asyncio.get_running_loop().create_future(), 0, messages))
+            while True:
+                if protocol.lost is not None:
+                    raise protocol.lost
+                try:
+                    message = await asyncio.wait_for(messages.get(), poll)
+                except asyncio.TimeoutError:
+                    continue
+                if isinstance(message, list) and len(message) == 3 and message[0] == b"message":
+                    yield message[2]
+        finally:
+            transport.abort()
+
+    async def aclose(self) -> None:
+        """Close the connection; later commands fail."""
+        self._closed = True
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None and protocol.transport is not None and self._loop is asyncio.get_running_loop():
+            protocol.transport.close()
