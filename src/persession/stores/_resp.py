@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import math
 import os
 import socket
 import ssl
@@ -218,10 +219,6 @@ def parse_url(url: str, options: Mapping[str, Any], defaults: Mapping[str, Any])
 
 
 def _arg(value: Arg) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, str):
-        return value.encode()
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return repr(value).encode()
     raise TypeError(f"a Redis argument must be bytes, str, int or float, not {type(value).__name__}")
@@ -229,15 +226,14 @@ def _arg(value: Arg) -> bytes:
 
 def pack(commands: Iterable[Command]) -> bytes:
     """The RESP encoding of ``commands``, one array of bulk strings each."""
-    out = bytearray()
+    parts: list[bytes] = []
+    append = parts.append
     for command in commands:
-        out += b"*%d\r\n" % len(command)
+        append(b"*%d\r\n" % len(command))
         for value in command:
-            data = _arg(value)
-            out += b"$%d\r\n" % len(data)
-            out += data
-            out += b"\r\n"
-    return bytes(out)
+            data = value if type(value) is bytes else value.encode() if type(value) is str else _arg(value)
+            append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(parts)
 
 
 def error_reply(message: str) -> RedisError:
@@ -426,11 +422,13 @@ class SyncPool:
         try:
             attempt = 0
             while True:
-                connection = self._take()
+                # A retry never takes an idle connection: after a restart they are all stale.
+                connection = self._take() if attempt == 0 else _SyncConnection(self.address)
                 try:
                     replies = connection.execute(commands)
                 except (RedisConnectionError, RedisTimeoutError):
                     connection.close()
+                    self._drop_idle()
                     if attempt >= self.address.retries:
                         raise
                     attempt += 1
@@ -442,6 +440,13 @@ class SyncPool:
                 return replies
         finally:
             slots.release()
+
+    def _drop_idle(self) -> None:
+        """Close the idle connections: one failed, so the others (as old or older) likely did too."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
 
     def _take(self) -> _SyncConnection:
         with self._lock:
@@ -471,27 +476,73 @@ class SyncPool:
 
 
 class _Pending:
-    __slots__ = ("count", "future", "queue", "replies", "timer")
+    __slots__ = ("count", "deadline", "future", "queue", "replies")
 
-    def __init__(self, future: asyncio.Future[list[Any]], count: int, queue: asyncio.Queue[Any] | None = None) -> None:
+    def __init__(
+        self, future: asyncio.Future[list[Any]], count: int, deadline: float, queue: asyncio.Queue[Any] | None = None
+    ) -> None:
         self.future = future
         self.count = count
+        self.deadline = deadline
         self.replies: list[Any] = []
-        self.timer: asyncio.TimerHandle | None = None
         #: A subscription: every reply goes here, and the entry never completes.
         self.queue = queue
 
 
 class _MuxProtocol(asyncio.Protocol):
+    """One connection's state: the batches waiting for replies, in the order they were written.
+
+    Writes are coalesced: the commands of every task that sends during one
+    turn of the event loop go out in one ``write`` at the end of it, so
+    concurrent requests share a system call as well as the connection. One
+    watchdog timer (not one per command) fails the connection when the oldest
+    batch is past its deadline.
+    """
+
     def __init__(self, address: Address) -> None:
         self.address = address
         self.reader = reader()
         self.pending: collections.deque[_Pending] = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.lost: BaseException | None = None
+        self._out: list[bytes] = []
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # a stream connection's is a Transport
+
+    def send(self, commands: Sequence[Command], queue: asyncio.Queue[Any] | None = None) -> asyncio.Future[list[Any]]:
+        loop = self._loop
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        if self.lost is not None or self.transport is None or self.transport.is_closing():
+            future.set_exception(RedisConnectionError(f"connection to Redis at {self.address.describe()} lost"))
+            return future
+        timeout = self.address.socket_timeout
+        deadline = math.inf if timeout is None or queue is not None else loop.time() + timeout
+        self.pending.append(_Pending(future, len(commands), deadline, queue))
+        if not self._out:
+            loop.call_soon(self._flush)
+        self._out.append(pack(commands))
+        if timeout is not None and self._watchdog is None and queue is None:
+            self._watchdog = loop.call_later(timeout / 4, self._watch)
+        return future
+
+    def _flush(self) -> None:
+        out, self._out = self._out, []
+        if out and self.lost is None and self.transport is not None:
+            self.transport.write(b"".join(out))
+
+    def _watch(self) -> None:
+        self._watchdog = None
+        if not self.pending or self.lost is not None:
+            return
+        if self.pending[0].deadline <= self._loop.time():
+            self.fail(RedisTimeoutError(f"Redis at {self.address.describe()} did not answer in time"))
+            return
+        timeout = self.address.socket_timeout
+        if timeout is not None and self.pending[0].queue is None:
+            self._watchdog = self._loop.call_later(timeout / 4, self._watch)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -507,8 +558,6 @@ class _MuxProtocol(asyncio.Protocol):
                 entry.replies.append(reply)
                 if len(entry.replies) == entry.count:
                     self.pending.popleft()
-                    if entry.timer is not None:
-                        entry.timer.cancel()
                     if not entry.future.done():
                         entry.future.set_result(entry.replies)
         except ProtocolError as error:
@@ -525,14 +574,24 @@ class _MuxProtocol(asyncio.Protocol):
         """Fail every waiting batch with ``error`` and drop the connection: its replies are out of step."""
         if self.lost is None:
             self.lost = error
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         pending, self.pending = self.pending, collections.deque()
+        self._out = []
         for entry in pending:
-            if entry.timer is not None:
-                entry.timer.cancel()
-            if not entry.future.done():
+            if entry.queue is not None:  # nobody awaits a subscription's future
+                entry.future.cancel()
+            elif not entry.future.done():
                 entry.future.set_exception(error)
         if self.transport is not None:
             self.transport.abort()
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    # Mark the outcome as seen: when every caller was cancelled, nobody else will.
+    if not task.cancelled():
+        task.exception()
 
 
 class AsyncMux:
@@ -573,46 +632,26 @@ class AsyncMux:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # a store used from a new loop starts afresh there
             self._loop, self._protocol, self._connecting = loop, None, None
-        if self._connecting is not None:
-            return await asyncio.shield(self._connecting)
-        future: asyncio.Future[_MuxProtocol] = loop.create_future()
-        self._connecting = future
+        if self._connecting is None:
+            # A task of its own, shared by every caller: cancelling one caller cancels only its wait.
+            self._connecting = loop.create_task(self._establish())
+            self._connecting.add_done_callback(_retrieve)
+        return await asyncio.shield(self._connecting)
+
+    async def _establish(self) -> _MuxProtocol:
         try:
             _, protocol = await self._open()
             handshake = self.address.handshake()
             if handshake:
                 try:
-                    _check_handshake(await self._send(protocol, handshake))
+                    _check_handshake(await protocol.send(handshake))
                 except BaseException:
                     protocol.fail(RedisConnectionError("handshake failed"))
                     raise
             self._protocol = protocol
-            future.set_result(protocol)
             return protocol
-        except BaseException as error:
-            future.set_exception(error)
-            future.exception()  # retrieved: a waiter that never comes must not log it
-            raise
         finally:
-            if self._connecting is future:
-                self._connecting = None
-
-    def _send(self, protocol: _MuxProtocol, commands: Sequence[Command]) -> asyncio.Future[list[Any]]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[Any]] = loop.create_future()
-        if protocol.lost is not None or protocol.transport is None or protocol.transport.is_closing():
-            future.set_exception(RedisConnectionError(f"connection to Redis at {self.address.describe()} lost"))
-            return future
-        entry = _Pending(future, len(commands))
-        timeout = self.address.socket_timeout
-        if timeout is not None:
-            entry.timer = loop.call_later(timeout, self._timed_out, protocol)
-        protocol.pending.append(entry)
-        protocol.transport.write(pack(commands))
-        return future
-
-    def _timed_out(self, protocol: _MuxProtocol) -> None:
-        protocol.fail(RedisTimeoutError(f"Redis at {self.address.describe()} did not answer in time"))
+            self._connecting = None
 
     async def execute(self, commands: Sequence[Command]) -> list[Any]:
         """Send ``commands`` in one write and return their replies (error replies as ResponseError)."""
@@ -624,7 +663,7 @@ class AsyncMux:
             if protocol is None or protocol.lost is not None or self._loop is not asyncio.get_running_loop():
                 protocol = await self._connect()
             try:
-                return await self._send(protocol, commands)
+                return await protocol.send(commands)
             except (RedisConnectionError, RedisTimeoutError):
                 if self._protocol is protocol:
                     self._protocol = None
@@ -641,9 +680,10 @@ class AsyncMux:
         transport, protocol = await self._open()
         messages: asyncio.Queue[Any] = asyncio.Queue()
         try:
-            handshake = [*self.address.handshake(), ("SUBSCRIBE", channel)]
-            _check_handshake((await self._send(protocol, handshake))[:-1])
-            protocol.pending.append(_Pending(asyncio.get_running_loop().create_future(), 0, messages))
+            handshake = self.address.handshake()
+            if handshake:
+                _check_handshake(await protocol.send(handshake))
+            protocol.send([("SUBSCRIBE", channel)], messages)
             while True:
                 if protocol.lost is not None:
                     raise protocol.lost
