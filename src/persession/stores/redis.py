@@ -105,18 +105,31 @@ whenever the user logs in, is listed or is revoked. ``delete`` is one script
 and revocations use regular (not sharded) pub/sub: every node forwards a
 ``PUBLISH`` to the whole cluster, so the watcher may subscribe on any node.
 
-**Timeouts.** Clients built from a URL wait at most
+**Connections.** A store built by :meth:`RedisStore.from_url` on a
+``redis://``, ``rediss://`` or ``unix://`` URL does not use redis-py's
+connections but its own, which send exactly what the store needs (RESP2,
+parsed by ``hiredis`` when installed): ``RedisStore`` keeps a thread-safe
+pool of blocking sockets (a forked worker never reuses its parent's);
+``AsyncRedisStore`` keeps one connection per event loop shared by every
+request, whose commands are pipelined (Redis answers in order) and whose
+writes during one turn of the loop go out in one system call. A request's
+round trip costs several times less CPU than through redis-py. A
+``redis+sentinel://`` URL, and any client passed to the constructor, use
+redis-py.
+
+**Timeouts.** Stores built from a URL wait at most
 :data:`DEFAULT_CONNECT_TIMEOUT` seconds to connect and
-:data:`DEFAULT_SOCKET_TIMEOUT` seconds for a reply, and retry a failed command
-:data:`DEFAULT_RETRIES` time(s) without backoff (every command here is
-idempotent), so an unreachable server becomes
-:class:`~persession.StoreUnavailable` within
-``(1 + DEFAULT_RETRIES) * timeout`` instead of hanging a worker. Their pool
-holds up to :data:`DEFAULT_MAX_CONNECTIONS` connections; a request that finds
-them all busy waits up to :data:`DEFAULT_POOL_TIMEOUT` seconds for one
-(redis-py's plain pool would fail it at once). A Sentinel client's pool cannot
-wait: past ``max_connections`` it fails at once. A client you pass in keeps its
-own settings: give it timeouts.
+:data:`DEFAULT_SOCKET_TIMEOUT` seconds for a reply (an asyncio store notices
+a late reply within a quarter of that more), and retry a failed command
+:data:`DEFAULT_RETRIES` time(s) on a new connection without backoff (every
+command here is idempotent), so an unreachable server becomes
+:class:`~persession.StoreUnavailable` within about
+``(1 + DEFAULT_RETRIES) * timeout`` instead of hanging a worker. A
+synchronous store holds up to :data:`DEFAULT_MAX_CONNECTIONS` connections; a
+thread that finds them all busy waits up to :data:`DEFAULT_POOL_TIMEOUT`
+seconds for one. A Sentinel client's pool cannot wait: past
+``max_connections`` it fails at once. A client you pass in keeps its own
+settings: give it timeouts.
 """
 
 from __future__ import annotations
@@ -1116,10 +1129,6 @@ def _master_options(target: _SentinelTarget) -> dict[str, Any]:
     return master
 
 
-def _pool_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    return {"max_connections": DEFAULT_MAX_CONNECTIONS, "timeout": DEFAULT_POOL_TIMEOUT, **options}
-
-
 def _sentinel_options(options: Mapping[str, Any]) -> dict[str, Any]:
     # Sentinels get the timeouts and retry policy, never the master's credentials.
     return {k: v for k, v in options.items() if k.startswith("socket_") or k == "retry"}
@@ -1263,18 +1272,22 @@ class RedisStore:
           ``service_name``, following failovers. The password is the master's;
           pass ``sentinel_kwargs={"password": ...}`` if the sentinels need one.
 
-        :param client_options: passed to ``redis.BlockingConnectionPool.from_url``
-            (or to ``redis.sentinel.Sentinel``); defaults
-            ``socket_connect_timeout=2.0`` (:data:`DEFAULT_CONNECT_TIMEOUT`),
-            ``socket_timeout=2.0`` (:data:`DEFAULT_SOCKET_TIMEOUT`), one
-            immediate retry (:data:`DEFAULT_RETRIES`), and for the pool
-            ``max_connections=100`` (:data:`DEFAULT_MAX_CONNECTIONS`) and
-            ``timeout=2.0`` (:data:`DEFAULT_POOL_TIMEOUT`). Query parameters of
-            a ``redis://`` URL override them.
+        :param client_options: for ``redis://``, ``rediss://`` and
+            ``unix://`` URLs, the options of persession's own connections
+            (see the module docs and :doc:`/stores`): ``db``, ``username``,
+            ``password``, ``client_name``, ``socket_timeout`` (default 2.0,
+            :data:`DEFAULT_SOCKET_TIMEOUT`), ``socket_connect_timeout``
+            (default 2.0, :data:`DEFAULT_CONNECT_TIMEOUT`), ``retries``
+            (default 1, :data:`DEFAULT_RETRIES`), ``max_connections`` (default
+            100, :data:`DEFAULT_MAX_CONNECTIONS`), ``pool_timeout`` (default
+            2.0, :data:`DEFAULT_POOL_TIMEOUT`) and the ``ssl_*`` options of a
+            ``rediss://`` URL; they override the URL's query parameters. For
+            ``redis+sentinel://``, passed to ``redis.sentinel.Sentinel`` with
+            the same timeout and retry defaults.
         :param layout: as for the constructor; also accepted as the URL's
             ``layout`` query parameter (``redis://cache/0?layout=connect-redis``).
-        :raises ConfigError: the URL is malformed, names no host, or its
-            scheme is not one of the above.
+        :raises ConfigError: the URL is malformed, names no host, its
+            scheme is not one of the above, or an option is unknown.
         """
         url, layout = _split_layout(url, layout)
         target = _parse_url(url)
