@@ -141,7 +141,7 @@ def _number(name: str, value: object, kind: type[int] | type[float], *, optional
         number = kind(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else None
     except ValueError:
         number = None
-    if number is None or number < 0:
+    if number is None or number < 0 or not math.isfinite(number):
         raise ConfigError(name, f"{name} must be a non-negative {kind.__name__}, not {value!r}")
     return number
 
@@ -396,50 +396,69 @@ class SyncPool:
 
     def __init__(self, address: Address) -> None:
         self.address = address
-        self._lock = threading.Lock()
-        self._idle: list[_SyncConnection] = []
-        self._slots = threading.BoundedSemaphore(address.max_connections)
-        self._pid = os.getpid()
+        self._setup()
         self._closed = False
 
-    def _reset_after_fork(self) -> None:
-        # The parent's sockets are the parent's: forget them (closing would shut them for it too).
-        with self._lock:
-            if self._pid != os.getpid():
-                self._idle = []
-                self._slots = threading.BoundedSemaphore(self.address.max_connections)
-                self._pid = os.getpid()
+    def _setup(self) -> None:
+        self._lock = threading.Lock()
+        self._freed = threading.Condition(self._lock)
+        self._idle: list[_SyncConnection] = []
+        self._busy = 0
+        self._pid = os.getpid()
 
     def execute(self, commands: Sequence[Command]) -> list[Any]:
         """Send ``commands`` in one write and return their replies (error replies as ResponseError)."""
         if self._pid != os.getpid():
-            self._reset_after_fork()
-        slots = self._slots
-        if not slots.acquire(timeout=-1 if self.address.pool_timeout is None else self.address.pool_timeout):
-            raise RedisConnectionError(
-                f"all {self.address.max_connections} connections to Redis at {self.address.describe()} are busy"
-            )
+            # A forked child: the parent's sockets are the parent's (closing them would shut them for it too).
+            self._setup()
+        connection = self._checkout()
+        attempt = 0
         try:
-            attempt = 0
             while True:
-                # A retry never takes an idle connection: after a restart they are all stale.
-                connection = self._take() if attempt == 0 else _SyncConnection(self.address)
+                if connection is None:
+                    connection = _SyncConnection(self.address)
                 try:
                     replies = connection.execute(commands)
                 except (RedisConnectionError, RedisTimeoutError):
                     connection.close()
-                    self._drop_idle()
+                    connection = None
+                    self._drop_idle()  # after a restart they are all stale: a retry takes a new connection
                     if attempt >= self.address.retries:
                         raise
                     attempt += 1
                     continue
                 except BaseException:
                     connection.close()
+                    connection = None
                     raise
-                self._give(connection)
                 return replies
         finally:
-            slots.release()
+            self._checkin(connection)
+
+    def _checkout(self) -> _SyncConnection | None:
+        """Take a slot (waiting up to ``pool_timeout`` when all are busy) and an idle connection if any."""
+        address = self.address
+        with self._lock:
+            if self._busy >= address.max_connections and not self._freed.wait_for(
+                lambda: self._busy < address.max_connections or self._closed, address.pool_timeout
+            ):
+                raise RedisConnectionError(
+                    f"all {address.max_connections} connections to Redis at {address.describe()} are busy"
+                )
+            if self._closed:
+                raise RedisConnectionError("the Redis store is closed")
+            self._busy += 1
+            return self._idle.pop() if self._idle else None
+
+    def _checkin(self, connection: _SyncConnection | None) -> None:
+        with self._lock:
+            self._busy -= 1
+            if connection is not None and not self._closed and connection.pid == self._pid:
+                self._idle.append(connection)
+                connection = None
+            self._freed.notify()
+        if connection is not None:
+            connection.close()
 
     def _drop_idle(self) -> None:
         """Close the idle connections: one failed, so the others (as old or older) likely did too."""
@@ -448,26 +467,12 @@ class SyncPool:
         for connection in idle:
             connection.close()
 
-    def _take(self) -> _SyncConnection:
-        with self._lock:
-            if self._closed:
-                raise RedisConnectionError("the Redis store is closed")
-            if self._idle:
-                return self._idle.pop()
-        return _SyncConnection(self.address)
-
-    def _give(self, connection: _SyncConnection) -> None:
-        with self._lock:
-            if not self._closed and connection.pid == os.getpid():
-                self._idle.append(connection)
-                return
-        connection.close()
-
     def close(self) -> None:
         """Close the idle connections; busy ones are closed when they come back."""
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
+            self._freed.notify_all()
         for connection in idle:
             connection.close()
 
@@ -588,6 +593,20 @@ class _MuxProtocol(asyncio.Protocol):
             self.transport.abort()
 
 
+def _discard(protocol: _MuxProtocol) -> None:
+    """Drop a connection of another event loop: abort it, or when that loop is closed, shut its socket down."""
+    transport = protocol.transport
+    if transport is None:
+        return
+    try:
+        transport.abort()
+    except RuntimeError:  # its loop is closed: the server must still see the connection end
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
 def _retrieve(task: asyncio.Task[Any]) -> None:
     # Mark the outcome as seen: when every caller was cancelled, nobody else will.
     if not task.cancelled():
@@ -631,6 +650,8 @@ class AsyncMux:
     async def _connect(self) -> _MuxProtocol:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # a store used from a new loop starts afresh there
+            if self._protocol is not None:
+                _discard(self._protocol)
             self._loop, self._protocol, self._connecting = loop, None, None
         if self._connecting is None:
             # A task of its own, shared by every caller: cancelling one caller cancels only its wait.
@@ -648,6 +669,9 @@ class AsyncMux:
                 except BaseException:
                     protocol.fail(RedisConnectionError("handshake failed"))
                     raise
+            if self._closed:  # aclose() was called while this connected
+                protocol.fail(RedisConnectionError("the Redis store is closed"))
+                raise RedisConnectionError("the Redis store is closed")
             self._protocol = protocol
             return protocol
         finally:
