@@ -234,6 +234,7 @@ _DATA: Final = "."  # every session key's field starts with it; metadata fields 
 _CREATED: Final = b"created"
 _ACCESSED: Final = b"accessed"
 _EXPIRES: Final = b"expires"
+_METADATA: Final = frozenset((_CREATED, _ACCESSED, _EXPIRES))
 
 # -- Lua -------------------------------------------------------------------------------------------
 
@@ -1006,6 +1007,19 @@ def _reject_constant(name: str) -> NoReturn:
 
 
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+# The decoder's C scanner (what decode() calls after its whitespace scans), typed loosely by typeshed.
+_SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
+
+
+def _json_value(text: str) -> Any:
+    """``_DECODER.decode(text)``, without its two whitespace scans when there is none (json.dumps writes none)."""
+    try:
+        value, end = _SCAN(text, 0)
+    except StopIteration:
+        end = -1
+    if end != len(text):
+        return _DECODER.decode(text)  # surrounding whitespace is fine; anything else raises as before
+    return value
 
 
 def _record(prefix: str, raw: Mapping[bytes | str, bytes | str], now: float) -> Record | None:
@@ -1015,25 +1029,29 @@ def _record(prefix: str, raw: Mapping[bytes | str, bytes | str], now: float) -> 
     data: dict[str, Any] = {}
     times: dict[bytes, float] = {}
     for name, value in raw.items():
-        field = name if isinstance(name, bytes) else name.encode("utf-8")
-        is_data = field.startswith(b".")
-        if not is_data and field not in (_CREATED, _ACCESSED, _EXPIRES):
+        field = name if type(name) is bytes else name.encode("utf-8")  # type: ignore[union-attr]
+        is_data = field[:1] == b"."
+        if not is_data and field not in _METADATA:
             continue  # reserved for later versions: ignored, never decoded
         try:
-            text = value.decode("utf-8") if isinstance(value, bytes) else value  # strict: planted bytes fail
+            text = value.decode("utf-8") if type(value) is bytes else value  # strict: planted bytes fail
             if is_data:
-                data[field[1:].decode("utf-8")] = _DECODER.decode(text)
+                data[field[1:].decode("utf-8")] = _json_value(text)  # type: ignore[arg-type]
             else:
                 times[field] = float(text)
         except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, a bad float, "[[[[..."
             _malformed(prefix, "a field is not valid JSON" if is_data else "a time is not a number")
             return None
-    if len(times) != 3 or not all(math.isfinite(t) for t in times.values()):
+    if len(times) != 3:
         _malformed(prefix, "the hash lacks its created/accessed/expires metadata")
         return None
-    if times[_EXPIRES] <= now:
+    created, accessed, expires = times[_CREATED], times[_ACCESSED], times[_EXPIRES]
+    if not (math.isfinite(created) and math.isfinite(accessed) and math.isfinite(expires)):
+        _malformed(prefix, "the hash lacks its created/accessed/expires metadata")
         return None
-    return Record(data, created=times[_CREATED], accessed=times[_ACCESSED], expires=times[_EXPIRES])
+    if expires <= now:
+        return None
+    return Record(data, created=created, accessed=accessed, expires=expires)
 
 
 # -- URLs --------------------------------------------------------------------------------------------
