@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import os
 import pickle
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -16,6 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -41,9 +44,11 @@ from _redis import (  # noqa: F401  (the *_fixture names are fixtures)
 )
 from persession.exceptions import ConfigError, NotSerializable, StoreError, StoreUnavailable
 from persession.records import Change, Record
-from persession.stores import store_from_url
+from persession.stores import _resp, store_from_url
 from persession.stores.redis import (
     DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_POOL_TIMEOUT,
     DEFAULT_PREFIX,
     DEFAULT_RETRIES,
     DEFAULT_SOCKET_TIMEOUT,
@@ -700,70 +705,156 @@ async def test_async_sentinel_master_for_client(redis_sentinel: RedisSentinel) -
 
 
 def test_redis_url_through_store_from_url(redis_server: RedisServer, prefix: str) -> None:
-    """store_from_url('redis://...') builds a working RedisStore with bounded timeouts."""
+    """store_from_url('redis://...') builds a working RedisStore on its own connections, with bounded timeouts."""
     store = store_from_url(redis_server.url, prefix=prefix)
     assert isinstance(store, RedisStore)
-    sid = new_sid()
-    store.save(sid, live({"a": 1}))
-    assert store.load(sid) is not None
-    assert isinstance(store.client, redis.Redis)
-    kwargs = store.client.connection_pool.connection_kwargs
-    assert kwargs["socket_timeout"] == DEFAULT_SOCKET_TIMEOUT == 2.0
-    assert kwargs["socket_connect_timeout"] == DEFAULT_CONNECT_TIMEOUT == 2.0
-    assert kwargs["retry"].get_retries() == DEFAULT_RETRIES
-    store.delete(sid)
-    store.close()
+    try:
+        sid = new_sid()
+        store.save(sid, live({"a": 1}))
+        assert store.load(sid) is not None
+        assert store.client is None  # persession's own RESP connections, not a redis-py client
+        assert isinstance(store._pool, _resp.SyncPool)
+        address = store._pool.address
+        url = urlsplit(redis_server.url)  # the shared server, or PERSESSION_REDIS_URL's
+        assert (address.host, address.port, address.path) == (url.hostname, url.port or 6379, None)
+        assert address.db == int(url.path.strip("/") or 0)
+        assert address.ssl_context is None
+        assert (address.username, address.password, address.client_name) == (None, None, None)
+        assert address.socket_timeout == DEFAULT_SOCKET_TIMEOUT == 2.0
+        assert address.connect_timeout == DEFAULT_CONNECT_TIMEOUT == 2.0
+        assert address.retries == DEFAULT_RETRIES
+        assert address.max_connections == DEFAULT_MAX_CONNECTIONS
+        assert address.pool_timeout == DEFAULT_POOL_TIMEOUT
+        store.delete(sid)
+    finally:
+        store.close()
 
 
 def test_url_query_overrides_the_timeouts(redis_server: RedisServer) -> None:
-    """Timeouts in the URL's query win over the defaults."""
-    store = RedisStore.from_url(f"{redis_server.url}?socket_timeout=0.5&socket_connect_timeout=0.25")
-    assert isinstance(store.client, redis.Redis)
-    kwargs = store.client.connection_pool.connection_kwargs
-    assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (0.5, 0.25)
-    store.close()
+    """Options in the URL's query win over the defaults, keywords over the query; the store still works."""
+    query = "socket_timeout=0.5&socket_connect_timeout=0.25&retries=3&max_connections=7&pool_timeout=0.75"
+    store = RedisStore.from_url(f"{redis_server.url}?{query}", socket_connect_timeout=0.125, prefix=unique_prefix())
+    try:
+        assert store.client is None
+        address = store._pool.address
+        assert (address.socket_timeout, address.connect_timeout) == (0.5, 0.125)
+        assert (address.retries, address.max_connections, address.pool_timeout) == (3, 7, 0.75)
+        assert store.load(new_sid()) is None
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "options"),
+    [
+        pytest.param("redis://cache.example.org:6379/0?health_check_interval=5", {}, id="query"),
+        pytest.param("redis://cache.example.org:6379/0", {"health_check_interval": 5}, id="keyword"),
+        pytest.param("unix:///run/redis.sock?health_check_interval=5", {}, id="unix-query"),
+    ],
+)
+def test_unknown_redis_option_is_a_config_error_naming_it(url: str, options: dict[str, Any]) -> None:
+    """An option the lean client does not know raises ConfigError naming it, for both flavours."""
+    with pytest.raises(ConfigError) as caught:
+        RedisStore.from_url(url, **options)
+    assert caught.value.option == "health_check_interval"
+    assert "health_check_interval" in str(caught.value)
+    with pytest.raises(ConfigError) as async_caught:
+        AsyncRedisStore.from_url(url, **options)
+    assert async_caught.value.option == "health_check_interval"
 
 
 @pytest.mark.anyio
 async def test_rediss_url_builds_a_tls_client_without_connecting() -> None:
-    """A rediss:// URL builds TLS clients (sync and async twin) for the named host, port, db and password."""
-    store = store_from_url("rediss://:s3cret@cache.example.org:6380/3", prefix="tls:")
+    """A rediss:// URL builds TLS connections (sync and async twin) for the named host, port, db and password."""
+    store = store_from_url("rediss://:s3cret@cache.example.org:6380/3", prefix="tls:", client_name="tls-test")
     assert isinstance(store, RedisStore)
-    assert isinstance(store.client, redis.Redis)
-    pool = store.client.connection_pool
-    assert pool.connection_class is redis.connection.SSLConnection
-    kwargs = pool.connection_kwargs
-    assert (kwargs["host"], kwargs["port"], kwargs["db"], kwargs["password"]) == (
+    assert store.client is None
+    address = store._pool.address
+    assert (address.host, address.port, address.db, address.username, address.password, address.path) == (
         "cache.example.org",
         6380,
         3,
+        None,
         "s3cret",
+        None,
     )
-    assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (2.0, 2.0)
+    assert isinstance(address.ssl_context, ssl.SSLContext)
+    assert address.ssl_context.verify_mode == ssl.CERT_REQUIRED  # verified by default, hostname included
+    assert address.ssl_context.check_hostname is True
+    assert (address.socket_timeout, address.connect_timeout) == (2.0, 2.0)
+    assert address.client_name == "tls-test"
     twin = store.to_async()
-    assert isinstance(twin.client, redis.asyncio.Redis)
-    async_pool = twin.client.connection_pool
-    assert async_pool.connection_class is redis.asyncio.connection.SSLConnection
-    assert async_pool.connection_kwargs["host"] == "cache.example.org"
-    assert async_pool.connection_kwargs["socket_timeout"] == 2.0
+    assert twin.client is None
+    assert isinstance(twin._mux, _resp.AsyncMux)
+    twin_address = twin._mux.address
+    assert isinstance(twin_address.ssl_context, ssl.SSLContext)
+    assert twin_address.ssl_context.verify_mode == ssl.CERT_REQUIRED
+    # The twin has the same URL and keyword options (its TLS context is a new one).
+    assert dataclasses.replace(twin_address, ssl_context=None) == dataclasses.replace(address, ssl_context=None)
     assert twin.prefix == "tls:"
     await twin.close()
     store.close()
 
 
+def test_rediss_url_can_turn_certificate_checks_off() -> None:
+    """rediss://...?ssl_cert_reqs=none (a self-signed test server) verifies neither certificate nor hostname."""
+    store = RedisStore.from_url("rediss://cache.example.org/0?ssl_cert_reqs=none")
+    try:
+        context = store._pool.address.ssl_context
+        assert context is not None
+        assert (context.verify_mode, context.check_hostname) == (ssl.CERT_NONE, False)
+    finally:
+        store.close()
+
+
+@pytest.mark.anyio
+async def test_to_async_twin_keeps_query_and_keyword_options(redis_server: RedisServer) -> None:
+    """The asyncio twin of a URL store gets the same query and keyword options, and reaches the same server."""
+    name = f"persession-twin-{uuid.uuid4().hex[:8]}"
+    prefix = unique_prefix("twin")
+    server = redis_server.url.rpartition("/")[0]  # redis://host:port, without the database
+    store = RedisStore.from_url(f"{server}/0?socket_timeout=0.75&db=5", prefix=prefix, client_name=name)
+    twin = store.to_async()
+    try:
+        assert twin.client is None
+        assert twin._mux.address == store._pool.address
+        assert (twin._mux.address.socket_timeout, twin._mux.address.db) == (0.75, 5)
+        sid = new_sid()
+        await twin.save(sid, live({"from": "twin"}))
+        loaded = store.load(sid)
+        assert loaded is not None
+        assert loaded.data == {"from": "twin"}
+        with redis.Redis.from_url(f"{server}/5", socket_timeout=5) as db5:
+            assert db5.exists(f"{prefix}{sid}") == 1
+            names = [c.get("name") for c in db5.client_list()]
+        assert names.count(name) == 2  # the sync pool's connection and the twin's
+        await twin.delete(sid)
+    finally:
+        await twin.close()
+        store.close()
+
+
 def test_unix_socket_url_really_connects(tmp_path: Path) -> None:
-    """A unix:// URL reaches a redis-server listening on a unix socket."""
+    """A unix:// URL reaches a redis-server listening on a unix socket, in the database its ?db= names."""
     socket_path = tmp_path / "redis.sock"
     with RedisServer(unixsocket=socket_path) as server:
         store = store_from_url(f"unix://{socket_path}?db=2", prefix="unix:")
         assert isinstance(store, RedisStore)
-        sid = new_sid()
-        record = live({"over": "unix"})
-        store.save(sid, record)
-        assert store.load(sid) == record
-        with redis.Redis("127.0.0.1", server.port, db=2) as tcp:
-            assert tcp.exists(f"unix:{sid}") == 1
-        store.close()
+        try:
+            assert store.client is None
+            address = store._pool.address
+            assert (address.path, address.host, address.db) == (str(socket_path), None, 2)
+            sid = new_sid()
+            record = live({"over": "unix"})
+            store.save(sid, record)
+            assert store.load(sid) == record
+            with redis.Redis("127.0.0.1", server.port, db=2) as tcp:
+                assert tcp.exists(f"unix:{sid}") == 1
+                assert any(
+                    c.get("addr", "").startswith("/") or c.get("laddr", "").startswith("/") for c in tcp.client_list()
+                )
+        finally:
+            store.close()
 
 
 def test_sentinel_url_is_parsed_without_connecting() -> None:
@@ -833,6 +924,8 @@ def test_close_closes_only_clients_the_store_built(redis_server: RedisServer, ra
     """close() disconnects a client built by from_url, and leaves a client passed in usable."""
     name = f"persession-close-{uuid.uuid4().hex[:8]}"
     owned = RedisStore.from_url(redis_server.url, client_name=name)
+    assert owned.client is None
+    assert owned._pool.address.client_name == name
     assert owned.load(new_sid()) is None
 
     def connected() -> int:

@@ -37,6 +37,7 @@ import collections
 import contextlib
 import math
 import os
+import re
 import socket
 import ssl
 import threading
@@ -97,6 +98,7 @@ _ERRORS: Final[tuple[tuple[str, type[RedisError]], ...]] = (
 )
 _AUTH_ERRORS: Final = ("NOAUTH", "WRONGPASS", "invalid username-password", "invalid password")
 _RECV: Final = 65536
+_INTEGER: Final = re.compile(rb"-?[0-9]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,10 +139,13 @@ class Address:
 def _number(name: str, value: object, kind: type[int] | type[float], *, optional: bool = False) -> Any:
     if value is None and optional:
         return None
+    number: int | float | None
     try:
         number = kind(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else None
     except ValueError:
         number = None
+    if kind is int and isinstance(value, float) and not value.is_integer():
+        number = None  # db=2.7 is a mistake, not database 2
     if number is None or number < 0 or not math.isfinite(number):
         raise ConfigError(name, f"{name} must be a non-negative {kind.__name__}, not {value!r}")
     return number
@@ -184,7 +189,10 @@ def parse_url(url: str, options: Mapping[str, Any], defaults: Mapping[str, Any])
     db = _number("db", db_text, int)
     context: ssl.SSLContext | None = None
     if scheme == "rediss":
-        context = ssl.create_default_context(cafile=merged.get("ssl_ca_certs"))
+        try:
+            context = ssl.create_default_context(cafile=merged.get("ssl_ca_certs"))
+        except OSError as error:  # a missing or unreadable CA file
+            raise ConfigError("ssl_ca_certs", f"cannot read the CA certificates: {error}") from None
         check = _flag("ssl_check_hostname", merged.get("ssl_check_hostname", True))
         wanted = merged.get("ssl_cert_reqs", "required")
         reqs = _CERT_REQS.get(wanted.lower()) if isinstance(wanted, str) else wanted
@@ -193,7 +201,10 @@ def parse_url(url: str, options: Mapping[str, Any], defaults: Mapping[str, Any])
         context.check_hostname = check and reqs != ssl.CERT_NONE
         context.verify_mode = reqs
         if merged.get("ssl_certfile"):
-            context.load_cert_chain(merged["ssl_certfile"], merged.get("ssl_keyfile"))
+            try:
+                context.load_cert_chain(merged["ssl_certfile"], merged.get("ssl_keyfile"))
+            except OSError as error:  # includes ssl.SSLError: a missing file, or a key that does not match
+                raise ConfigError("ssl_certfile", f"cannot load the client certificate: {error}") from None
     try:
         port = parts.port or 6379
     except ValueError as error:
@@ -201,7 +212,7 @@ def parse_url(url: str, options: Mapping[str, Any], defaults: Mapping[str, Any])
     return Address(
         host=None if scheme == "unix" else parts.hostname,
         port=port,
-        path=parts.path if scheme == "unix" else None,
+        path=unquote(parts.path) if scheme == "unix" else None,
         ssl_context=context,
         username=username,
         password=password,
@@ -291,18 +302,21 @@ class PyReader:
             return line, pos
         if kind == 0x2D:  # -
             return ResponseError(line.decode("utf-8", "replace")), pos
-        try:
-            number = int(line)
-        except ValueError:
-            raise ProtocolError(f"not a RESP2 length or integer: {line[:40]!r}") from None
+        if not _INTEGER.fullmatch(line):
+            raise ProtocolError(f"not a RESP2 length or integer: {line[:40]!r}")
+        number = int(line)
         if kind == 0x3A:  # :
             return number, pos
+        if number < -1 and kind in (0x24, 0x2A):
+            raise ProtocolError(f"not a RESP2 length: {number}")
         if kind == 0x24:  # $
             if number < 0:
                 return None, pos
             end = pos + number
             if len(self._buffer) < end + 2:
                 raise IndexError
+            if self._buffer[end : end + 2] != b"\r\n":
+                raise ProtocolError("a RESP2 bulk string longer than its length")
             return bytes(self._buffer[pos:end]), end + 2
         if kind == 0x2A:  # *
             if number < 0:
@@ -409,7 +423,10 @@ class SyncPool:
     def execute(self, commands: Sequence[Command]) -> list[Any]:
         """Send ``commands`` in one write and return their replies (error replies as ResponseError)."""
         if self._pid != os.getpid():
-            # A forked child: the parent's sockets are the parent's (closing them would shut them for it too).
+            # A forked child: the parent's idle sockets are the parent's connections. Closing the
+            # child's copies of them leaves the parent's open (only shutdown() would end them).
+            for inherited in self._idle:
+                inherited.close()
             self._setup()
         connection = self._checkout()
         attempt = 0
@@ -725,4 +742,4 @@ class AsyncMux:
         self._closed = True
         protocol, self._protocol = self._protocol, None
         if protocol is not None and protocol.transport is not None and self._loop is asyncio.get_running_loop():
-            protocol.transport.close()
+            protocol.transport.abort()  # now: a TLS close would wait for the peer, maybe past the loop's end
