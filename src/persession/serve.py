@@ -186,7 +186,7 @@ class Launcher:
         self.spec = spec
         chosen = server or spec.server
         self.server: ServerKind = detect_server(spec.app, spec.app_dir) if chosen == "auto" else chosen
-        self.env = dict(os.environ if env is None else env)
+        self.env: dict[str, str] = dict(os.environ if env is None else env)
         self._log = log or (lambda line: print(f"persession serve: {line}", file=sys.stderr, flush=True))
         self._children: dict[int, tuple[int, subprocess.Popen[bytes]]] = {}  # pid -> (port, process)
         self._exit_codes: dict[int, int] = {}  # port -> exit code

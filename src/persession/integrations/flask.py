@@ -142,7 +142,26 @@ class MissingSession(NullSession):
     def _fail(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise SessionNotAvailable("no persession session in this request", _HINT)
 
-    __setitem__ = __delitem__ = clear = pop = popitem = update = setdefault = _fail
+    def __setitem__(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._fail()
+
+    def __delitem__(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._fail()
+
+    def clear(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._fail()
+
+    def pop(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._fail()
+
+    def popitem(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._fail()
+
+    def update(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._fail()
+
+    def setdefault(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._fail()
 
 
 class PersessionInterface(SessionInterface):

@@ -104,10 +104,10 @@ try:
     from pymongo.asynchronous.collection import AsyncCollection
     from pymongo.collection import Collection
     from pymongo.errors import ConnectionFailure, ExecutionTimeout, OperationFailure, PyMongoError
-except ImportError as error:  # pragma: no cover - exercised in a subprocess
+except ImportError as _missing:  # pragma: no cover - exercised in a subprocess
     raise ConfigError(
-        "store", f'the MongoDB stores need pymongo>=4.13 ({error}): pip install "persession[mongo]"'
-    ) from error
+        "store", f'the MongoDB stores need pymongo>=4.13 ({_missing}): pip install "persession[mongo]"'
+    ) from _missing
 
 __all__ = [
     "AsyncMongoStore",

@@ -176,10 +176,10 @@ try:
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
     from . import _resp
-except ImportError as error:  # pragma: no cover - exercised in a subprocess
+except ImportError as _missing:  # pragma: no cover - exercised in a subprocess
     raise ConfigError(
-        "store", f'the Redis stores need redis-py>=5 ({error}): pip install "persession[redis]"'
-    ) from error
+        "store", f'the Redis stores need redis-py>=5 ({_missing}): pip install "persession[redis]"'
+    ) from _missing
 
 __all__ = [
     "AsyncRedisStore",
