@@ -1042,10 +1042,10 @@ def _record(prefix: str, raw: Mapping[bytes | str, bytes | str], now: float) -> 
         except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, a bad float, "[[[[..."
             _malformed(prefix, "a field is not valid JSON" if is_data else "a time is not a number")
             return None
-    if len(times) != 3:
-        _malformed(prefix, "the hash lacks its created/accessed/expires metadata")
-        return None
-    created, accessed, expires = times[_CREATED], times[_ACCESSED], times[_EXPIRES]
+    # A missing time reads as NaN: one check covers missing and non-finite metadata.
+    created = times.get(_CREATED, math.nan)
+    accessed = times.get(_ACCESSED, math.nan)
+    expires = times.get(_EXPIRES, math.nan)
     if not (math.isfinite(created) and math.isfinite(accessed) and math.isfinite(expires)):
         _malformed(prefix, "the hash lacks its created/accessed/expires metadata")
         return None
