@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from email.utils import formatdate
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from persession.cookies import MAX_VALUE_LENGTH, cookie_values, render_set_cookie
+from persession.cookies import MAX_VALUE_LENGTH, CookieFormat, _http_date, cookie_values, render_set_cookie
 
 Headers = str | bytes | Iterable[str | bytes] | None
 
@@ -168,3 +171,35 @@ def test_rendered_cookie_parses_back() -> None:
     """The name and value of a rendered Set-Cookie are read back by cookie_values."""
     header = render_set_cookie("connect:sess", "id.sig", max_age=10, expires=WHEN)
     assert cookie_values(header.split(";", 1)[0], "connect:sess") == ["id.sig"]
+
+
+_ATTRIBUTES = st.fixed_dictionaries(
+    {
+        "path": st.sampled_from([None, "", "/", "/app"]),
+        "domain": st.sampled_from([None, "", ".example.org"]),
+        "secure": st.booleans(),
+        "httponly": st.booleans(),
+        "samesite": st.sampled_from([None, "lax", "strict", "none"]),
+        "partitioned": st.booleans(),
+    }
+)
+
+
+@given(
+    attributes=_ATTRIBUTES,
+    max_age=st.one_of(st.none(), st.integers(-5, 10**9)),
+    expires=st.one_of(st.none(), st.floats(0, 4e9)),
+)
+def test_cookie_format_renders_what_render_set_cookie_renders(
+    attributes: dict[str, Any], max_age: int | None, expires: float | None
+) -> None:
+    """CookieFormat.live, with its attributes rendered once, is render_set_cookie character for character."""
+    expected = render_set_cookie("sid", "v.sig", max_age=max_age, expires=expires, **attributes)
+    assert CookieFormat("sid", **attributes).live("v.sig", max_age=max_age, expires=expires) == expected
+
+
+@given(st.lists(st.floats(0, 4e9), min_size=1, max_size=20))
+def test_http_date_is_formatdate_with_its_one_second_cache(stamps: list[float]) -> None:
+    """The Expires date equals email.utils.formatdate, also when the cached second is asked again."""
+    for stamp in [*stamps, stamps[0], int(stamps[0]) + 0.9995, int(stamps[0]) + 0.25]:
+        assert _http_date(stamp) == formatdate(stamp, usegmt=True)

@@ -522,6 +522,66 @@ def test_stale_cookie_is_reissued_under_the_newest_secret() -> None:
     assert ItsdangerousSigner([OLD_SECRET]).unsign(value) is None
 
 
+class CountingSigner(ItsdangerousSigner):
+    """The default signer, counting its sign() calls."""
+
+    signed = 0
+
+    def sign(self, sid: str) -> str:
+        self.signed += 1
+        return super().sign(sid)
+
+
+def _noncanonical(value: str) -> str:
+    # The same digest, written with a nonzero unused bit in the last character: it verifies,
+    # but it is not what sign() writes.
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    return value[:-1] + alphabet[alphabet.index(value[-1]) + 1]
+
+
+def test_a_resent_cookie_reuses_the_verified_value_without_signing_again() -> None:
+    """A modified session re-sends its cookie: the value it came with, exactly, and no new signature is made."""
+    signer = CountingSigner([SECRET, OLD_SECRET])
+    engine = SessionEngine(SessionConfig(secret=[SECRET, OLD_SECRET]), signer=signer, clock=FakeClock())
+    sid = new_session_id()
+    value = ItsdangerousSigner([SECRET]).sign(sid)
+    opening = engine.open(f"{engine.config.cookie_name}={value}")
+    assert opening.signed == (sid, value)
+    session = engine.build(opening, Record({"a": 1}, created=T0 - 60, accessed=T0, expires=T0 + 3600))
+    session["a"] = 2
+    plan = engine.plan(session, opening, status=200, secure_request=True)
+    assert parse_set_cookie(plan.set_cookie or "")[1] == value
+    assert signer.signed == 0
+
+
+@pytest.mark.parametrize("kind", ["stale", "noncanonical"])
+def test_a_cookie_that_is_not_what_sign_writes_is_signed_afresh(kind: str) -> None:
+    """A cookie of an older secret, or a lenient base64 spelling of the right signature, is replaced by sign()'s."""
+    engine = make_engine()
+    sid = new_session_id()
+    value = ItsdangerousSigner([OLD_SECRET if kind == "stale" else SECRET]).sign(sid)
+    if kind == "noncanonical":
+        value = _noncanonical(value)
+    opening = engine.open(f"{engine.config.cookie_name}={value}")
+    assert opening.sid == sid
+    assert opening.signed is None
+    session = engine.build(opening, Record({"a": 1}, created=T0 - 60, accessed=T0, expires=T0 + 3600))
+    session["a"] = 2
+    plan = engine.plan(session, opening, status=200, secure_request=True)
+    assert parse_set_cookie(plan.set_cookie or "")[1] == ItsdangerousSigner([SECRET]).sign(sid) != value
+
+
+def test_a_regenerated_session_never_reuses_the_old_cookie() -> None:
+    """The reused value belongs to the cookie's own id: a new id is always signed."""
+    engine = make_engine()
+    session, opening = open_existing(engine)
+    assert opening.signed is not None
+    session.regenerate()
+    plan = engine.plan(session, opening, status=200, secure_request=True)
+    assert parse_set_cookie(plan.set_cookie or "")[1] != opening.signed[1]
+    assert cookie_sid(plan.set_cookie) == plan.sid != session.id
+
+
 def test_regenerate_saves_under_a_new_id_replacing_the_old() -> None:
     """regenerate saves the same data and creation time under a new id, replacing the old id."""
     clock = FakeClock()

@@ -36,7 +36,21 @@ def test_sign_unsign_round_trip() -> None:
     value = signer.sign(sid)
     assert value.startswith(sid + ".")
     assert value.isascii()
-    assert signer.unsign(value) == Unsigned(sid, stale=False)
+    assert signer.unsign(value) == Unsigned(sid, stale=False, exact=True)
+
+
+def test_only_the_canonical_spelling_of_a_signature_is_exact() -> None:
+    """A signature whose last character carries a nonzero unused bit verifies, but is not what sign() writes."""
+    signer = ItsdangerousSigner([NEW])
+    value = signer.sign(SID)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    lenient = value[:-1] + alphabet[alphabet.index(value[-1]) + 1]
+    assert signer.unsign(lenient) == Unsigned(SID, stale=False, exact=False)
+    # The standard alphabet's "+" and "/" decode too: find an id whose signature has a "-" or "_".
+    sid = next(sid for sid in (f"{SID[:-3]}{n:03d}" for n in range(1000)) if set("-_") & set(signer.sign(sid)[44:]))
+    body, _, signature = signer.sign(sid).rpartition(".")
+    standard = f"{body}.{signature.replace('-', '+').replace('_', '/')}"
+    assert signer.unsign(standard) == Unsigned(sid, stale=False, exact=False)
 
 
 def test_signing_is_deterministic_per_secret() -> None:
@@ -116,7 +130,7 @@ def test_rotation_old_secret_verifies_as_stale() -> None:
     rotated = ItsdangerousSigner([NEW, OLD])
     from_before = ItsdangerousSigner([OLD]).sign(SID)
     assert rotated.unsign(from_before) == Unsigned(SID, stale=True)
-    assert rotated.unsign(rotated.sign(SID)) == Unsigned(SID, stale=False)
+    assert rotated.unsign(rotated.sign(SID)) == Unsigned(SID, stale=False, exact=True)
 
 
 def test_rotation_signs_with_the_newest_secret() -> None:

@@ -28,8 +28,14 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 
 def _http_date(timestamp: float) -> str:
     """``email.utils.formatdate(timestamp, usegmt=True)``, character for character, in one step instead of four."""
+    second = int(timestamp)
+    # Every cookie set within one second carries the same date: the last one is kept. A fraction
+    # this close to 1 may round up to the next second (as formatdate rounds), so it is not cached.
+    cached = _last_date
+    if cached[0] == second and timestamp - second < 0.999:
+        return cached[1]
     moment = datetime.fromtimestamp(timestamp, timezone.utc)
-    return "%s, %02d %s %04d %02d:%02d:%02d GMT" % (  # noqa: UP031 (formatdate's own format)
+    text = "%s, %02d %s %04d %02d:%02d:%02d GMT" % (  # noqa: UP031 (formatdate's own format)
         _DAYS[moment.weekday()],
         moment.day,
         _MONTHS[moment.month - 1],
@@ -38,6 +44,17 @@ def _http_date(timestamp: float) -> str:
         moment.minute,
         moment.second,
     )
+    if timestamp - second < 0.999:
+        _remember_date(second, text)
+    return text
+
+
+_last_date: tuple[int | None, str] = (None, "")
+
+
+def _remember_date(second: int, text: str) -> None:
+    global _last_date  # one tuple, swapped whole: safe across threads
+    _last_date = (second, text)
 
 
 def _text(header: str | bytes) -> str:
@@ -120,3 +137,55 @@ def render_set_cookie(
     if partitioned:
         parts.append("Partitioned")
     return "; ".join(parts)
+
+
+class CookieFormat:
+    """:func:`render_set_cookie` for one cookie's fixed attributes, rendered once.
+
+    The engine keeps one per ``Secure`` setting; :meth:`live` gives exactly
+    what ``render_set_cookie(name, value, max_age=..., expires=..., **attributes)``
+    gives, without re-joining the attributes that never change.
+    """
+
+    __slots__ = ("_head", "_name", "_tail")
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        path: str | None = "/",
+        domain: str | None = None,
+        secure: bool = False,
+        httponly: bool = True,
+        samesite: SameSite | None = "lax",
+        partitioned: bool = False,
+    ) -> None:
+        self._name = name
+        head = [""]
+        if path:
+            head.append(f"Path={path}")
+        if domain:
+            head.append(f"Domain={domain}")
+        tail = [""]
+        if secure:
+            tail.append("Secure")
+        if httponly:
+            tail.append("HttpOnly")
+        if samesite:
+            tail.append(f"SameSite={samesite.capitalize()}")
+        if partitioned:
+            tail.append("Partitioned")
+        self._head = "; ".join(head)
+        self._tail = "; ".join(tail)
+
+    def live(self, value: str, *, max_age: int | None, expires: float | None) -> str:
+        """A cookie that lives ``max_age`` seconds (until ``expires``), or the browser session when ``None``."""
+        if max_age is None:
+            if expires is None:
+                return f"{self._name}={value}{self._head}{self._tail}"
+            return f"{self._name}={value}{self._head}; Expires={_http_date(expires)}{self._tail}"
+        if max_age <= 0:
+            return f"{self._name}={value}{self._head}; Max-Age=0; Expires={_EPOCH}{self._tail}"
+        if expires is None:
+            return f"{self._name}={value}{self._head}; Max-Age={max_age}{self._tail}"
+        return f"{self._name}={value}{self._head}; Max-Age={max_age}; Expires={_http_date(expires)}{self._tail}"

@@ -33,12 +33,12 @@ import hmac
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from .codecs import COOKIE, express_cookie
 from .config import SessionConfig
-from .cookies import MAX_VALUE_LENGTH, cookie_values, render_set_cookie
+from .cookies import MAX_VALUE_LENGTH, CookieFormat, cookie_values, render_set_cookie
 from .exceptions import SessionTooLarge
 from .records import Change, Record, dumps, rolled_expiry
 from .session import Session
@@ -84,6 +84,10 @@ class Opening:
     #: its keyed hash (what the store knows the session by). ``None`` otherwise:
     #: the cookie carries ``sid`` itself.
     token: str | None = None
+    #: ``(cookie id, cookie value)`` when the value is exactly what signing that
+    #: id gives now (:attr:`~persession.signing.Unsigned.exact`): a re-sent
+    #: cookie reuses it instead of signing again.
+    signed: tuple[str, str] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +171,20 @@ class SessionEngine:
         if secret is not None:
             secret = secret.encode("utf-8") if isinstance(secret, str) else secret
             self._store_key = hmac.new(secret, _STORE_KEY_LABEL, hashlib.sha256).digest()
+        # The Set-Cookie attributes that never change, rendered once for each Secure setting.
+        self._cookie_formats: dict[bool, CookieFormat] = {
+            secure: CookieFormat(
+                config.cookie_name,
+                path=config.path,
+                domain=config.domain,
+                secure=secure,
+                httponly=config.httponly,
+                # Browsers drop SameSite=None and Partitioned cookies without Secure: see plan().
+                samesite=None if config.samesite == "none" and not secure else config.samesite,
+                partitioned=config.partitioned and secure,
+            )
+            for secure in (False, True)
+        }
 
     def store_id(self, token: str) -> str:
         """The id the store keeps the session of cookie id ``token`` under.
@@ -196,7 +214,10 @@ class SessionEngine:
             unsigned = self.signer.unsign(value)
             if unsigned is not None:
                 token = unsigned.sid if self._store_key is not None else None
-                return Opening(sid=self.store_id(unsigned.sid), present=True, stale=unsigned.stale, token=token)
+                signed = (unsigned.sid, value) if unsigned.exact else None
+                return Opening(
+                    sid=self.store_id(unsigned.sid), present=True, stale=unsigned.stale, token=token, signed=signed
+                )
         security_log.warning("session cookie rejected: no configured secret verifies its signature")
         return Opening(present=True)
 
@@ -274,17 +295,10 @@ class SessionEngine:
             if not cookie_allowed or token is None:
                 return None
             max_age = self._cookie_max_age(now, created)
-            return render_set_cookie(
-                config.cookie_name,
-                self.signer.sign(token),
-                max_age=max_age,
-                expires=None if max_age is None else now + max_age,
-                path=config.path,
-                domain=config.domain,
-                secure=secure_attr,
-                httponly=config.httponly,
-                samesite=samesite,
-                partitioned=partitioned,
+            signed = opening.signed
+            value = signed[1] if signed is not None and signed[0] == token else self.signer.sign(token)
+            return self._cookie_formats[secure_attr].live(
+                value, max_age=max_age, expires=None if max_age is None else now + max_age
             )
 
         def expired_cookie() -> str | None:

@@ -16,6 +16,7 @@ express-session writes it (``s%3A...``), with 192-bit ids of 32 characters as
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import re
@@ -25,12 +26,15 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import quote, unquote
 
-from itsdangerous import BadData, Signer
-from itsdangerous.encoding import base64_decode, base64_encode
+from itsdangerous import Signer
+from itsdangerous.encoding import base64_encode
 
 __all__ = ["ExpressSigner", "ItsdangerousSigner", "SessionIdSigner", "Unsigned", "express_signature", "new_session_id"]
 
 _SALT = b"persession.session-id"
+# A SHA-256 digest as sign() writes it: 43 URL-safe characters, the two unused bits of the last one zero.
+_CANONICAL_SIGNATURE = re.compile(rb"[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]")
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 # What new_session_id() produces: 43 characters of the URL-safe base64 alphabet.
 _ID = re.compile(r"^[A-Za-z0-9_-]{43}$")
 # What ExpressSigner accepts as an id: uid-safe's 32 base64url characters, or
@@ -55,6 +59,12 @@ class Unsigned:
     sid: str
     #: It was signed by an older secret, so the cookie should be re-issued.
     stale: bool
+    #: The value is exactly what ``sign(sid)`` returns now (newest secret,
+    #: canonical encoding), so a re-sent cookie may reuse it instead of
+    #: signing again. Signers that cannot tell leave it ``False``.
+    #:
+    #: .. versionadded:: 0.2
+    exact: bool = False
 
 
 class SessionIdSigner(Protocol):
@@ -104,16 +114,20 @@ class ItsdangerousSigner:
         body, dot, signature = value.encode("ascii").rpartition(b".")
         if not dot:
             return None
-        try:
-            given = base64_decode(signature)
-        except BadData:
+        try:  # itsdangerous' base64_decode, without its layers of Python calls
+            given = binascii.a2b_base64(signature.translate(_FROM_URLSAFE) + b"=" * (-len(signature) % 4))
+        except binascii.Error:
             return None
         for index, key in enumerate(self._keys):
             if hmac.compare_digest(given, hmac.digest(key, body, "sha256")):
                 sid = body.decode("ascii")
                 if not _ID.match(sid):
                     return None
-                return Unsigned(sid, stale=index > 0)
+                if index:
+                    return Unsigned(sid, stale=True)
+                # Base64 decoding is lenient (standard-alphabet characters, the unused bits of the
+                # last character): only the canonical form is what sign() would write.
+                return Unsigned(sid, stale=False, exact=_CANONICAL_SIGNATURE.fullmatch(signature) is not None)
         return None
 
 
