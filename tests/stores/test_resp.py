@@ -378,23 +378,44 @@ def test_readers_agree_on_random_replies(replies: list[Tree], chunk: int) -> Non
 # -- pack, sent raw to a real server -------------------------------------------------------------------
 
 
-def test_pack_encodes_commands_as_arrays_of_bulk_strings() -> None:
+PACKERS = pytest.mark.parametrize(
+    "pack", [_resp.pack, _resp.pack_python], ids=["pack (hiredis when installed)", "pack_python"]
+)
+
+
+@PACKERS
+def test_pack_encodes_commands_as_arrays_of_bulk_strings(pack: Callable[[Sequence[_resp.Command]], bytes]) -> None:
     """Every argument is a bulk string: str as UTF-8 (length in bytes), int and float by repr, bytes as is."""
-    assert _resp.pack([("GET", "k")]) == b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
-    assert _resp.pack([("SET", "é", b"a\r\n"), ("EXPIRE", "k", 10), ("INCRBYFLOAT", "k", 0.5)]) == (
+    assert pack([("GET", "k")]) == b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
+    assert pack([("SET", "é", b"a\r\n"), ("EXPIRE", "k", 10), ["INCRBYFLOAT", "k", 0.5]]) == (
         b"*3\r\n$3\r\nSET\r\n$2\r\n\xc3\xa9\r\n$3\r\na\r\n\r\n"
         b"*3\r\n$6\r\nEXPIRE\r\n$1\r\nk\r\n$2\r\n10\r\n"
         b"*3\r\n$11\r\nINCRBYFLOAT\r\n$1\r\nk\r\n$3\r\n0.5\r\n"
     )
-    assert _resp.pack([]) == b""
-    assert _resp.pack([("PING",)]) == b"*1\r\n$4\r\nPING\r\n"
+    assert pack([]) == b""
+    assert pack([("PING",)]) == b"*1\r\n$4\r\nPING\r\n"
 
 
+@PACKERS
 @pytest.mark.parametrize("argument", [True, None, [1], {"a": 1}], ids=["bool", "None", "list", "dict"])
-def test_pack_rejects_other_argument_types(argument: Any) -> None:
+def test_pack_rejects_other_argument_types(pack: Callable[[Sequence[_resp.Command]], bytes], argument: Any) -> None:
     """A bool, None or container is a TypeError, never silently turned into text."""
     with pytest.raises(TypeError, match="bytes, str, int or float"):
-        _resp.pack([("SET", "k", argument)])
+        pack([("SET", "k", argument)])
+
+
+_ARGUMENTS = st.one_of(
+    st.binary(max_size=64),
+    st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=32),
+    st.integers(),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+
+
+@given(st.lists(st.lists(_ARGUMENTS, min_size=1, max_size=8).map(tuple), max_size=5))
+def test_hiredis_pack_and_pack_python_write_the_same_bytes(commands: list[tuple[_resp.Arg, ...]]) -> None:
+    """With hiredis installed, pack() is its C encoder: byte for byte what the pure-Python encoder writes."""
+    assert _resp.pack(commands) == _resp.pack_python(commands)
 
 
 def raw_round_trip(server: RedisServer, commands: Sequence[_resp.Command]) -> list[Any]:
