@@ -10,6 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from persession import Change, NotSerializable, Session, SessionReadOnly, StoreError, StoreUnavailable
 
@@ -381,3 +383,35 @@ def test_copy_module_is_refused_too() -> None:
     """copy.copy, which goes through the pickle protocol, raises TypeError rather than sharing state."""
     with pytest.raises(TypeError):
         copy.copy(stored())
+
+
+_KEYS = st.one_of(st.text(max_size=8), st.sampled_from(["\ud800", "é", 1, None, b"k"]))
+_VALUES = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(),
+        st.text(max_size=8),
+        st.sampled_from(["\udfff", "a\ud800", "\x00"]),
+    ),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(key=_KEYS, value=_VALUES)
+def test_setting_accepts_exactly_what_the_stores_can_encode(key: Any, value: Any) -> None:
+    """The set-time check (with its shortcut for plain scalars) refuses a value iff strict UTF-8 JSON refuses it."""
+    try:
+        json.dumps({key: value}, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        encodable = isinstance(key, str)
+    except (TypeError, ValueError):
+        encodable = False
+    session = Session()
+    if encodable:
+        session[key] = value
+        assert dict.__getitem__(session, key) == value
+    else:
+        with pytest.raises(NotSerializable):
+            session[key] = value

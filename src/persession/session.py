@@ -8,6 +8,7 @@ request changed, so the store can merge exactly that.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NoReturn, overload
 
@@ -24,7 +25,14 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
 
 
 def _check_value(key: object, value: object) -> None:
-    if not isinstance(key, str):
+    if type(key) is str and key.isascii():
+        # The common values need no trial encoding: an ASCII key with an int, bool, None or ASCII
+        # str is always JSON, and a float is unless it is NaN or infinite.
+        if value is None or type(value) is int or type(value) is bool:
+            return
+        if (type(value) is str and value.isascii()) or (type(value) is float and math.isfinite(value)):
+            return
+    elif not isinstance(key, str):
         raise NotSerializable(repr(key), TypeError("session keys must be str"))
     try:
         # As the stores encode it: UTF-8 refuses lone surrogates (which json.loads of a
