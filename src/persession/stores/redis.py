@@ -141,9 +141,9 @@ import json
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal, NoReturn, TypeAlias, TypeVar
+from typing import Any, Final, Literal, NoReturn, TypeAlias, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
 from ..codecs import cookie_expiry, decode_express, encode_express, iso_date
@@ -234,7 +234,6 @@ _DATA: Final = "."  # every session key's field starts with it; metadata fields 
 _CREATED: Final = b"created"
 _ACCESSED: Final = b"accessed"
 _EXPIRES: Final = b"expires"
-_METADATA: Final = frozenset((_CREATED, _ACCESSED, _EXPIRES))
 
 # -- Lua -------------------------------------------------------------------------------------------
 
@@ -740,7 +739,7 @@ def _load_touch_result(prefix: str, reply: Any, now: float) -> Record | None:
         if reply == -1:
             _malformed(prefix, "the key is not a hash")
         return None
-    return _record(prefix, dict(zip(reply[0::2], reply[1::2], strict=True)), now)
+    return _record(prefix, reply, now)
 
 
 # -- the connect-redis layout, for both flavours ----------------------------------------------------
@@ -1022,30 +1021,38 @@ def _json_value(text: str) -> Any:
     return value
 
 
-def _record(prefix: str, raw: Mapping[bytes | str, bytes | str], now: float) -> Record | None:
-    """Decode an ``HGETALL`` reply; ``None`` (and a warning, if malformed) unless it is a live record."""
+def _record(prefix: str, raw: Mapping[bytes | str, bytes | str] | list[Any], now: float) -> Record | None:
+    """Decode an ``HGETALL`` reply; ``None`` (and a warning, if malformed) unless it is a live record.
+
+    ``raw`` is redis-py's dict, or the reply as the lean connections give it: a
+    flat list of fields and values.
+    """
     if not raw:
         return None
+    if isinstance(raw, list):
+        fields = iter(raw)
+        pairs: Iterable[tuple[Any, Any]] = zip(fields, fields, strict=False)  # HGETALL: always pairs
+    else:
+        pairs = raw.items()
     data: dict[str, Any] = {}
-    times: dict[bytes, float] = {}
-    for name, value in raw.items():
-        field = name if type(name) is bytes else name.encode("utf-8")  # type: ignore[union-attr]
-        is_data = field[:1] == b"."
-        if not is_data and field not in _METADATA:
-            continue  # reserved for later versions: ignored, never decoded
-        try:
-            text = value.decode("utf-8") if type(value) is bytes else value  # strict: planted bytes fail
-            if is_data:
-                data[field[1:].decode("utf-8")] = _json_value(text)  # type: ignore[arg-type]
-            else:
-                times[field] = float(text)
-        except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, a bad float, "[[[[..."
-            _malformed(prefix, "a field is not valid JSON" if is_data else "a time is not a number")
-            return None
     # A missing time reads as NaN: one check covers missing and non-finite metadata.
-    created = times.get(_CREATED, math.nan)
-    accessed = times.get(_ACCESSED, math.nan)
-    expires = times.get(_EXPIRES, math.nan)
+    created = accessed = expires = math.nan
+    for name, value in pairs:
+        field = name if type(name) is bytes else name.encode("utf-8")
+        try:
+            if field[:1] == b".":
+                text = value.decode("utf-8") if type(value) is bytes else value  # strict: planted bytes fail
+                data[field[1:].decode("utf-8")] = _json_value(text)
+            elif field == _EXPIRES:
+                expires = float(value)
+            elif field == _ACCESSED:
+                accessed = float(value)
+            elif field == _CREATED:
+                created = float(value)
+            # Any other field is reserved for later versions: ignored, never decoded.
+        except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, a bad float, "[[[[..."
+            _malformed(prefix, "a field is not valid JSON" if field[:1] == b"." else "a time is not a number")
+            return None
     if not (math.isfinite(created) and math.isfinite(accessed) and math.isfinite(expires)):
         _malformed(prefix, "the hash lacks its created/accessed/expires metadata")
         return None
@@ -1195,11 +1202,6 @@ def _raise_errors(replies: list[Any], tolerant: bool) -> list[Any]:
                 raise error
             replies[index] = error
     return replies
-
-
-def _hash(reply: Any) -> Mapping[bytes | str, bytes | str]:
-    """An ``HGETALL`` reply (a flat list of fields and values) as a dict, as redis-py makes it."""
-    return dict(zip(reply[::2], reply[1::2], strict=True))
 
 
 def _lean_address(url: str, options: Mapping[str, Any]) -> _resp.Address:
@@ -1405,10 +1407,10 @@ class RedisStore:
                 return None
         return _record(self._prefix, raw, self._clock())
 
-    def _hgetall(self, key: str) -> Mapping[bytes | str, bytes | str]:
+    def _hgetall(self, key: str) -> Mapping[bytes | str, bytes | str] | list[Any]:
         if self._pool is not None:
             (reply,) = _raise_errors(self._pool.execute((("HGETALL", key),)), tolerant=False)
-            return _hash(reply)
+            return cast("list[Any]", reply)
         assert self._client is not None  # noqa: S101
         return self._client.hgetall(key)
 
@@ -1666,10 +1668,10 @@ class AsyncRedisStore:
                 return None
         return _record(self._prefix, raw, self._clock())
 
-    async def _hgetall(self, key: str) -> Mapping[bytes | str, bytes | str]:
+    async def _hgetall(self, key: str) -> Mapping[bytes | str, bytes | str] | list[Any]:
         if self._mux is not None:
             (reply,) = _raise_errors(await self._mux.execute((("HGETALL", key),)), tolerant=False)
-            return _hash(reply)
+            return cast("list[Any]", reply)
         assert self._client is not None  # noqa: S101
         return await self._client.hgetall(key)
 
