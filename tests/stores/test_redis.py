@@ -1005,8 +1005,20 @@ def test_driver_errors_are_translated_in_one_place(error: Exception, expected: t
     """Connection-class driver errors become StoreUnavailable, the rest StoreError, chained to the original."""
     from persession.stores.redis import _map_errors
 
-    with pytest.raises(StoreError) as caught, _map_errors():
+    with pytest.raises(StoreError) as caught, _map_errors:
         raise error
     assert type(caught.value) is expected
     assert caught.value.original_error is error
     assert caught.value.__cause__ is error
+
+
+@pytest.mark.parametrize(
+    "error", [ValueError("not the driver's"), KeyboardInterrupt()], ids=["ValueError", "KeyboardInterrupt"]
+)
+def test_other_errors_pass_through_the_translation_untouched(error: BaseException) -> None:
+    """Only the driver's errors are translated: anything else leaves the block as it was raised."""
+    from persession.stores.redis import _map_errors
+
+    with pytest.raises(type(error)) as caught, _map_errors:
+        raise error
+    assert caught.value is error

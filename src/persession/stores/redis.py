@@ -141,8 +141,9 @@ import json
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, Final, Literal, NoReturn, TypeAlias, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
@@ -634,25 +635,41 @@ _Op: TypeAlias = _Step | _Batch
 _Flow: TypeAlias = Generator[_Op, Any, _T]
 
 
-@contextlib.contextmanager
-def _map_errors() -> Iterator[None]:
-    """Translate redis-py's errors: the one place this module does so (both flavours use it)."""
-    try:
-        yield
-    except (AuthenticationError, AuthorizationError) as error:
-        # Connection errors by class, but retrying will not help: a configuration problem.
-        raise StoreError(f"Redis store refused the credentials: {error}", error) from error
-    except (
-        RedisConnectionError,  # includes BusyLoadingError, MaxConnectionsError, MasterNotFoundError
-        RedisTimeoutError,
-        ClusterError,  # includes ClusterDownError, MasterDownError
-        TryAgainError,  # a cluster slot is migrating
-        ReadOnlyError,  # a replica promoted away from us during failover
-        RedisClusterException,  # no reachable node, slot not covered
-    ) as error:
-        raise StoreUnavailable(f"Redis store unavailable: {error}", error) from error
-    except RedisError as error:
-        raise StoreError(f"Redis store failed: {error}", error) from error
+class _MapErrors:
+    """Translate redis-py's errors: the one place this module does so (both flavours use it).
+
+    A class, not a ``@contextmanager`` generator: one shared instance costs
+    nothing per use, where a generator context manager builds two objects.
+    """
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        if error is None:
+            return
+        if isinstance(error, (AuthenticationError, AuthorizationError)):
+            # Connection errors by class, but retrying will not help: a configuration problem.
+            raise StoreError(f"Redis store refused the credentials: {error}", error) from error
+        if isinstance(
+            error,
+            (
+                RedisConnectionError,  # includes BusyLoadingError, MaxConnectionsError, MasterNotFoundError
+                RedisTimeoutError,
+                ClusterError,  # includes ClusterDownError, MasterDownError
+                TryAgainError,  # a cluster slot is migrating
+                ReadOnlyError,  # a replica promoted away from us during failover
+                RedisClusterException,  # no reachable node, slot not covered
+            ),
+        ):
+            raise StoreUnavailable(f"Redis store unavailable: {error}", error) from error
+        if isinstance(error, RedisError):
+            raise StoreError(f"Redis store failed: {error}", error) from error
+
+
+_map_errors = _MapErrors()
 
 
 def _check_prefix(prefix: object) -> str:
@@ -1381,7 +1398,7 @@ class RedisStore:
             return pipe.execute(raise_on_error=not op.tolerant)
 
     def _drive(self, flow: _Flow[_T]) -> _T:
-        with _map_errors():
+        with _map_errors:
             try:
                 op = next(flow)
                 while True:
@@ -1394,10 +1411,10 @@ class RedisStore:
         """The live record for ``sid``, or ``None``: one ``HGETALL`` (connect-redis: one script, GET and PTTL)."""
         if self._connect:
             now = self._clock()
-            with _map_errors():
+            with _map_errors:
                 reply = self._run(_Step(_CONNECT_LOAD, (self._prefix + sid,)))
             return _connect_load_result(self._prefix, reply, now)
-        with _map_errors():
+        with _map_errors:
             try:
                 raw = self._hgetall(self._prefix + sid)
             except ResponseError as error:
@@ -1423,11 +1440,11 @@ class RedisStore:
         now = self._clock()
         if self._connect:
             expires = _connect_idle(now, idle, absolute)
-            with _map_errors():
+            with _map_errors:
                 reply = self._run(_connect_write_step(self._prefix, sid, _NO_CHANGE, expires, now))
             return _connect_touched(self._prefix, reply, expires, now)
         step = _load_touch_step(self._prefix, sid, idle, absolute, now, self._cluster)
-        with _map_errors():
+        with _map_errors:
             reply = self._run(step)
         return _load_touch_result(self._prefix, reply, now)
 
@@ -1439,7 +1456,7 @@ class RedisStore:
         steps = (_connect_save_steps if self._connect else _save_steps)(
             self._prefix, sid, record, replaces, self._clock(), self._cluster
         )
-        with _map_errors():
+        with _map_errors:
             for step in steps:
                 self._run(step)
 
@@ -1447,22 +1464,22 @@ class RedisStore:
         """Apply ``change`` and move the expiry in one atomic script; ``False`` if the record is gone."""
         now = self._clock()
         if self._connect:
-            with _map_errors():
+            with _map_errors:
                 reply = self._run(_connect_write_step(self._prefix, sid, change, expires, now))
             return _connect_write_result(self._prefix, reply)
         step = _merge_step(self._prefix, sid, change, expires, now, self._cluster)
-        with _map_errors():
+        with _map_errors:
             return bool(self._run(step))
 
     def touch(self, sid: str, expires: float) -> bool:
         """Move the expiry (and ``accessed``) in one atomic script; ``False`` if the record is gone."""
         now = self._clock()
         if self._connect:  # the JSON's cookie.expires moves with the TTL
-            with _map_errors():
+            with _map_errors:
                 reply = self._run(_connect_write_step(self._prefix, sid, _NO_CHANGE, expires, now))
             return _connect_write_result(self._prefix, reply)
         step = _touch_step(self._prefix, sid, expires, now, self._cluster)
-        with _map_errors():
+        with _map_errors:
             return bool(self._run(step))
 
     def delete(self, sid: str) -> None:
@@ -1470,7 +1487,7 @@ class RedisStore:
 
         A pipelined ``DEL`` and ``PUBLISH``; in a cluster, one script.
         """
-        with _map_errors():
+        with _map_errors:
             self._execute(_delete_ops(self._prefix, sid, self._cluster))
 
     def index_user(self, user: str, sid: str, expires: float) -> None:
@@ -1507,7 +1524,7 @@ class RedisStore:
     def close(self) -> None:
         """Close the client if :meth:`from_url` built it; a client passed in is left open."""
         owned, self._owned = self._owned, []
-        with _map_errors():
+        with _map_errors:
             for close in owned:
                 close()
 
@@ -1642,7 +1659,7 @@ class AsyncRedisStore:
             return await pipe.execute(raise_on_error=not op.tolerant)
 
     async def _drive(self, flow: _Flow[_T]) -> _T:
-        with _map_errors():
+        with _map_errors:
             try:
                 op = next(flow)
                 while True:
@@ -1655,10 +1672,10 @@ class AsyncRedisStore:
         """See :meth:`RedisStore.load`."""
         if self._connect:
             now = self._clock()
-            with _map_errors():
+            with _map_errors:
                 reply = await self._run(_Step(_CONNECT_LOAD, (self._prefix + sid,)))
             return _connect_load_result(self._prefix, reply, now)
-        with _map_errors():
+        with _map_errors:
             try:
                 raw = await self._hgetall(self._prefix + sid)
             except ResponseError as error:
@@ -1680,11 +1697,11 @@ class AsyncRedisStore:
         now = self._clock()
         if self._connect:
             expires = _connect_idle(now, idle, absolute)
-            with _map_errors():
+            with _map_errors:
                 reply = await self._run(_connect_write_step(self._prefix, sid, _NO_CHANGE, expires, now))
             return _connect_touched(self._prefix, reply, expires, now)
         step = _load_touch_step(self._prefix, sid, idle, absolute, now, self._cluster)
-        with _map_errors():
+        with _map_errors:
             reply = await self._run(step)
         return _load_touch_result(self._prefix, reply, now)
 
@@ -1693,7 +1710,7 @@ class AsyncRedisStore:
         steps = (_connect_save_steps if self._connect else _save_steps)(
             self._prefix, sid, record, replaces, self._clock(), self._cluster
         )
-        with _map_errors():
+        with _map_errors:
             for step in steps:
                 await self._run(step)
 
@@ -1701,27 +1718,27 @@ class AsyncRedisStore:
         """See :meth:`RedisStore.merge`."""
         now = self._clock()
         if self._connect:
-            with _map_errors():
+            with _map_errors:
                 reply = await self._run(_connect_write_step(self._prefix, sid, change, expires, now))
             return _connect_write_result(self._prefix, reply)
         step = _merge_step(self._prefix, sid, change, expires, now, self._cluster)
-        with _map_errors():
+        with _map_errors:
             return bool(await self._run(step))
 
     async def touch(self, sid: str, expires: float) -> bool:
         """See :meth:`RedisStore.touch`."""
         now = self._clock()
         if self._connect:
-            with _map_errors():
+            with _map_errors:
                 reply = await self._run(_connect_write_step(self._prefix, sid, _NO_CHANGE, expires, now))
             return _connect_write_result(self._prefix, reply)
         step = _touch_step(self._prefix, sid, expires, now, self._cluster)
-        with _map_errors():
+        with _map_errors:
             return bool(await self._run(step))
 
     async def delete(self, sid: str) -> None:
         """See :meth:`RedisStore.delete`."""
-        with _map_errors():
+        with _map_errors:
             await self._execute(_delete_ops(self._prefix, sid, self._cluster))
 
     async def index_user(self, user: str, sid: str, expires: float) -> None:
@@ -1765,13 +1782,13 @@ class AsyncRedisStore:
             pubsub = None
             try:
                 try:
-                    with _map_errors():
+                    with _map_errors:
                         if isinstance(client, redis.asyncio.cluster.RedisCluster):
                             await client.initialize()  # its pubsub needs the slot map
                         pubsub = client.pubsub()
                         await pubsub.subscribe(channel)
                     while True:
-                        with _map_errors():
+                        with _map_errors:
                             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=_POLL_SECONDS)
                         delay = _REVOCATION_RETRY_MIN
                         if message is not None and message.get("type") == "message":
@@ -1790,7 +1807,7 @@ class AsyncRedisStore:
         delay = _REVOCATION_RETRY_MIN
         while True:
             try:
-                with _map_errors():
+                with _map_errors:
                     async for data in self._mux.subscribe(channel, _POLL_SECONDS):
                         delay = _REVOCATION_RETRY_MIN
                         yield _text(data)
@@ -1802,6 +1819,6 @@ class AsyncRedisStore:
     async def close(self) -> None:
         """Close the client if :meth:`from_url` built it; a client passed in is left open."""
         owned, self._owned = self._owned, []
-        with _map_errors():
+        with _map_errors:
             for close in owned:
                 await close()
