@@ -26,7 +26,7 @@ from asgiref.compatibility import guarantee_single_callable
 
 from . import _shell
 from .config import SessionConfig
-from .core import Opening, SessionEngine, add_vary_cookie
+from .core import Action, Opening, SessionEngine, add_vary_cookie
 from .exceptions import SessionNotAvailable, StoreError
 from .guard import LIVE_SOCKETS, GuardPolicy, WebSocketGuard
 from .session import Session
@@ -178,7 +178,8 @@ class SessionMiddleware:
                     return
                 try:
                     plan = self.engine.plan(session, opening, status=message["status"], secure_request=secure)
-                    await arun_plan(self.store, plan)
+                    if plan.action is not Action.NOTHING:
+                        await arun_plan(self.store, plan)
                 except StoreError as error:
                     failed = True
                     _shell.log_unavailable(error)
