@@ -317,13 +317,15 @@ class SessionEngine:
             )
 
         data_empty = dict.__len__(session) == 0
-        if (session.destroyed or (old is not None and session.modified)) and data_empty:
+        # Read once: a subclass (Flask's) may make it a property of its own.
+        modified = session._changed()
+        if (session.destroyed or (old is not None and modified)) and data_empty:
             if old is None:
                 return Plan(set_cookie=expired_cookie(), vary=vary)
             return Plan(Action.DELETE, sid=old, set_cookie=expired_cookie(), vary=vary)
 
         if old is None or session.destroyed or session.regenerated:
-            untouched = not (session.modified or session.touched or session.regenerated)
+            untouched = not (modified or session.touched or session.regenerated)
             if old is None and (not cookie_allowed or (untouched and not config.save_uninitialized)):
                 # No cookie can reach the client (secure=True over HTTP), or nobody used the
                 # session: store nothing. An unverifiable or unknown cookie is expired so the
@@ -365,8 +367,8 @@ class SessionEngine:
         created = session.created if session.created is not None else now
         expires = self._expires(now, created)
         send_cookie = config.rolling or session.touched or opening.stale
-        if session.modified or config.resave:
-            if session.modified:
+        if modified or config.resave:
+            if modified:
                 self._check_size(session)
             change = session.changes()
             if config.resave:
@@ -378,7 +380,7 @@ class SessionEngine:
                     deleted=change.deleted - {COOKIE},
                     cleared=change.cleared,
                 )
-            send_cookie = send_cookie or (session.modified and config.max_age_seconds is not None)
+            send_cookie = send_cookie or (modified and config.max_age_seconds is not None)
             return Plan(
                 Action.MERGE,
                 sid=old,

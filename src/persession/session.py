@@ -133,6 +133,10 @@ class Session(dict[str, Any]):
     @property
     def modified(self) -> bool:
         """The request changed the session's data."""
+        return self._changed()
+
+    def _changed(self) -> bool:
+        """:attr:`modified`, as a method no subclass redefines (the core reads it once per request)."""
         return bool(self._set or self._deleted or self._cleared or self._all_modified)
 
     @property

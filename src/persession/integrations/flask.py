@@ -93,13 +93,13 @@ class FlaskSession(Session):
         value (``session["cart"].append(x)``); setting it to ``False`` while
         changes are pending raises :class:`~persession.SessionError`.
         """
-        return super().modified
+        return self._changed()
 
     @modified.setter
     def modified(self, value: bool) -> None:
         if value:
             self.mark_modified()
-        elif self.modified:
+        elif self._changed():
             raise SessionError("persession tracks changes itself; pending changes cannot be unmarked")
 
     @property
