@@ -33,6 +33,7 @@ import os
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import threading
 import time
@@ -1201,6 +1202,29 @@ async def test_async_mux_times_out_on_a_frozen_server_then_recovers() -> None:
             assert all(isinstance(result, RedisTimeoutError) for result in results), results
             assert FAST_TIMEOUT * 0.9 <= elapsed < frozen_bound()
             assert await mux.execute([("PING",)]) == [b"PONG"]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "expected"),
+    [(None, (0, 0)), (5, (5, 0)), (0.25, (0, 250_000)), (2.5, (2, 500_000)), (1e-9, (0, 1))],
+)
+def test_timeval_is_the_timeout_in_seconds_and_microseconds(seconds: float | None, expected: tuple[int, int]) -> None:
+    """None is no timeout (zero); a positive timeout never rounds down to zero, which would mean none."""
+    assert struct.unpack("ll", _resp._timeval(seconds)) == expected
+
+
+@pytest.mark.server
+@pytest.mark.skipif(not _resp._KERNEL_TIMEOUTS, reason="Python's own socket timeout on this platform")
+def test_sync_connections_time_out_in_the_kernel_without_polling(redis_server: RedisServer) -> None:
+    """A plain TCP connection is a blocking socket with SO_RCVTIMEO/SO_SNDTIMEO: no poll() before each call."""
+    with sync_pool(redis_server.url, socket_timeout=2.5) as pool:
+        assert pool.execute([("PING",)]) == [b"PONG"]
+        (connection,) = pool._idle
+        sock = connection._sock
+        assert sock.gettimeout() is None
+        size = len(_resp._timeval(None))
+        for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
+            assert struct.unpack("ll", sock.getsockopt(socket.SOL_SOCKET, option, size)) == (2, 500_000)
 
 
 def _child_uses_pool(pool: _resp.SyncPool, key: str, reply_to: Connection) -> None:

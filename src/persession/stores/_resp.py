@@ -40,6 +40,8 @@ import os
 import re
 import socket
 import ssl
+import struct
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -363,11 +365,33 @@ def _unreachable(address: Address, error: BaseException) -> RedisConnectionError
 
 # -- synchronous ----------------------------------------------------------------------------------------
 
+# Bumped in every forked child: a pool made before the fork sees it changed (a global read,
+# where os.getpid() would be a system call on every command).
+_forks = 0
+
+
+def _forked() -> None:
+    global _forks  # one int, replaced whole
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+def _timeval(seconds: float | None) -> bytes:
+    """A ``struct timeval`` for SO_RCVTIMEO and SO_SNDTIMEO: zero (no timeout) for ``None``."""
+    micros = 0 if seconds is None else max(1, round(seconds * 1_000_000))  # a positive timeout never reads as none
+    return struct.pack("ll", micros // 1_000_000, micros % 1_000_000)
+
+
+#: Where SO_RCVTIMEO and SO_SNDTIMEO take a ``struct timeval`` (Windows takes milliseconds: Python's timeout there).
+_KERNEL_TIMEOUTS: Final = sys.platform.startswith(("linux", "darwin", "freebsd"))
+
 
 class _SyncConnection:
     def __init__(self, address: Address) -> None:
         self.address = address
-        self.pid = os.getpid()
+        self.forks = _forks
         self._reader = reader()
         try:
             if address.path is not None:
@@ -383,7 +407,15 @@ class _SyncConnection:
             raise RedisTimeoutError(f"timed out connecting to Redis at {address.describe()}") from error
         except OSError as error:  # includes ssl.SSLError
             raise _unreachable(address, error) from error
-        sock.settimeout(address.socket_timeout)
+        if address.ssl_context is None and _KERNEL_TIMEOUTS:
+            # A blocking socket with the timeout in the kernel (SO_RCVTIMEO, SO_SNDTIMEO): Python's own
+            # timeout polls before every send and receive, two more system calls per round trip.
+            sock.settimeout(None)
+            timeout = _timeval(address.socket_timeout)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeout)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeout)
+        else:
+            sock.settimeout(address.socket_timeout)
         self._sock = sock
         handshake = address.handshake()
         if handshake:
@@ -407,7 +439,7 @@ class _SyncConnection:
                 else:
                     replies.append(reply)
             return replies
-        except TimeoutError as error:
+        except (TimeoutError, BlockingIOError) as error:  # BlockingIOError: SO_RCVTIMEO or SO_SNDTIMEO ran out
             raise RedisTimeoutError(f"Redis at {self.address.describe()} did not answer in time") from error
         except OSError as error:
             raise _unreachable(self.address, error) from error
@@ -430,11 +462,11 @@ class SyncPool:
         self._freed = threading.Condition(self._lock)
         self._idle: list[_SyncConnection] = []
         self._busy = 0
-        self._pid = os.getpid()
+        self._forks = _forks
 
     def execute(self, commands: Sequence[Command]) -> list[Any]:
         """Send ``commands`` in one write and return their replies (error replies as ResponseError)."""
-        if self._pid != os.getpid():
+        if self._forks != _forks:
             # A forked child: the parent's idle sockets are the parent's connections. Closing the
             # child's copies of them leaves the parent's open (only shutdown() would end them).
             for inherited in self._idle:
@@ -482,7 +514,7 @@ class SyncPool:
     def _checkin(self, connection: _SyncConnection | None) -> None:
         with self._lock:
             self._busy -= 1
-            if connection is not None and not self._closed and connection.pid == self._pid:
+            if connection is not None and not self._closed and connection.forks == self._forks:
                 self._idle.append(connection)
                 connection = None
             self._freed.notify()
