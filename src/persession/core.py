@@ -416,6 +416,7 @@ class SessionEngine:
         return max_age
 
     def _check_size(self, data: dict[str, object]) -> None:
-        size = len(dumps(data).encode("utf-8"))
+        # dict.copy: the JSON encoder walks a plain dict in C, a Session through its items() method.
+        size = len(dumps(dict.copy(data)).encode("utf-8"))
         if size > self.config.max_size:
             raise SessionTooLarge(size, self.config.max_size)
