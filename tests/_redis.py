@@ -72,6 +72,7 @@ from persession.stores import AsyncStore, Store
 from persession.stores.redis import AsyncRedisStore, RedisStore
 
 __all__ = [
+    "CACHED_FACTORY_ID",
     "REDIS_FACTORY_IDS",
     "SERVERS",
     "RedisCluster",
@@ -501,7 +502,12 @@ def _delete_keys(client: redis.Redis | redis.cluster.RedisCluster, prefix: str) 
 
 @contextlib.asynccontextmanager
 async def make_redis_store(
-    flavour: Flavour, kind: Kind, namespace: str = "test", *, servers: RedisServers | None = None
+    flavour: Flavour,
+    kind: Kind,
+    namespace: str = "test",
+    *,
+    servers: RedisServers | None = None,
+    client_cache: int = 0,
 ) -> AsyncIterator[AnyRedisStore]:
     """A fresh Redis store of ``kind`` and ``flavour`` under a unique key prefix (see the module docs).
 
@@ -526,7 +532,7 @@ async def make_redis_store(
         server = servers.single() if kind == "single" else servers.sentinel()
         cleanup = servers.single().client if kind == "single" else _sentinel_master_client(servers.sentinel())
         if flavour == "sync":
-            store = RedisStore.from_url(server.url, prefix=prefix)
+            store = RedisStore.from_url(server.url, prefix=prefix, client_cache=client_cache)
         else:
             store = AsyncRedisStore.from_url(server.url, prefix=prefix)
     try:
@@ -556,7 +562,12 @@ def _sentinel_master_client(sentinel: RedisSentinel) -> Callable[[], redis.Redis
 
 
 #: Contract-suite ids of the Redis factories: ``redis-<kind>-<flavour>``.
-REDIS_FACTORY_IDS: tuple[str, ...] = tuple(f"redis-{kind}-{flavour}" for kind in KINDS for flavour in FLAVOURS)
+#: The sync store with client-side caching (``client_cache``; there is no asyncio twin yet) runs the contract too.
+CACHED_FACTORY_ID = "redis-cached-sync"
+REDIS_FACTORY_IDS: tuple[str, ...] = (
+    *(f"redis-{kind}-{flavour}" for kind in KINDS for flavour in FLAVOURS),
+    CACHED_FACTORY_ID,
+)
 
 
 def redis_contract_factories(
@@ -578,4 +589,12 @@ def redis_contract_factories(
 
         return open_store
 
-    return {f"redis-{kind}-{flavour}": factory(flavour, kind) for kind in KINDS for flavour in FLAVOURS}
+    @contextlib.asynccontextmanager
+    async def open_cached(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncStore]:
+        servers: RedisServers = request.getfixturevalue("redis_servers")
+        async with make_redis_store("sync", "single", "contract", servers=servers, client_cache=1000) as store:
+            assert isinstance(store, RedisStore)
+            yield adapt(store)
+
+    factories = {f"redis-{kind}-{flavour}": factory(flavour, kind) for kind in KINDS for flavour in FLAVOURS}
+    return {**factories, CACHED_FACTORY_ID: open_cached}

@@ -378,6 +378,11 @@ def _forked() -> None:
 os.register_at_fork(after_in_child=_forked)
 
 
+def fork_count() -> int:
+    """How many forks this process is from the one that imported this module (0 in that one)."""
+    return _forks
+
+
 def _timeval(seconds: float | None) -> bytes:
     """A ``struct timeval`` for SO_RCVTIMEO and SO_SNDTIMEO: zero (no timeout) for ``None``."""
     micros = 0 if seconds is None else max(1, round(seconds * 1_000_000))  # a positive timeout never reads as none
@@ -389,9 +394,10 @@ _KERNEL_TIMEOUTS: Final = sys.platform.startswith(("linux", "darwin", "freebsd")
 
 
 class _SyncConnection:
-    def __init__(self, address: Address) -> None:
+    def __init__(self, address: Address, setup: Sequence[tuple[Arg, ...]] = ()) -> None:
         self.address = address
         self.forks = _forks
+        self.generation = 0
         self._reader = reader()
         try:
             if address.path is not None:
@@ -417,7 +423,7 @@ class _SyncConnection:
         else:
             sock.settimeout(address.socket_timeout)
         self._sock = sock
-        handshake = address.handshake()
+        handshake = [*address.handshake(), *setup]
         if handshake:
             try:
                 _check_handshake(self.execute(handshake))
@@ -449,11 +455,87 @@ class _SyncConnection:
             self._sock.close()
 
 
+#: The channel Redis publishes client-side caching invalidations on (RESP2, ``CLIENT TRACKING ... REDIRECT``).
+INVALIDATE_CHANNEL: Final = b"__redis__:invalidate"
+
+
+class Invalidations:
+    """One connection subscribed to :data:`INVALIDATE_CHANNEL`, read without blocking when asked.
+
+    Data connections send ``CLIENT TRACKING ON REDIRECT <client_id> NOLOOP``:
+    Redis then tells this connection about every key they read that another
+    connection changes, deletes or lets expire. Nothing reads it in the
+    background: :meth:`drain` takes what has arrived, with one non-blocking
+    ``recv``. Redis writes a change's answer and the invalidations it causes in
+    the same pass of its event loop (in no fixed order, microseconds apart):
+    a drain that starts after that pass sees the change.
+    """
+
+    def __init__(self, address: Address) -> None:
+        self.address = address
+        connection = _SyncConnection(address)
+        try:
+            (client_id,) = connection.execute([("CLIENT", "ID")])
+            subscribed = connection.execute([("SUBSCRIBE", INVALIDATE_CHANNEL)])
+        except BaseException:
+            connection.close()
+            raise
+        if isinstance(client_id, ResponseError) or not isinstance(client_id, int):
+            connection.close()
+            raise RedisConnectionError(f"Redis at {address.describe()} refused CLIENT ID: {client_id}")
+        if not (isinstance(subscribed[0], list) and subscribed[0][:1] == [b"subscribe"]):
+            connection.close()
+            raise RedisConnectionError(f"Redis at {address.describe()} refused the subscription: {subscribed[0]}")
+        #: The id data connections redirect their invalidations to.
+        self.client_id: int = client_id
+        self.forks = _forks
+        self._connection = connection
+        connection._sock.setblocking(False)
+        self.lost = False
+
+    def drain(self) -> list[bytes] | None:
+        """The keys invalidated since the last drain; ``None`` for "all of them".
+
+        ``None`` when Redis flushed the database, or when the connection is
+        lost (invalidations may have been missed: it is then closed for good).
+        """
+        if self.lost:
+            return None
+        connection = self._connection
+        keys: list[bytes] = []
+        everything = False
+        try:
+            while True:
+                data = connection._sock.recv(_RECV)
+                if not data:
+                    raise EOFError("closed by the server")
+                connection._reader.feed(data)
+                while (message := connection._reader.gets()) is not False:
+                    if not (isinstance(message, list) and len(message) == 3 and message[0] == b"message"):
+                        continue  # a stray reply carries no invalidation
+                    if message[2] is None:  # FLUSHALL / FLUSHDB: every key
+                        everything = True
+                    else:
+                        keys.extend(message[2])
+        except BlockingIOError:
+            return None if everything else keys
+        except (OSError, EOFError, ProtocolError):
+            self.close()
+            return None
+
+    def close(self) -> None:
+        self.lost = True
+        self._connection.close()
+
+
 class SyncPool:
     """Blocking connections for threads: see the module docs."""
 
     def __init__(self, address: Address) -> None:
         self.address = address
+        #: Commands every new connection sends after the address' handshake (client-side caching's
+        #: CLIENT TRACKING); changing them with :meth:`renew` retires the connections made before.
+        self.setup: tuple[tuple[Arg, ...], ...] = ()
         self._setup()
         self._closed = False
 
@@ -463,6 +545,16 @@ class SyncPool:
         self._idle: list[_SyncConnection] = []
         self._busy = 0
         self._forks = _forks
+        self._generation = 0
+
+    def renew(self, setup: tuple[tuple[Arg, ...], ...]) -> None:
+        """Make connections with ``setup`` from now on; close the idle ones, and busy ones when they come back."""
+        with self._lock:
+            self.setup = setup
+            self._generation += 1
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
 
     def execute(self, commands: Sequence[Command]) -> list[Any]:
         """Send ``commands`` in one write and return their replies (error replies as ResponseError)."""
@@ -477,7 +569,9 @@ class SyncPool:
         try:
             while True:
                 if connection is None:
-                    connection = _SyncConnection(self.address)
+                    generation, setup = self._generation, self.setup
+                    connection = _SyncConnection(self.address, setup)
+                    connection.generation = generation
                 try:
                     replies = connection.execute(commands)
                 except (RedisConnectionError, RedisTimeoutError):
@@ -514,7 +608,12 @@ class SyncPool:
     def _checkin(self, connection: _SyncConnection | None) -> None:
         with self._lock:
             self._busy -= 1
-            if connection is not None and not self._closed and connection.forks == self._forks:
+            if (
+                connection is not None
+                and not self._closed
+                and connection.forks == self._forks
+                and connection.generation == self._generation
+            ):
                 self._idle.append(connection)
                 connection = None
             self._freed.notify()

@@ -135,11 +135,13 @@ settings: give it timeouts.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import json
 import logging
 import math
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -1235,6 +1237,129 @@ def _lean_address(url: str, options: Mapping[str, Any]) -> _resp.Address:
 # -- the stores --------------------------------------------------------------------------------------
 
 
+class _ClientCache:
+    """Client-side caching for a :class:`RedisStore` on its own connections (``client_cache=N``).
+
+    Keeps up to ``size`` ``HGETALL`` replies (raw, decoded afresh on every
+    hit, so no request can change another's data), least recently used first
+    out. Redis tracks the keys our connections read (``CLIENT TRACKING ON
+    REDIRECT ... NOLOOP``) and tells :class:`~persession.stores._resp.Invalidations`
+    when another connection changes one; every lookup first drains those
+    messages. Redis writes a change's answer and its invalidations in the same
+    pass of its event loop, so a lookup that starts after that pass (any
+    request in another process that follows the change's answer through a
+    browser) sees the change. The store's own writes evict (or, for a merge,
+    refresh with an ``HGETALL`` in the same round trip) the keys they touch.
+
+    A read's reply is kept only if no invalidation for its key arrived while
+    it was in flight (a pending token per key), and only on connections made
+    after the invalidation connection they redirect to: when that connection
+    is lost or the process forks, the cache empties and starts over.
+    """
+
+    def __init__(self, pool: _resp.SyncPool, size: int) -> None:
+        self._pool = pool
+        self._size = size
+        self._lock = threading.Lock()
+        self._entries: collections.OrderedDict[str, list[Any]] = collections.OrderedDict()
+        self._pending: dict[str, object] = {}
+        self._invalidations: _resp.Invalidations | None = None
+
+    def _sync(self) -> None:
+        """Apply the invalidations that have arrived; (re)open their connection when needed. Under the lock."""
+        invalidations = self._invalidations
+        if invalidations is not None and invalidations.forks == _resp.fork_count() and not invalidations.lost:
+            keys = invalidations.drain()
+            if keys is not None:
+                for key in keys:
+                    text = key.decode("utf-8", "surrogateescape")
+                    self._entries.pop(text, None)
+                    self._pending.pop(text, None)
+                return
+        # None yet, lost (invalidations may have been missed), or inherited from a parent process.
+        self._entries.clear()
+        self._pending.clear()
+        if invalidations is not None:
+            invalidations.close()  # in a forked child: the child's copy of the socket only
+        self._invalidations = None
+        invalidations = _resp.Invalidations(self._pool.address)
+        self._pool.renew((("CLIENT", "TRACKING", "ON", "REDIRECT", invalidations.client_id, "NOLOOP"),))
+        self._invalidations = invalidations
+
+    def _begin(self, key: str) -> tuple[list[Any] | None, object]:
+        with self._lock:
+            self._sync()
+            raw = self._entries.get(key)
+            if raw is not None:
+                self._entries.move_to_end(key)
+                return raw, None
+            token = self._pending[key] = object()
+            return None, token
+
+    def _keep(self, key: str, token: object, raw: Any) -> None:
+        with self._lock:
+            if self._pending.get(key) is not token:
+                return  # invalidated (or evicted) while the read was in flight
+            del self._pending[key]
+            if isinstance(raw, list) and raw:
+                self._entries[key] = raw
+                self._entries.move_to_end(key)
+                if len(self._entries) > self._size:
+                    self._entries.popitem(last=False)
+
+    def evict(self, keys: Iterable[str]) -> None:
+        """Forget ``keys`` (a write of ours is about to change them, or just did)."""
+        with self._lock:
+            for key in keys:
+                self._entries.pop(key, None)
+                self._pending.pop(key, None)
+
+    def clear(self) -> None:
+        """Forget everything (a write of ours whose keys are not listed: user index operations)."""
+        with self._lock:
+            self._entries.clear()
+            self._pending.clear()
+
+    def load(self, key: str) -> list[Any]:
+        """The ``HGETALL`` reply for ``key``: from the cache, or one round trip (then kept)."""
+        raw, token = self._begin(key)
+        if raw is not None:
+            return raw
+        try:
+            (reply,) = _raise_errors(self._pool.execute((("HGETALL", key),)), tolerant=False)
+        except BaseException:
+            self.evict((key,))
+            raise
+        self._keep(key, token, reply)
+        return cast("list[Any]", reply)
+
+    def merge(self, key: str, step: _Step) -> Any:
+        """Run the merge ``step`` with an ``HGETALL`` behind it in the same round trip, and keep what it read."""
+        self.evict((key,))
+        _, token = self._begin(key)
+        read = ("HGETALL", key)
+        try:
+            replies = self._pool.execute((_command(step, cached=True), read))
+            if _is_noscript(replies[0]):  # first use on this server: EVAL caches the script
+                replies = self._pool.execute((_command(step, cached=False), read))
+            result, raw = _raise_errors(replies, tolerant=False)
+        except BaseException:
+            self.evict((key,))
+            raise
+        if result:
+            self._keep(key, token, raw)
+        else:
+            self.evict((key,))
+        return result
+
+    def close(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._pending.clear()
+            if self._invalidations is not None:
+                self._invalidations.close()
+
+
 class RedisStore:
     """A synchronous Redis session store (WSGI), on a ``redis.Redis`` or ``redis.cluster.RedisCluster``.
 
@@ -1287,6 +1412,7 @@ class RedisStore:
         self._cluster = isinstance(client, redis.cluster.RedisCluster)
         self._owned: list[Callable[[], None]] = []
         self._source: _Source | None = None
+        self._cache: _ClientCache | None = None
 
     @classmethod
     def from_url(
@@ -1296,6 +1422,7 @@ class RedisStore:
         prefix: str | None = None,
         clock: Callable[[], float] = time.time,
         layout: Layout | None = None,
+        client_cache: int = 0,
         **client_options: Any,
     ) -> RedisStore:
         """A store on a client of its own, built from ``url``; :meth:`close` closes that client.
@@ -1323,18 +1450,41 @@ class RedisStore:
             the same timeout and retry defaults.
         :param layout: as for the constructor; also accepted as the URL's
             ``layout`` query parameter (``redis://cache/0?layout=connect-redis``).
+        :param client_cache: keep up to this many sessions in this process
+            (Redis client-side caching, Redis 6 or later), so a request whose
+            session is cached and unchanged makes no round trip to load it;
+            ``0`` (the default) keeps none. Redis tells the store which
+            sessions another connection changed, and each load first reads
+            what it was told (one non-blocking ``recv``). Redis sends that
+            in the same pass of its event loop as the change's answer, so a
+            load that starts after it sees the change; only a load racing
+            those microseconds can still get the previous version. Needs a
+            ``redis://``, ``rediss://`` or ``unix://`` URL, Redis 6 or later
+            and the ``persession`` layout. See :doc:`/stores`.
         :raises ConfigError: the URL is malformed, names no host, its
-            scheme is not one of the above, or an option is unknown.
+            scheme is not one of the above, an option is unknown, or
+            ``client_cache`` is not a non-negative int or cannot be used.
+
+        .. versionchanged:: 0.2 ``client_cache``.
         """
         url, layout = _split_layout(url, layout)
         target = _parse_url(url)
+        if isinstance(client_cache, bool) or not isinstance(client_cache, int) or client_cache < 0:
+            raise ConfigError("client_cache", f"must be a number of sessions (an int >= 0), not {client_cache!r}")
         if not isinstance(target, _SentinelTarget):
             store = cls.__new__(cls)
             pool = _resp.SyncPool(_lean_address(target, client_options))
             store._setup(None, pool, prefix, clock, layout)
             store._owned = [pool.close]
+            if client_cache:
+                if store._connect:
+                    raise ConfigError("client_cache", "needs the persession layout, not connect-redis")
+                store._cache = _ClientCache(pool, client_cache)
+                store._owned.insert(0, store._cache.close)
             store._source = _Source(url, store._prefix, clock, dict(client_options), layout)
             return store
+        if client_cache:
+            raise ConfigError("client_cache", "needs persession's own connections: a redis, rediss or unix URL")
         options = _client_options(client_options)
         # Sync and asyncio retry objects differ: the twin gets the default policy.
         twin_options = {k: v for k, v in options.items() if k != "retry"}
@@ -1373,6 +1523,15 @@ class RedisStore:
         return self._layout
 
     def _run(self, step: _Step) -> Any:
+        if self._cache is not None:
+            self._cache.evict(step.keys)
+            try:
+                return self._run_uncached(step)
+            finally:
+                self._cache.evict(step.keys)
+        return self._run_uncached(step)
+
+    def _run_uncached(self, step: _Step) -> Any:
         if self._pool is not None:
             (reply,) = self._pool.execute((_command(step, cached=True),))
             if _is_noscript(reply):  # first use on this server (or after SCRIPT FLUSH): EVAL caches it
@@ -1389,6 +1548,8 @@ class RedisStore:
     def _execute(self, op: _Op) -> Any:
         if isinstance(op, _Step):
             return self._run(op)
+        if self._cache is not None:
+            self._cache.clear()  # user index operations: which sessions they touch is not listed
         if self._pool is not None:
             return _raise_errors(self._pool.execute(op.commands), op.tolerant)
         assert self._client is not None  # noqa: S101
@@ -1425,6 +1586,8 @@ class RedisStore:
         return _record(self._prefix, raw, self._clock())
 
     def _hgetall(self, key: str) -> Mapping[bytes | str, bytes | str] | list[Any]:
+        if self._cache is not None:
+            return self._cache.load(key)
         if self._pool is not None:
             (reply,) = _raise_errors(self._pool.execute((("HGETALL", key),)), tolerant=False)
             return cast("list[Any]", reply)
@@ -1469,6 +1632,8 @@ class RedisStore:
             return _connect_write_result(self._prefix, reply)
         step = _merge_step(self._prefix, sid, change, expires, now, self._cluster)
         with _map_errors:
+            if self._cache is not None:  # the merged record comes back in the same round trip
+                return bool(self._cache.merge(self._prefix + sid, step))
             return bool(self._run(step))
 
     def touch(self, sid: str, expires: float) -> bool:
