@@ -40,6 +40,7 @@ FLASK_VARIANTS = (
     "flask-session-redis",
     "flask-persession-sqlite",
     "flask-persession-redis",
+    "flask-persession-redis-cached",
     "flask-persession-mongo",
 )
 STARLETTE_VARIANTS = (
@@ -100,7 +101,7 @@ def make_flask(variant: str) -> Any:
     elif variant.startswith("flask-persession-"):
         from persession.integrations.flask import init_app
 
-        init_app(app, secret=SECRET, store=_sync_store(variant.rpartition("-")[2]))
+        init_app(app, secret=SECRET, store=_sync_store(variant.removeprefix("flask-persession-")))
     else:
         raise RuntimeError(f"unknown Flask variant {variant!r}")
 
@@ -122,10 +123,12 @@ def make_flask(variant: str) -> Any:
 
 
 def _sync_store(kind: str) -> Any:
-    if kind == "redis":
+    if kind in ("redis", "redis-cached"):
         from persession.stores.redis import RedisStore
 
-        return RedisStore.from_url(_env("PERSESSION_BENCH_REDIS_URL"))
+        # redis-cached: client-side caching of up to 10,000 sessions (opt-in; see docs/stores.md).
+        cache = 10_000 if kind == "redis-cached" else 0
+        return RedisStore.from_url(_env("PERSESSION_BENCH_REDIS_URL"), client_cache=cache)
     if kind == "mongo":
         from persession.stores.mongo import MongoStore
 

@@ -26,7 +26,7 @@ import redis
 from _redis import RedisServer, redis_server_fixture, redis_servers_fixture, unique_prefix  # noqa: F401  (fixtures)
 from persession.exceptions import ConfigError
 from persession.records import Change, Record
-from persession.stores.redis import RedisStore
+from persession.stores.redis import AsyncRedisStore, RedisStore
 
 pytestmark = pytest.mark.server
 
@@ -336,3 +336,9 @@ def test_a_reply_invalidated_while_in_flight_is_not_kept(
     fresh = cached.load("s1")
     assert fresh is not None
     assert fresh.data["visits"] == 99
+
+
+def test_the_asyncio_store_refuses_client_cache_with_a_clear_error(redis_server: RedisServer) -> None:
+    """AsyncRedisStore has no client-side caching yet: asking for it names the option, not "unknown option"."""
+    with pytest.raises(ConfigError, match="RedisStore's only"):
+        AsyncRedisStore.from_url(redis_server.url, client_cache=10)

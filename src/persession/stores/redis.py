@@ -1760,8 +1760,14 @@ class AsyncRedisStore:
     ) -> AsyncRedisStore:
         """A store on an asyncio client of its own, built from ``url``: see :meth:`RedisStore.from_url`.
 
-        :raises ConfigError: the URL is malformed, names no host, or its scheme is unsupported.
+        Client-side caching (``client_cache``) is the synchronous store's
+        only, so far: passing it raises :class:`~persession.ConfigError`.
+
+        :raises ConfigError: the URL is malformed, names no host, its scheme
+            is unsupported, or an option is unknown (``client_cache`` too).
         """
+        if "client_cache" in client_options:
+            raise ConfigError("client_cache", "client-side caching is RedisStore's only (not AsyncRedisStore's) so far")
         url, layout = _split_layout(url, layout)
         target = _parse_url(url)
         if not isinstance(target, _SentinelTarget):
