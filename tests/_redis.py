@@ -72,7 +72,7 @@ from persession.stores import AsyncStore, Store
 from persession.stores.redis import AsyncRedisStore, RedisStore
 
 __all__ = [
-    "CACHED_FACTORY_ID",
+    "CACHED_FACTORY_IDS",
     "REDIS_FACTORY_IDS",
     "SERVERS",
     "RedisCluster",
@@ -534,7 +534,7 @@ async def make_redis_store(
         if flavour == "sync":
             store = RedisStore.from_url(server.url, prefix=prefix, client_cache=client_cache)
         else:
-            store = AsyncRedisStore.from_url(server.url, prefix=prefix)
+            store = AsyncRedisStore.from_url(server.url, prefix=prefix, client_cache=client_cache)
     try:
         yield store
     finally:
@@ -562,11 +562,11 @@ def _sentinel_master_client(sentinel: RedisSentinel) -> Callable[[], redis.Redis
 
 
 #: Contract-suite ids of the Redis factories: ``redis-<kind>-<flavour>``.
-#: The sync store with client-side caching (``client_cache``; there is no asyncio twin yet) runs the contract too.
-CACHED_FACTORY_ID = "redis-cached-sync"
+#: The stores with client-side caching (``client_cache``, single server) run the contract too.
+CACHED_FACTORY_IDS: tuple[str, ...] = tuple(f"redis-cached-{flavour}" for flavour in FLAVOURS)
 REDIS_FACTORY_IDS: tuple[str, ...] = (
     *(f"redis-{kind}-{flavour}" for kind in KINDS for flavour in FLAVOURS),
-    CACHED_FACTORY_ID,
+    *CACHED_FACTORY_IDS,
 )
 
 
@@ -589,12 +589,14 @@ def redis_contract_factories(
 
         return open_store
 
-    @contextlib.asynccontextmanager
-    async def open_cached(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncStore]:
-        servers: RedisServers = request.getfixturevalue("redis_servers")
-        async with make_redis_store("sync", "single", "contract", servers=servers, client_cache=1000) as store:
-            assert isinstance(store, RedisStore)
-            yield adapt(store)
+    def cached(flavour: Flavour) -> Callable[..., AbstractAsyncContextManager[AsyncStore]]:
+        @contextlib.asynccontextmanager
+        async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncStore]:
+            servers: RedisServers = request.getfixturevalue("redis_servers")
+            async with make_redis_store(flavour, "single", "contract", servers=servers, client_cache=1000) as store:
+                yield store if isinstance(store, AsyncRedisStore) else adapt(store)
+
+        return open_store
 
     factories = {f"redis-{kind}-{flavour}": factory(flavour, kind) for kind in KINDS for flavour in FLAVOURS}
-    return {**factories, CACHED_FACTORY_ID: open_cached}
+    return {**factories, **{f"redis-cached-{flavour}": cached(flavour) for flavour in FLAVOURS}}

@@ -11,6 +11,7 @@ The contract suite runs on this store too (``redis-cached-sync``).
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import select
 import time
@@ -338,7 +339,108 @@ def test_a_reply_invalidated_while_in_flight_is_not_kept(
     assert fresh.data["visits"] == 99
 
 
-def test_the_asyncio_store_refuses_client_cache_with_a_clear_error(redis_server: RedisServer) -> None:
-    """AsyncRedisStore has no client-side caching yet: asking for it names the option, not "unknown option"."""
-    with pytest.raises(ConfigError, match="RedisStore's only"):
-        AsyncRedisStore.from_url(redis_server.url, client_cache=10)
+# -- the asyncio store -----------------------------------------------------------------------------
+
+
+def async_invalidation_arrived(store: AsyncRedisStore) -> None:
+    """:func:`invalidation_arrived` for the asyncio store (a blocking select: the socket is not the loop's)."""
+    cache = store._cache
+    assert cache is not None
+    invalidations = cache._invalidations
+    assert invalidations is not None
+    readable, _, _ = select.select([invalidations._connection._sock], [], [], 5)
+    assert readable, "no invalidation arrived"
+
+
+@pytest.mark.anyio
+async def test_async_cached_loads_skip_the_round_trip_and_see_changes(
+    redis_server: RedisServer, prefix: str, other: RedisStore, raw: redis.Redis
+) -> None:
+    """The asyncio twin: the first load opens the invalidation connection (not cached); then hits, then changes."""
+    store = AsyncRedisStore.from_url(redis_server.url, prefix=prefix, client_cache=100)
+    try:
+        await store.save("s1", record())
+        assert await store.load("s1") is not None  # opens the invalidation connection: not kept
+        assert await store.load("s1") is not None  # kept
+        before = hgetalls(raw)
+        for _ in range(10):
+            loaded = await store.load("s1")
+            assert loaded is not None
+            assert loaded.data == DATA
+        assert hgetalls(raw) == before
+        for visits in range(1, 6):
+            assert other.merge("s1", Change(set={"visits": visits}), time.time() + 3600)
+            async_invalidation_arrived(store)
+            seen = await store.load("s1")
+            assert seen is not None
+            assert seen.data["visits"] == visits
+        other.delete("s1")
+        async_invalidation_arrived(store)
+        assert await store.load("s1") is None
+    finally:
+        await store.close()
+
+
+@pytest.mark.anyio
+async def test_async_own_merge_keeps_the_merged_session_cached(
+    redis_server: RedisServer, prefix: str, raw: redis.Redis
+) -> None:
+    """A merge of the asyncio store reads the result back in its own round trip: later loads are hits."""
+    store = AsyncRedisStore.from_url(redis_server.url, prefix=prefix, client_cache=100)
+    try:
+        await store.save("s1", record())
+        await store.load("s1")
+        before = hgetalls(raw)
+        for visits in range(1, 6):
+            assert await store.merge("s1", Change(set={"visits": visits}), time.time() + 3600)
+            loaded = await store.load("s1")
+            assert loaded is not None
+            assert loaded.data["visits"] == visits
+        assert hgetalls(raw) == before + 5
+    finally:
+        await store.close()
+
+
+@pytest.mark.anyio
+async def test_async_losing_the_invalidation_connection_empties_the_cache(
+    redis_server: RedisServer, prefix: str, other: RedisStore, raw: redis.Redis
+) -> None:
+    """As for the sync store: after the invalidation connection dies, nothing stale is served."""
+    store = AsyncRedisStore.from_url(redis_server.url, prefix=prefix, client_cache=100)
+    try:
+        await store.save("s1", record())
+        await store.load("s1")
+        await store.load("s1")
+        assert raw.client_kill_filter(_type="pubsub") >= 1
+        other.merge("s1", Change(set={"visits": 7}), time.time() + 3600)
+        for _ in range(3):
+            loaded = await store.load("s1")
+            assert loaded is not None
+            assert loaded.data["visits"] == 7
+        other.merge("s1", Change(set={"visits": 8}), time.time() + 3600)
+        async_invalidation_arrived(store)
+        reloaded = await store.load("s1")
+        assert reloaded is not None
+        assert reloaded.data["visits"] == 8
+    finally:
+        await store.close()
+
+
+@pytest.mark.anyio
+async def test_async_concurrent_loads_while_the_invalidation_connection_opens(
+    redis_server: RedisServer, prefix: str, other: RedisStore
+) -> None:
+    """Fifty loads at once on a cold cache: one opens the connection, the rest read Redis uncached, all correct."""
+    store = AsyncRedisStore.from_url(redis_server.url, prefix=prefix, client_cache=100)
+    try:
+        await store.save("s1", record())
+        loads = await asyncio.gather(*(store.load("s1") for _ in range(50)))
+        assert all(loaded is not None and loaded.data == DATA for loaded in loads)
+        assert await store.load("s1") is not None  # cached (tracked) by now
+        other.merge("s1", Change(set={"visits": 1}), time.time() + 3600)
+        async_invalidation_arrived(store)
+        seen = await store.load("s1")
+        assert seen is not None
+        assert seen.data["visits"] == 1
+    finally:
+        await store.close()

@@ -782,6 +782,9 @@ class AsyncMux:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connecting: asyncio.Future[_MuxProtocol] | None = None
         self._closed = False
+        #: Commands every new connection sends after the address' handshake (client-side caching's
+        #: CLIENT TRACKING); whoever changes them sends them on the live connection too.
+        self.setup: tuple[tuple[Arg, ...], ...] = ()
 
     async def _open(self) -> tuple[asyncio.Transport, _MuxProtocol]:
         loop = asyncio.get_running_loop()
@@ -822,7 +825,7 @@ class AsyncMux:
     async def _establish(self) -> _MuxProtocol:
         try:
             _, protocol = await self._open()
-            handshake = self.address.handshake()
+            handshake = [*self.address.handshake(), *self.setup]
             if handshake:
                 try:
                     _check_handshake(await protocol.send(handshake))

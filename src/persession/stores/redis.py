@@ -1237,8 +1237,8 @@ def _lean_address(url: str, options: Mapping[str, Any]) -> _resp.Address:
 # -- the stores --------------------------------------------------------------------------------------
 
 
-class _ClientCache:
-    """Client-side caching for a :class:`RedisStore` on its own connections (``client_cache=N``).
+class _CacheEntries:
+    """What :class:`_ClientCache` and :class:`_AsyncClientCache` share: the entries, the pending reads, the lock.
 
     Keeps up to ``size`` ``HGETALL`` replies (raw, decoded afresh on every
     hit, so no request can change another's data), least recently used first
@@ -1252,54 +1252,61 @@ class _ClientCache:
     refresh with an ``HGETALL`` in the same round trip) the keys they touch.
 
     A read's reply is kept only if no invalidation for its key arrived while
-    it was in flight (a pending token per key), and only on connections made
-    after the invalidation connection they redirect to: when that connection
-    is lost or the process forks, the cache empties and starts over.
+    it was in flight (a pending token per key), and only while the
+    invalidation connection its connection redirects to is the current one:
+    when that connection is lost or the process forks, the cache empties and
+    starts over.
     """
 
-    def __init__(self, pool: _resp.SyncPool, size: int) -> None:
-        self._pool = pool
+    def __init__(self, address: _resp.Address, size: int) -> None:
+        self._address = address
         self._size = size
         self._lock = threading.Lock()
         self._entries: collections.OrderedDict[str, list[Any]] = collections.OrderedDict()
         self._pending: dict[str, object] = {}
         self._invalidations: _resp.Invalidations | None = None
 
-    def _sync(self) -> None:
-        """Apply the invalidations that have arrived; (re)open their connection when needed. Under the lock."""
+    def _drained(self) -> bool:
+        """Apply the invalidations that have arrived; ``False`` when their connection must be (re)opened."""
         invalidations = self._invalidations
-        if invalidations is not None and invalidations.forks == _resp.fork_count() and not invalidations.lost:
-            keys = invalidations.drain()
-            if keys is not None:
-                for key in keys:
-                    text = key.decode("utf-8", "surrogateescape")
-                    self._entries.pop(text, None)
-                    self._pending.pop(text, None)
-                return
-        # None yet, lost (invalidations may have been missed), or inherited from a parent process.
+        if invalidations is None or invalidations.forks != _resp.fork_count() or invalidations.lost:
+            return False
+        keys = invalidations.drain()
+        if keys is None:  # FLUSHALL, or the connection was lost: everything
+            self._forget_all()
+            return not invalidations.lost
+        for key in keys:
+            text = key.decode("utf-8", "surrogateescape")
+            self._entries.pop(text, None)
+            self._pending.pop(text, None)
+        return True
+
+    def _forget_all(self) -> None:
         self._entries.clear()
         self._pending.clear()
-        if invalidations is not None:
-            invalidations.close()  # in a forked child: the child's copy of the socket only
+
+    def _retire(self) -> None:
+        """Forget everything and drop the invalidation connection (a forked child's copy of it only)."""
+        self._forget_all()
+        if self._invalidations is not None:
+            self._invalidations.close()
         self._invalidations = None
-        invalidations = _resp.Invalidations(self._pool.address)
-        self._pool.renew((("CLIENT", "TRACKING", "ON", "REDIRECT", invalidations.client_id, "NOLOOP"),))
-        self._invalidations = invalidations
 
-    def _begin(self, key: str) -> tuple[list[Any] | None, object]:
-        with self._lock:
-            self._sync()
-            raw = self._entries.get(key)
-            if raw is not None:
-                self._entries.move_to_end(key)
-                return raw, None
-            token = self._pending[key] = object()
-            return None, token
+    def _lookup(self, key: str) -> tuple[list[Any] | None, object | None]:
+        """Under the lock, drained: the cached reply, or a token to keep the read's reply with (``None``: do not)."""
+        raw = self._entries.get(key)
+        if raw is not None:
+            self._entries.move_to_end(key)
+            return raw, None
+        if self._invalidations is None:
+            return None, None
+        token = self._pending[key] = object()
+        return None, token
 
-    def _keep(self, key: str, token: object, raw: Any) -> None:
+    def _keep(self, key: str, token: object | None, raw: Any) -> None:
         with self._lock:
-            if self._pending.get(key) is not token:
-                return  # invalidated (or evicted) while the read was in flight
+            if token is None or self._pending.get(key) is not token:
+                return  # not tracked, or invalidated (or evicted) while the read was in flight
             del self._pending[key]
             if isinstance(raw, list) and raw:
                 self._entries[key] = raw
@@ -1317,8 +1324,41 @@ class _ClientCache:
     def clear(self) -> None:
         """Forget everything (a write of ours whose keys are not listed: user index operations)."""
         with self._lock:
-            self._entries.clear()
-            self._pending.clear()
+            self._forget_all()
+
+    def close(self) -> None:
+        with self._lock:
+            self._retire()
+
+
+def _check_client_cache(size: object) -> None:
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise ConfigError("client_cache", f"must be a number of sessions (an int >= 0), not {size!r}")
+
+
+def _tracking(invalidations: _resp.Invalidations) -> tuple[tuple[_Arg, ...], ...]:
+    return (("CLIENT", "TRACKING", "ON", "REDIRECT", invalidations.client_id, "NOLOOP"),)
+
+
+class _ClientCache(_CacheEntries):
+    """Client-side caching for a :class:`RedisStore` on its own connections (``client_cache=N``).
+
+    See :class:`_CacheEntries`. When the invalidation connection is (re)opened,
+    the pool retires every connection made before, which redirect elsewhere.
+    """
+
+    def __init__(self, pool: _resp.SyncPool, size: int) -> None:
+        super().__init__(pool.address, size)
+        self._pool = pool
+
+    def _begin(self, key: str) -> tuple[list[Any] | None, object | None]:
+        with self._lock:
+            if not self._drained():
+                self._retire()
+                invalidations = _resp.Invalidations(self._address)
+                self._pool.renew(_tracking(invalidations))
+                self._invalidations = invalidations
+            return self._lookup(key)
 
     def load(self, key: str) -> list[Any]:
         """The ``HGETALL`` reply for ``key``: from the cache, or one round trip (then kept)."""
@@ -1352,12 +1392,77 @@ class _ClientCache:
             self.evict((key,))
         return result
 
-    def close(self) -> None:
+
+class _AsyncClientCache(_CacheEntries):
+    """Client-side caching for an :class:`AsyncRedisStore` on its own connection (``client_cache=N``).
+
+    See :class:`_CacheEntries`. The invalidation connection is opened in a
+    thread (its socket is only ever read without blocking); then the live
+    pipelined connection is switched to it with ``CLIENT TRACKING``, queued
+    ahead of every read made afterwards, and new connections send it first.
+    Until that has answered, reads are not cached.
+    """
+
+    def __init__(self, mux: _resp.AsyncMux, size: int) -> None:
+        super().__init__(mux.address, size)
+        self._mux = mux
+        self._opening = False
+
+    async def _begin(self, key: str) -> tuple[list[Any] | None, object | None]:
         with self._lock:
-            self._entries.clear()
-            self._pending.clear()
-            if self._invalidations is not None:
-                self._invalidations.close()
+            ready = self._drained()
+            if ready:
+                return self._lookup(key)
+            self._retire()
+            if self._opening:
+                return None, None  # another task is opening it: this read goes uncached
+            self._opening = True
+        try:
+            loop = asyncio.get_running_loop()
+            invalidations = await loop.run_in_executor(None, _resp.Invalidations, self._address)
+            try:
+                self._mux.setup = _tracking(invalidations)
+                _raise_errors(await self._mux.execute(self._mux.setup), tolerant=False)
+            except BaseException:
+                invalidations.close()
+                raise
+            with self._lock:
+                self._invalidations = invalidations
+        finally:
+            self._opening = False
+        return None, None  # this read was not tracked yet when it began: not cached
+
+    async def load(self, key: str) -> list[Any]:
+        """See :meth:`_ClientCache.load`."""
+        raw, token = await self._begin(key)
+        if raw is not None:
+            return raw
+        try:
+            (reply,) = _raise_errors(await self._mux.execute((("HGETALL", key),)), tolerant=False)
+        except BaseException:
+            self.evict((key,))
+            raise
+        self._keep(key, token, reply)
+        return cast("list[Any]", reply)
+
+    async def merge(self, key: str, step: _Step) -> Any:
+        """See :meth:`_ClientCache.merge`."""
+        self.evict((key,))
+        _, token = await self._begin(key)
+        read = ("HGETALL", key)
+        try:
+            replies = await self._mux.execute((_command(step, cached=True), read))
+            if _is_noscript(replies[0]):
+                replies = await self._mux.execute((_command(step, cached=False), read))
+            result, raw = _raise_errors(replies, tolerant=False)
+        except BaseException:
+            self.evict((key,))
+            raise
+        if result:
+            self._keep(key, token, raw)
+        else:
+            self.evict((key,))
+        return result
 
 
 class RedisStore:
@@ -1469,8 +1574,7 @@ class RedisStore:
         """
         url, layout = _split_layout(url, layout)
         target = _parse_url(url)
-        if isinstance(client_cache, bool) or not isinstance(client_cache, int) or client_cache < 0:
-            raise ConfigError("client_cache", f"must be a number of sessions (an int >= 0), not {client_cache!r}")
+        _check_client_cache(client_cache)
         if not isinstance(target, _SentinelTarget):
             store = cls.__new__(cls)
             pool = _resp.SyncPool(_lean_address(target, client_options))
@@ -1747,6 +1851,7 @@ class AsyncRedisStore:
         self._clock = clock
         self._cluster = isinstance(client, redis.asyncio.cluster.RedisCluster)
         self._owned: list[Callable[[], Any]] = []
+        self._cache: _AsyncClientCache | None = None
 
     @classmethod
     def from_url(
@@ -1756,26 +1861,37 @@ class AsyncRedisStore:
         prefix: str | None = None,
         clock: Callable[[], float] = time.time,
         layout: Layout | None = None,
+        client_cache: int = 0,
         **client_options: Any,
     ) -> AsyncRedisStore:
         """A store on an asyncio client of its own, built from ``url``: see :meth:`RedisStore.from_url`.
 
-        Client-side caching (``client_cache``) is the synchronous store's
-        only, so far: passing it raises :class:`~persession.ConfigError`.
-
         :raises ConfigError: the URL is malformed, names no host, its scheme
-            is unsupported, or an option is unknown (``client_cache`` too).
+            is unsupported, an option is unknown, or ``client_cache`` is not
+            a non-negative int or cannot be used.
+
+        .. versionchanged:: 0.2 ``client_cache``.
         """
-        if "client_cache" in client_options:
-            raise ConfigError("client_cache", "client-side caching is RedisStore's only (not AsyncRedisStore's) so far")
         url, layout = _split_layout(url, layout)
         target = _parse_url(url)
+        _check_client_cache(client_cache)
         if not isinstance(target, _SentinelTarget):
             store = cls.__new__(cls)
             mux = _resp.AsyncMux(_lean_address(target, client_options))
             store._setup(None, mux, prefix, clock, layout)
             store._owned = [mux.aclose]
+            if client_cache:
+                if store._connect:
+                    raise ConfigError("client_cache", "needs the persession layout, not connect-redis")
+                cache = store._cache = _AsyncClientCache(mux, client_cache)
+
+                async def close_cache() -> None:
+                    cache.close()
+
+                store._owned.insert(0, close_cache)
             return store
+        if client_cache:
+            raise ConfigError("client_cache", "needs persession's own connections: a redis, rediss or unix URL")
         options = _client_options(client_options)
         options.setdefault("retry", redis.asyncio.retry.Retry(NoBackoff(), DEFAULT_RETRIES))
         sentinel_options = _sentinel_options(options)
@@ -1805,6 +1921,15 @@ class AsyncRedisStore:
         return self._layout
 
     async def _run(self, step: _Step) -> Any:
+        if self._cache is not None:
+            self._cache.evict(step.keys)
+            try:
+                return await self._run_uncached(step)
+            finally:
+                self._cache.evict(step.keys)
+        return await self._run_uncached(step)
+
+    async def _run_uncached(self, step: _Step) -> Any:
         if self._mux is not None:
             (reply,) = await self._mux.execute((_command(step, cached=True),))
             if _is_noscript(reply):  # first use on this server (or after SCRIPT FLUSH): EVAL caches it
@@ -1821,6 +1946,8 @@ class AsyncRedisStore:
     async def _execute(self, op: _Op) -> Any:
         if isinstance(op, _Step):
             return await self._run(op)
+        if self._cache is not None:
+            self._cache.clear()  # user index operations: which sessions they touch is not listed
         if self._mux is not None:
             return _raise_errors(await self._mux.execute(op.commands), op.tolerant)
         assert self._client is not None  # noqa: S101
@@ -1857,6 +1984,8 @@ class AsyncRedisStore:
         return _record(self._prefix, raw, self._clock())
 
     async def _hgetall(self, key: str) -> Mapping[bytes | str, bytes | str] | list[Any]:
+        if self._cache is not None:
+            return await self._cache.load(key)
         if self._mux is not None:
             (reply,) = _raise_errors(await self._mux.execute((("HGETALL", key),)), tolerant=False)
             return cast("list[Any]", reply)
@@ -1894,6 +2023,8 @@ class AsyncRedisStore:
             return _connect_write_result(self._prefix, reply)
         step = _merge_step(self._prefix, sid, change, expires, now, self._cluster)
         with _map_errors:
+            if self._cache is not None:  # the merged record comes back in the same round trip
+                return bool(await self._cache.merge(self._prefix + sid, step))
             return bool(await self._run(step))
 
     async def touch(self, sid: str, expires: float) -> bool:
