@@ -49,6 +49,7 @@ STARLETTE_VARIANTS = (
     "starsessions-redis",
     "starlette-persession-sqlite",
     "starlette-persession-redis",
+    "starlette-persession-redis-cached",
     "starlette-persession-mongo",
 )
 #: Cookie lifetime: 14 days, persession's default, for every variant that has one.
@@ -183,7 +184,7 @@ def make_starlette(variant: str) -> Any:
     elif variant.startswith("starlette-persession-"):
         from persession.asgi import SessionMiddleware as PersessionMiddleware
 
-        store = _async_store(variant.rpartition("-")[2])
+        store = _async_store(variant.removeprefix("starlette-persession-"))
         middleware = [Middleware(PersessionMiddleware, secret=SECRET, store=store)]
     else:
         raise RuntimeError(f"unknown Starlette variant {variant!r}")
@@ -204,10 +205,11 @@ def make_starlette(variant: str) -> Any:
 
 
 def _async_store(kind: str) -> Any:
-    if kind == "redis":
+    if kind in ("redis", "redis-cached"):
         from persession.stores.redis import AsyncRedisStore
 
-        return AsyncRedisStore.from_url(_env("PERSESSION_BENCH_REDIS_URL"))
+        cache = 10_000 if kind == "redis-cached" else 0
+        return AsyncRedisStore.from_url(_env("PERSESSION_BENCH_REDIS_URL"), client_cache=cache)
     if kind == "mongo":
         from persession.stores.mongo import AsyncMongoStore
 

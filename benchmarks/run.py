@@ -75,8 +75,12 @@ GOALS: tuple[tuple[str, str, str, float], ...] = (
     ("starlette-persession-redis", "write", "starsessions-redis", 1.5),
     ("flask-persession-redis-cached", "read", "flask-session-redis", 1.5),
     ("flask-persession-redis-cached", "write", "flask-session-redis", 1.25),
+    ("starlette-persession-redis-cached", "read", "starsessions-redis", 2.0),
+    ("starlette-persession-redis-cached", "write", "starsessions-redis", 1.5),
     ("flask-persession-redis-cached", "read", "flask-cookie", 0.8),
     ("flask-persession-redis-cached", "write", "flask-session-redis", 2.0),
+    ("starlette-persession-redis-cached", "read", "starlette-cookie", 0.8),
+    ("starlette-persession-redis-cached", "write", "starsessions-redis", 2.0),
 )
 #: Redis commands that write; a read-only request should send none of them.
 REDIS_WRITES = frozenset(
