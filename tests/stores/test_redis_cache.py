@@ -153,6 +153,18 @@ def test_a_change_made_elsewhere_is_seen_by_the_very_next_load(
             assert seen.expires < time.time() + 120  # the touched expiry, not the cached one
 
 
+def test_deleting_one_session_keeps_the_others_cached(cached: RedisStore, raw: redis.Redis) -> None:
+    """A logout forgets its own session only: the others still load without a round trip."""
+    for sid in ("s1", "s2"):
+        cached.save(sid, record())
+        cached.load(sid)
+    cached.delete("s1")
+    before = hgetalls(raw)
+    assert cached.load("s2") is not None
+    assert hgetalls(raw) == before
+    assert cached.load("s1") is None
+
+
 def test_our_own_merge_keeps_the_merged_session_cached(cached: RedisStore, raw: redis.Redis) -> None:
     """A merge reads the result back in its own round trip: the next load is a hit with the merged data."""
     cached.save("s1", record())

@@ -1321,10 +1321,15 @@ class _CacheEntries:
                 self._entries.pop(key, None)
                 self._pending.pop(key, None)
 
-    def clear(self) -> None:
-        """Forget everything (a write of ours whose keys are not listed: user index operations)."""
+    def forget(self, keys: tuple[str, ...] | None) -> None:
+        """Forget ``keys``, or everything for ``None`` (a write of ours whose keys are not listed)."""
         with self._lock:
-            self._forget_all()
+            if keys is None:
+                self._forget_all()
+                return
+            for key in keys:
+                self._entries.pop(key, None)
+                self._pending.pop(key, None)
 
     def close(self) -> None:
         with self._lock:
@@ -1649,11 +1654,21 @@ class RedisStore:
         except NoScriptError:  # first use on this server (or after SCRIPT FLUSH): EVAL caches it
             return self._client.eval(step.script.text, len(step.keys), *step.keys, *step.args)
 
-    def _execute(self, op: _Op) -> Any:
+    def _execute(self, op: _Op, touched: tuple[str, ...] | None = None) -> Any:
         if isinstance(op, _Step):
             return self._run(op)
-        if self._cache is not None:
-            self._cache.clear()  # user index operations: which sessions they touch is not listed
+        cache = self._cache
+        if cache is None:
+            return self._execute_batch(op)
+        # Forget what the batch changes before and after it: ``touched``, or (user index
+        # operations, which do not list the sessions they change) everything.
+        cache.forget(touched)
+        try:
+            return self._execute_batch(op)
+        finally:
+            cache.forget(touched)
+
+    def _execute_batch(self, op: _Batch) -> Any:
         if self._pool is not None:
             return _raise_errors(self._pool.execute(op.commands), op.tolerant)
         assert self._client is not None  # noqa: S101
@@ -1757,7 +1772,7 @@ class RedisStore:
         A pipelined ``DEL`` and ``PUBLISH``; in a cluster, one script.
         """
         with _map_errors:
-            self._execute(_delete_ops(self._prefix, sid, self._cluster))
+            self._execute(_delete_ops(self._prefix, sid, self._cluster), (self._prefix + sid,))
 
     def index_user(self, user: str, sid: str, expires: float) -> None:
         """Add the live session ``sid`` to ``user``'s index: one script (cluster: a few steps).
@@ -1943,11 +1958,19 @@ class AsyncRedisStore:
         except NoScriptError:  # first use on this server (or after SCRIPT FLUSH): EVAL caches it
             return await self._client.eval(step.script.text, len(step.keys), *step.keys, *step.args)
 
-    async def _execute(self, op: _Op) -> Any:
+    async def _execute(self, op: _Op, touched: tuple[str, ...] | None = None) -> Any:
         if isinstance(op, _Step):
             return await self._run(op)
-        if self._cache is not None:
-            self._cache.clear()  # user index operations: which sessions they touch is not listed
+        cache = self._cache
+        if cache is None:
+            return await self._execute_batch(op)
+        cache.forget(touched)  # see RedisStore._execute
+        try:
+            return await self._execute_batch(op)
+        finally:
+            cache.forget(touched)
+
+    async def _execute_batch(self, op: _Batch) -> Any:
         if self._mux is not None:
             return _raise_errors(await self._mux.execute(op.commands), op.tolerant)
         assert self._client is not None  # noqa: S101
@@ -2041,7 +2064,7 @@ class AsyncRedisStore:
     async def delete(self, sid: str) -> None:
         """See :meth:`RedisStore.delete`."""
         with _map_errors:
-            await self._execute(_delete_ops(self._prefix, sid, self._cluster))
+            await self._execute(_delete_ops(self._prefix, sid, self._cluster), (self._prefix + sid,))
 
     async def index_user(self, user: str, sid: str, expires: float) -> None:
         """See :meth:`RedisStore.index_user`."""
