@@ -30,6 +30,7 @@ import contextlib
 import gc
 import multiprocessing
 import os
+import select
 import signal
 import socket
 import ssl
@@ -1064,6 +1065,44 @@ def test_rediss_connects_over_tls_and_verifies_the_server(tls_files: dict[str, P
         for url, options in refused:
             with pytest.raises(RedisConnectionError):
                 execute_once(flavour, url, [("PING",)], **options)
+
+
+@pytest.mark.server
+def test_client_side_caching_works_over_tls(tls_files: dict[str, Path]) -> None:
+    """rediss://: the invalidation connection is a TLS socket read without blocking; hits, then a change seen."""
+    from persession.records import Change, Record
+    from persession.stores.redis import RedisStore
+
+    with tls_server(tls_files) as (server, tls_port):
+        url = f"rediss://127.0.0.1:{tls_port}/0?ssl_check_hostname=false"
+        options = {
+            "ssl_certfile": str(tls_files["leaf.pem"]),
+            "ssl_keyfile": str(tls_files["leaf.key"]),
+            "ssl_ca_certs": str(tls_files["ca.pem"]),
+        }
+        cached = RedisStore.from_url(url, prefix="tls:", client_cache=10, **options)
+        other = RedisStore.from_url(url, prefix="tls:", **options)
+        try:
+            now = time.time()
+            cached.save("s1", Record({"visits": 0}, created=now, accessed=now, expires=now + 60))
+            with redis.Redis.from_url(base_url(server), socket_timeout=5) as plain:
+                assert cached.load("s1") is not None
+                before = plain.info("commandstats")["cmdstat_hgetall"]["calls"]
+                for _ in range(5):
+                    assert cached.load("s1") is not None
+                assert plain.info("commandstats")["cmdstat_hgetall"]["calls"] == before  # hits: the drain works
+                assert other.merge("s1", Change(set={"visits": 1}), time.time() + 60)
+                cache = cached._cache
+                assert cache is not None
+                assert cache._invalidations is not None
+                sock = cache._invalidations._connection._sock
+                assert select.select([sock], [], [], 5)[0], "no invalidation arrived"
+                loaded = cached.load("s1")
+                assert loaded is not None
+                assert loaded.data == {"visits": 1}
+        finally:
+            cached.close()
+            other.close()
 
 
 # -- outages: a killed server, a frozen one ------------------------------------------------------------

@@ -517,7 +517,7 @@ class Invalidations:
                         everything = True
                     else:
                         keys.extend(message[2])
-        except BlockingIOError:
+        except (BlockingIOError, ssl.SSLWantReadError):  # nothing more has arrived (rediss: no whole record)
             return None if everything else keys
         except (OSError, EOFError, ProtocolError):
             self.close()
