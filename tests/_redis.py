@@ -48,6 +48,7 @@ import atexit
 import contextlib
 import os
 import re
+import select
 import shutil
 import socket
 import subprocess
@@ -73,6 +74,7 @@ from persession.stores.redis import AsyncRedisStore, RedisStore
 
 __all__ = [
     "CACHED_FACTORY_IDS",
+    "invalidation_arrived",
     "REDIS_FACTORY_IDS",
     "SERVERS",
     "RedisCluster",
@@ -600,3 +602,22 @@ def redis_contract_factories(
 
     factories = {f"redis-{kind}-{flavour}": factory(flavour, kind) for kind in KINDS for flavour in FLAVOURS}
     return {**factories, **{f"redis-cached-{flavour}": cached(flavour) for flavour in FLAVOURS}}
+
+
+def invalidation_arrived(store: AnyRedisStore) -> None:
+    """Wait (up to 5 s) until a ``client_cache`` store's invalidation connection has something to read.
+
+    Redis writes a change's answer and the invalidations it causes in the same
+    pass of its event loop, but in no fixed order: the client that made the
+    change may see its answer microseconds before the invalidation reaches the
+    cache. A load in another process, started after that answer travelled to
+    a browser and back, is always later than that; a test that changes and
+    loads in one thread waits for it here (a blocking select: the socket is
+    not an event loop's).
+    """
+    cache = store._cache
+    assert cache is not None, "the store has no client_cache"
+    invalidations = cache._invalidations
+    assert invalidations is not None, "the cache has no invalidation connection yet"
+    readable, _, _ = select.select([invalidations._connection._sock], [], [], 5)
+    assert readable, "no invalidation arrived"

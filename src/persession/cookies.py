@@ -114,37 +114,18 @@ def render_set_cookie(
     zero ``max_age`` deletes the cookie. Name and value are trusted: the
     config validates names and persession writes the values itself.
     """
-    parts = [f"{name}={value}"]
-    if path:
-        parts.append(f"Path={path}")
-    if domain:
-        parts.append(f"Domain={domain}")
-    if max_age is not None and max_age <= 0:
-        parts.append("Max-Age=0")
-        parts.append(f"Expires={_EPOCH}")
-    elif max_age is not None:
-        parts.append(f"Max-Age={max_age}")
-        if expires is not None:  # a live cookie without a given expiry must not carry the 1970 date
-            parts.append(f"Expires={_http_date(expires)}")
-    elif expires is not None:
-        parts.append(f"Expires={_http_date(expires)}")
-    if secure:
-        parts.append("Secure")
-    if httponly:
-        parts.append("HttpOnly")
-    if samesite:
-        parts.append(f"SameSite={samesite.capitalize()}")
-    if partitioned:
-        parts.append("Partitioned")
-    return "; ".join(parts)
+    attributes = CookieFormat(
+        name, path=path, domain=domain, secure=secure, httponly=httponly, samesite=samesite, partitioned=partitioned
+    )
+    return attributes.live(value, max_age=max_age, expires=expires)
 
 
 class CookieFormat:
-    """:func:`render_set_cookie` for one cookie's fixed attributes, rendered once.
+    """A ``Set-Cookie`` header's fixed attributes, rendered once, in RFC 6265 spelling and a fixed order.
 
-    The engine keeps one per ``Secure`` setting; :meth:`live` gives exactly
-    what ``render_set_cookie(name, value, max_age=..., expires=..., **attributes)``
-    gives, without re-joining the attributes that never change.
+    :func:`render_set_cookie` builds one per call; the engine keeps one per
+    ``Secure`` setting, so :meth:`live` only adds the value, ``Max-Age`` and
+    ``Expires`` to what never changes.
     """
 
     __slots__ = ("_head", "_name", "_tail")
@@ -179,7 +160,11 @@ class CookieFormat:
         self._tail = "; ".join(tail)
 
     def live(self, value: str, *, max_age: int | None, expires: float | None) -> str:
-        """A cookie that lives ``max_age`` seconds (until ``expires``), or the browser session when ``None``."""
+        """The header for ``value``, living ``max_age`` seconds (until ``expires``).
+
+        ``None`` for both: a browser-session cookie. A negative or zero
+        ``max_age`` deletes the cookie (``Max-Age=0`` and the 1970 date).
+        """
         if max_age is None:
             if expires is None:
                 return f"{self._name}={value}{self._head}{self._tail}"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import select
 import time
 import warnings
 from collections.abc import Iterator
@@ -24,7 +23,13 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import redis
 
-from _redis import RedisServer, redis_server_fixture, redis_servers_fixture, unique_prefix  # noqa: F401  (fixtures)
+from _redis import (  # noqa: F401  (the *_fixture names are fixtures)
+    RedisServer,
+    invalidation_arrived,
+    redis_server_fixture,
+    redis_servers_fixture,
+    unique_prefix,
+)
 from persession.exceptions import ConfigError
 from persession.records import Change, Record
 from persession.stores.redis import AsyncRedisStore, RedisStore
@@ -33,24 +38,6 @@ pytestmark = pytest.mark.server
 
 NOW = time.time()
 DATA: dict[str, Any] = {"user": "alice", "roles": ["admin"], "visits": 0}
-
-
-def invalidation_arrived(store: RedisStore) -> None:
-    """Wait (up to 5 s) until the store's invalidation connection has something to read.
-
-    Redis writes a change's answer and the invalidations it causes in the same
-    pass of its event loop, but in no fixed order: the client that made the
-    change may see its answer microseconds before the invalidation reaches
-    us. A load in another process, started after that answer travelled to a
-    browser and back, is always later than that; a test that changes and
-    loads in one thread has to wait for it.
-    """
-    cache = store._cache
-    assert cache is not None
-    invalidations = cache._invalidations
-    assert invalidations is not None
-    readable, _, _ = select.select([invalidations._connection._sock], [], [], 5)
-    assert readable, "no invalidation arrived"
 
 
 def record(data: dict[str, Any] | None = None) -> Record:
@@ -354,16 +341,6 @@ def test_a_reply_invalidated_while_in_flight_is_not_kept(
 # -- the asyncio store -----------------------------------------------------------------------------
 
 
-def async_invalidation_arrived(store: AsyncRedisStore) -> None:
-    """:func:`invalidation_arrived` for the asyncio store (a blocking select: the socket is not the loop's)."""
-    cache = store._cache
-    assert cache is not None
-    invalidations = cache._invalidations
-    assert invalidations is not None
-    readable, _, _ = select.select([invalidations._connection._sock], [], [], 5)
-    assert readable, "no invalidation arrived"
-
-
 @pytest.mark.anyio
 async def test_async_cached_loads_skip_the_round_trip_and_see_changes(
     redis_server: RedisServer, prefix: str, other: RedisStore, raw: redis.Redis
@@ -382,12 +359,12 @@ async def test_async_cached_loads_skip_the_round_trip_and_see_changes(
         assert hgetalls(raw) == before
         for visits in range(1, 6):
             assert other.merge("s1", Change(set={"visits": visits}), time.time() + 3600)
-            async_invalidation_arrived(store)
+            invalidation_arrived(store)
             seen = await store.load("s1")
             assert seen is not None
             assert seen.data["visits"] == visits
         other.delete("s1")
-        async_invalidation_arrived(store)
+        invalidation_arrived(store)
         assert await store.load("s1") is None
     finally:
         await store.close()
@@ -430,7 +407,7 @@ async def test_async_losing_the_invalidation_connection_empties_the_cache(
             assert loaded is not None
             assert loaded.data["visits"] == 7
         other.merge("s1", Change(set={"visits": 8}), time.time() + 3600)
-        async_invalidation_arrived(store)
+        invalidation_arrived(store)
         reloaded = await store.load("s1")
         assert reloaded is not None
         assert reloaded.data["visits"] == 8
@@ -450,7 +427,7 @@ async def test_async_concurrent_loads_while_the_invalidation_connection_opens(
         assert all(loaded is not None and loaded.data == DATA for loaded in loads)
         assert await store.load("s1") is not None  # cached (tracked) by now
         other.merge("s1", Change(set={"visits": 1}), time.time() + 3600)
-        async_invalidation_arrived(store)
+        invalidation_arrived(store)
         seen = await store.load("s1")
         assert seen is not None
         assert seen.data["visits"] == 1
