@@ -1314,15 +1314,8 @@ class _CacheEntries:
                 if len(self._entries) > self._size:
                     self._entries.popitem(last=False)
 
-    def evict(self, keys: Iterable[str]) -> None:
-        """Forget ``keys`` (a write of ours is about to change them, or just did)."""
-        with self._lock:
-            for key in keys:
-                self._entries.pop(key, None)
-                self._pending.pop(key, None)
-
     def forget(self, keys: tuple[str, ...] | None) -> None:
-        """Forget ``keys``, or everything for ``None`` (a write of ours whose keys are not listed)."""
+        """Forget ``keys`` (a write of ours is about to change them, or just did), or everything for ``None``."""
         with self._lock:
             if keys is None:
                 self._forget_all()
@@ -1330,6 +1323,14 @@ class _CacheEntries:
             for key in keys:
                 self._entries.pop(key, None)
                 self._pending.pop(key, None)
+
+    def _settle(self, key: str, token: object | None, result: Any, raw: Any) -> Any:
+        """After a merge with an ``HGETALL`` behind it: keep what it read, or forget a session found gone."""
+        if result:
+            self._keep(key, token, raw)
+        else:
+            self.forget((key,))
+        return result
 
     def close(self) -> None:
         with self._lock:
@@ -1373,14 +1374,14 @@ class _ClientCache(_CacheEntries):
         try:
             (reply,) = _raise_errors(self._pool.execute((("HGETALL", key),)), tolerant=False)
         except BaseException:
-            self.evict((key,))
+            self.forget((key,))
             raise
         self._keep(key, token, reply)
         return cast("list[Any]", reply)
 
     def merge(self, key: str, step: _Step) -> Any:
         """Run the merge ``step`` with an ``HGETALL`` behind it in the same round trip, and keep what it read."""
-        self.evict((key,))
+        self.forget((key,))
         _, token = self._begin(key)
         read = ("HGETALL", key)
         try:
@@ -1389,13 +1390,9 @@ class _ClientCache(_CacheEntries):
                 replies = self._pool.execute((_command(step, cached=False), read))
             result, raw = _raise_errors(replies, tolerant=False)
         except BaseException:
-            self.evict((key,))
+            self.forget((key,))
             raise
-        if result:
-            self._keep(key, token, raw)
-        else:
-            self.evict((key,))
-        return result
+        return self._settle(key, token, result, raw)
 
 
 class _AsyncClientCache(_CacheEntries):
@@ -1445,14 +1442,14 @@ class _AsyncClientCache(_CacheEntries):
         try:
             (reply,) = _raise_errors(await self._mux.execute((("HGETALL", key),)), tolerant=False)
         except BaseException:
-            self.evict((key,))
+            self.forget((key,))
             raise
         self._keep(key, token, reply)
         return cast("list[Any]", reply)
 
     async def merge(self, key: str, step: _Step) -> Any:
         """See :meth:`_ClientCache.merge`."""
-        self.evict((key,))
+        self.forget((key,))
         _, token = await self._begin(key)
         read = ("HGETALL", key)
         try:
@@ -1461,13 +1458,9 @@ class _AsyncClientCache(_CacheEntries):
                 replies = await self._mux.execute((_command(step, cached=False), read))
             result, raw = _raise_errors(replies, tolerant=False)
         except BaseException:
-            self.evict((key,))
+            self.forget((key,))
             raise
-        if result:
-            self._keep(key, token, raw)
-        else:
-            self.evict((key,))
-        return result
+        return self._settle(key, token, result, raw)
 
 
 class RedisStore:
@@ -1633,11 +1626,11 @@ class RedisStore:
 
     def _run(self, step: _Step) -> Any:
         if self._cache is not None:
-            self._cache.evict(step.keys)
+            self._cache.forget(step.keys)
             try:
                 return self._run_uncached(step)
             finally:
-                self._cache.evict(step.keys)
+                self._cache.forget(step.keys)
         return self._run_uncached(step)
 
     def _run_uncached(self, step: _Step) -> Any:
@@ -1937,11 +1930,11 @@ class AsyncRedisStore:
 
     async def _run(self, step: _Step) -> Any:
         if self._cache is not None:
-            self._cache.evict(step.keys)
+            self._cache.forget(step.keys)
             try:
                 return await self._run_uncached(step)
             finally:
-                self._cache.evict(step.keys)
+                self._cache.forget(step.keys)
         return await self._run_uncached(step)
 
     async def _run_uncached(self, step: _Step) -> Any:
