@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, NoReturn, overload
 
 from .exceptions import NotSerializable, SessionReadOnly, StoreError
@@ -62,17 +62,18 @@ class Session(dict[str, Any]):
     __slots__ = (
         "_all_modified",
         "_cleared",
+        "_created",
         "_deleted",
         "_destroyed",
         "_error",
+        "_expires",
+        "_id",
+        "_loader",
         "_login_user",
         "_regenerate",
         "_set",
         "_touched",
         "accessed",
-        "created",
-        "expires",
-        "id",
         "read_only",
         "refreshed",
         "user_path",
@@ -90,12 +91,10 @@ class Session(dict[str, Any]):
         user_path: tuple[str, ...] = ("user",),
     ) -> None:
         super().__init__(data or {})
-        #: The session id, or ``None`` for a session not stored yet. Never log it.
-        self.id: str | None = id
-        #: When the stored session was created (Unix seconds), or ``None``.
-        self.created: float | None = created
-        #: When the stored session expires (Unix seconds), or ``None``.
-        self.expires: float | None = expires
+        self._id = id
+        self._created = created
+        self._expires = expires
+        self._loader: Callable[[], Session] | None = None
         #: The application read or wrote the session during this request.
         self.accessed: bool = False
         #: Changes raise :class:`~persession.SessionReadOnly` (websocket scopes).
@@ -123,6 +122,66 @@ class Session(dict[str, Any]):
         session._error = error
         return session
 
+    @classmethod
+    def deferred(
+        cls, loader: Callable[[], Session], *, read_only: bool = False, user_path: tuple[str, ...] = ("user",)
+    ) -> Session:
+        """A session whose data ``loader`` returns when it is first used (see :meth:`ensure_loaded`).
+
+        The WSGI middleware sends the store's load when the request arrives
+        and reads the answer here, at the first use, so the round trip
+        overlaps the framework's work. ``loader`` must not raise
+        :class:`~persession.StoreError`: it returns :meth:`unavailable` instead.
+        """
+        session = cls(read_only=read_only, user_path=user_path)
+        session._loader = loader
+        return session
+
+    def ensure_loaded(self) -> None:
+        """Finish loading the session now, if its load was deferred (:meth:`deferred`).
+
+        Every use of the session does this first, and the middleware does it
+        when the response starts; a store failure is not raised here but by
+        the next use, as for a session whose load failed at once.
+        """
+        loader = self._loader
+        if loader is None:
+            return
+        self._loader = None
+        loaded = loader()
+        dict.update(self, dict.items(loaded))
+        self._id = loaded._id
+        self._created = loaded._created
+        self._expires = loaded._expires
+        self.refreshed = loaded.refreshed
+        self._error = loaded._error
+
+    @property
+    def loaded(self) -> bool:
+        """The session's data is here: it was not deferred, or its first use (or the response) loaded it."""
+        return self._loader is None
+
+    @property
+    def id(self) -> str | None:
+        """The session id, or ``None`` for a session not stored yet. Never log it."""
+        if self._loader is not None:
+            self.ensure_loaded()
+        return self._id
+
+    @property
+    def created(self) -> float | None:
+        """When the stored session was created (Unix seconds), or ``None``."""
+        if self._loader is not None:
+            self.ensure_loaded()
+        return self._created
+
+    @property
+    def expires(self) -> float | None:
+        """When the stored session expires (Unix seconds), or ``None``."""
+        if self._loader is not None:
+            self.ensure_loaded()
+        return self._expires
+
     # -- state the core reads -------------------------------------------------
 
     @property
@@ -142,6 +201,8 @@ class Session(dict[str, Any]):
     @property
     def failed(self) -> StoreError | None:
         """The store error that made this session unusable, if any."""
+        if self._loader is not None:
+            self.ensure_loaded()
         return self._error
 
     @property
@@ -233,6 +294,8 @@ class Session(dict[str, Any]):
     # -- dict interface -------------------------------------------------------
 
     def _use(self) -> None:
+        if self._loader is not None:
+            self.ensure_loaded()
         self.accessed = True
         if self._error is not None:
             raise self._error
@@ -270,7 +333,28 @@ class Session(dict[str, Any]):
         return len(self) > 0
 
     def __repr__(self) -> str:
+        if self._loader is not None:
+            return "<Session (not loaded yet)>"
         return f"<Session keys={sorted(dict.keys(self))!r}>"
+
+    # dict's own C methods read the data without the overrides above.
+
+    def __eq__(self, other: object) -> bool:
+        self._use()
+        return super().__eq__(other)
+
+    def __ne__(self, other: object) -> bool:
+        self._use()
+        return super().__ne__(other)
+
+    def __reversed__(self) -> Iterator[str]:
+        self._use()
+        return super().__reversed__()
+
+    def __or__(self, other: Any) -> dict[str, Any]:  # type: ignore[override]
+        self._use()
+        return dict(super().items()) | other  # type: ignore[no-any-return]
+
 
     def get(self, key: str, default: Any = None, /) -> Any:
         self._use()
@@ -346,7 +430,7 @@ class Session(dict[str, Any]):
         for key, value in kwargs.items():
             self[key] = value
 
-    def __ior__(self, other: Any) -> Session:  # type: ignore[override,misc]
+    def __ior__(self, other: Any) -> Session:  # type: ignore[override]
         self.update(other)
         return self
 

@@ -26,7 +26,7 @@ from .core import Opening, SessionEngine, add_vary_cookie
 from .exceptions import SessionNotAvailable, StoreError
 from .guard import GuardPolicy, WSGIWebSocketGuard
 from .session import Session
-from .stores.base import RollingLoad, Store, run_plan
+from .stores.base import PendingLoad, PrefetchLoad, RollingLoad, Store, run_plan
 
 if TYPE_CHECKING:  # pragma: no cover
     from _typeshed import OptExcInfo
@@ -99,6 +99,7 @@ class SessionMiddleware:
         self.engine: SessionEngine = _shell.make_engine(secret, config, options, clock)
         self.config: SessionConfig = self.engine.config
         self.store: Store = _shell.sync_store(store)
+        self._prefetch = isinstance(self.store, PrefetchLoad)
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         engine = self.engine
@@ -115,7 +116,11 @@ class SessionMiddleware:
         except StoreError as error:
             if state.started and not state.failed:
                 raise
+            session.ensure_loaded()
             return state.unavailable(error)
+        except BaseException:
+            session.ensure_loaded()  # a prefetched load gives its connection back
+            raise
         if state.failed:
             _close(result)
             return [state.body]
@@ -125,21 +130,44 @@ class SessionMiddleware:
         return _Deferred(result, state)
 
     def _load(self, opening: Opening, *, read_only: bool) -> Session:
-        if opening.sid is None:
+        sid = opening.sid
+        if sid is None:
             return self.engine.build(opening, None, read_only=read_only)
         # rolling: load and refresh the expiry in one round trip when the store can.
-        rolling: RollingLoad | None = None
-        if self.engine.rolling_load(read_only=read_only) and isinstance(self.store, RollingLoad):
-            rolling = self.store
+        store = self.store
+        refresh = self.engine.rolling_load(read_only=read_only)
+        if self._prefetch and not read_only:
+            # Send the load now, read the answer when the application first uses the session:
+            # the store works while the framework routes the request.
+            assert isinstance(store, PrefetchLoad)  # noqa: S101  (_prefetch says so)
+            config = self.config
+            try:
+                pending = store.prefetch(sid, (config.idle_seconds, config.absolute_seconds) if refresh else None)
+            except StoreError as error:
+                _shell.log_unavailable(error)
+                return Session.unavailable(error)
+            return Session.deferred(
+                lambda: self._finish(opening, pending, refreshed=refresh), user_path=config.user_path
+            )
         try:
-            if rolling is not None:
-                record = rolling.load_touch(opening.sid, self.config.idle_seconds, self.config.absolute_seconds)
+            if refresh and isinstance(store, RollingLoad):
+                record = store.load_touch(sid, self.config.idle_seconds, self.config.absolute_seconds)
             else:
-                record = self.store.load(opening.sid)
+                refresh = False
+                record = store.load(sid)
         except StoreError as error:
             _shell.log_unavailable(error)
             return Session.unavailable(error)
-        return self.engine.build(opening, record, read_only=read_only, refreshed=rolling is not None)
+        return self.engine.build(opening, record, read_only=read_only, refreshed=refresh)
+
+    def _finish(self, opening: Opening, pending: PendingLoad, *, refreshed: bool) -> Session:
+        """The session of a prefetched load, once its answer is read."""
+        try:
+            record = pending.result()
+        except StoreError as error:
+            _shell.log_unavailable(error)
+            return Session.unavailable(error)
+        return self.engine.build(opening, record, refreshed=refreshed)
 
 
 class _Response:
@@ -179,6 +207,7 @@ class _Response:
             self.real_start_response(_UNAVAILABLE_STATUS, list(_shell.UNAVAILABLE_HEADERS))
             return _discard
         middleware = self.middleware
+        self.session.ensure_loaded()
         try:
             plan = middleware.engine.plan(
                 self.session, self.opening, status=_status_code(status), secure_request=self.secure
@@ -243,7 +272,10 @@ class _Deferred:
             yield self.state.body
 
     def close(self) -> None:
-        _close(self.result)
+        try:
+            _close(self.result)
+        finally:
+            self.state.session.ensure_loaded()  # never started: a prefetched load gives its connection back
 
 
 def _close(result: Iterable[bytes]) -> None:

@@ -432,10 +432,21 @@ class _SyncConnection:
                 raise
 
     def execute(self, commands: Sequence[Command]) -> list[Any]:
+        self.send(commands)
+        return self.receive(len(commands))
+
+    def send(self, commands: Sequence[Command]) -> None:
         try:
             self._sock.sendall(pack(commands))
+        except (TimeoutError, BlockingIOError) as error:  # BlockingIOError: SO_SNDTIMEO ran out
+            raise RedisTimeoutError(f"Redis at {self.address.describe()} did not take the commands in time") from error
+        except OSError as error:
+            raise _unreachable(self.address, error) from error
+
+    def receive(self, count: int) -> list[Any]:
+        try:
             replies: list[Any] = []
-            while len(replies) < len(commands):
+            while len(replies) < count:
                 reply = self._reader.gets()
                 if reply is False:
                     data = self._sock.recv(_RECV)
@@ -445,7 +456,7 @@ class _SyncConnection:
                 else:
                     replies.append(reply)
             return replies
-        except (TimeoutError, BlockingIOError) as error:  # BlockingIOError: SO_RCVTIMEO or SO_SNDTIMEO ran out
+        except (TimeoutError, BlockingIOError) as error:  # BlockingIOError: SO_RCVTIMEO ran out
             raise RedisTimeoutError(f"Redis at {self.address.describe()} did not answer in time") from error
         except OSError as error:
             raise _unreachable(self.address, error) from error
@@ -528,6 +539,18 @@ class Invalidations:
         self._connection.close()
 
 
+class Sent:
+    """Commands :meth:`SyncPool.send` wrote, on the connection their replies will come on."""
+
+    __slots__ = ("attempt", "commands", "connection")
+
+    def __init__(self, commands: Sequence[Command], connection: _SyncConnection | None) -> None:
+        self.commands = commands
+        #: ``None`` until :meth:`SyncPool._write` opens one (none was idle), and after a failure.
+        self.connection = connection
+        self.attempt = 0
+
+
 class SyncPool:
     """Blocking connections for threads: see the module docs."""
 
@@ -558,37 +581,74 @@ class SyncPool:
 
     def execute(self, commands: Sequence[Command]) -> list[Any]:
         """Send ``commands`` in one write and return their replies (error replies as ResponseError)."""
+        return self.receive(self.send(commands))
+
+    def send(self, commands: Sequence[Command]) -> Sent:
+        """Send ``commands`` in one write on a connection of the pool, and keep it for :meth:`receive`.
+
+        Call :meth:`receive` with the result exactly once, from any point of the same thread's work:
+        until then the connection is out of the pool (Redis answers at once; the answer waits in the
+        socket).
+        """
         if self._forks != _forks:
             # A forked child: the parent's idle sockets are the parent's connections. Closing the
             # child's copies of them leaves the parent's open (only shutdown() would end them).
             for inherited in self._idle:
                 inherited.close()
             self._setup()
-        connection = self._checkout()
-        attempt = 0
+        sent = Sent(commands, self._checkout())
+        try:
+            self._write(sent)
+        except BaseException:
+            self._checkin(None)
+            raise
+        return sent
+
+    def receive(self, sent: Sent) -> list[Any]:
+        """The replies to the commands :meth:`send` sent; the connection goes back to the pool."""
         try:
             while True:
-                if connection is None:
-                    generation, setup = self._generation, self.setup
-                    connection = _SyncConnection(self.address, setup)
-                    connection.generation = generation
+                connection = sent.connection
+                assert connection is not None  # noqa: S101  (_write leaves one, or raised)
                 try:
-                    replies = connection.execute(commands)
-                except (RedisConnectionError, RedisTimeoutError):
-                    connection.close()
-                    connection = None
-                    self._drop_idle()  # after a restart they are all stale: a retry takes a new connection
-                    if attempt >= self.address.retries:
-                        raise
-                    attempt += 1
-                    continue
+                    return connection.receive(len(sent.commands))
+                except (RedisConnectionError, RedisTimeoutError) as error:
+                    self._fail(sent, error)
+                    self._write(sent)  # sends again on a fresh connection, or raises when out of retries
                 except BaseException:
                     connection.close()
-                    connection = None
+                    sent.connection = None
                     raise
-                return replies
         finally:
-            self._checkin(connection)
+            self._checkin(sent.connection)
+
+    def _write(self, sent: Sent) -> None:
+        """Write ``sent``'s commands, on a fresh connection after a failure (up to ``retries`` times)."""
+        while True:
+            connection = sent.connection
+            if connection is None:
+                generation, setup = self._generation, self.setup
+                connection = sent.connection = _SyncConnection(self.address, setup)
+                connection.generation = generation
+            try:
+                connection.send(sent.commands)
+                return
+            except (RedisConnectionError, RedisTimeoutError) as error:
+                self._fail(sent, error)
+            except BaseException:
+                connection.close()
+                sent.connection = None
+                raise
+
+    def _fail(self, sent: Sent, error: RedisConnectionError | RedisTimeoutError) -> None:
+        """The connection of ``sent`` failed with ``error``: close it, and raise that unless a retry is left."""
+        assert sent.connection is not None  # noqa: S101
+        sent.connection.close()
+        sent.connection = None
+        self._drop_idle()  # after a restart they are all stale: a retry takes a new connection
+        if sent.attempt >= self.address.retries:
+            raise error
+        sent.attempt += 1
 
     def _checkout(self) -> _SyncConnection | None:
         """Take a slot (waiting up to ``pool_timeout`` when all are busy) and an idle connection if any."""

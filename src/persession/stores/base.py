@@ -9,6 +9,11 @@ module, and never return an expired record.
 A store may also implement :class:`RollingLoad` (:class:`AsyncRollingLoad`):
 with ``rolling=True`` the shells then load a session and refresh its expiry
 in one round trip instead of two. Every built-in store does.
+
+A sync store may implement :class:`PrefetchLoad`: the WSGI shell then sends
+the load when the request arrives and reads the answer when the application
+first uses the session, so the round trip overlaps the framework's own work
+(:class:`~persession.stores.redis.RedisStore` does).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ __all__ = [
     "AsyncRollingLoad",
     "AsyncStore",
     "AsyncUserIndex",
+    "PendingLoad",
+    "PrefetchLoad",
     "RevocationFeed",
     "RollingLoad",
     "Store",
@@ -124,6 +131,47 @@ class RollingLoad(Protocol):
         the record with its new times, or ``None`` when it is missing, expired
         or past its absolute limit (a dead record is never brought back) or
         malformed (as :meth:`Store.load` reports it).
+        """
+        ...
+
+
+class PendingLoad(Protocol):
+    """**Protocol**: a load :meth:`PrefetchLoad.prefetch` sent, whose answer is read by :meth:`result`.
+
+    .. versionadded:: 0.2
+    """
+
+    def result(self) -> Record | None:
+        """The record (as :meth:`Store.load` or :meth:`RollingLoad.load_touch` returns it).
+
+        Reads the answer on the first call, in the thread that sent the load,
+        and gives the store back its connection; later calls return (or raise)
+        the same again.
+
+        :raises StoreError: the store failed.
+        """
+        ...
+
+
+@runtime_checkable
+class PrefetchLoad(Protocol):
+    """**Protocol**: a sync store that can send a load now and read its answer later.
+
+    The WSGI shell calls :meth:`prefetch` as soon as a request with a session
+    cookie arrives and :meth:`PendingLoad.result` when the application first
+    uses the session (or when the response starts): the store works while the
+    framework routes the request, instead of the worker waiting for it. It
+    always calls ``result()``, on every path, so the store gets its connection
+    back.
+
+    .. versionadded:: 0.2
+    """
+
+    def prefetch(self, sid: str, refresh: tuple[float, float | None] | None = None) -> PendingLoad:
+        """Send the load of ``sid``: :meth:`Store.load`, or with ``refresh=(idle, absolute)`` ``load_touch``.
+
+        :raises StoreError: the store failed while sending (the answer's
+            errors come from :meth:`PendingLoad.result`).
         """
         ...
 

@@ -152,6 +152,7 @@ from urllib.parse import unquote, urlsplit
 from ..codecs import cookie_expiry, decode_express, encode_express, iso_date
 from ..exceptions import ConfigError, NotSerializable, StoreError, StoreUnavailable
 from ..records import Change, Record, SessionInfo
+from .base import PendingLoad
 
 try:
     import redis
@@ -1463,6 +1464,60 @@ class _AsyncClientCache(_CacheEntries):
         return self._settle(key, token, result, raw)
 
 
+class _Prefetch:
+    """A load :meth:`RedisStore.prefetch` sent: see :class:`~persession.stores.PendingLoad`.
+
+    Holds the pool's connection until :meth:`result` reads the answer; the
+    outcome (a record, ``None`` or the :class:`~persession.StoreError`) is
+    kept for later calls.
+    """
+
+    __slots__ = ("key", "now", "outcome", "sent", "step", "store", "token")
+
+    def __init__(
+        self,
+        store: RedisStore,
+        sent: _resp.Sent | None,
+        *,
+        key: str = "",
+        step: _Step | None = None,
+        now: float = 0.0,
+        token: object | None = None,
+        outcome: Record | StoreError | None = None,
+    ) -> None:
+        self.store = store
+        self.sent = sent
+        #: The hash ``HGETALL`` reads (``step`` is ``None``), or ``load_touch``'s script.
+        self.key = key
+        self.step = step
+        self.now = now
+        #: The client-side cache's token for the read, if it may keep the reply.
+        self.token = token
+        self.outcome = outcome
+
+    @classmethod
+    def done(cls, store: RedisStore, load: Callable[[], Record | None]) -> _Prefetch:
+        """A load done at once (stores without connections of their own, the connect-redis layout)."""
+        try:
+            return cls(store, None, outcome=load())
+        except StoreError as error:
+            return cls(store, None, outcome=error)
+
+    def result(self) -> Record | None:
+        """The loaded record (see :meth:`RedisStore.load` and :meth:`RedisStore.load_touch`)."""
+        sent = self.sent
+        if sent is not None:
+            self.sent = None
+            try:
+                self.outcome = self.store._receive(self, sent)
+            except StoreError as error:
+                self.outcome = error
+        outcome = self.outcome
+        if isinstance(outcome, StoreError):
+            raise outcome
+        return outcome
+
+
 class RedisStore:
     """A synchronous Redis session store (WSGI), on a ``redis.Redis`` or ``redis.cluster.RedisCluster``.
 
@@ -1722,6 +1777,78 @@ class RedisStore:
         with _map_errors:
             reply = self._run(step)
         return _load_touch_result(self._prefix, reply, now)
+
+    def prefetch(self, sid: str, refresh: tuple[float, float | None] | None = None) -> PendingLoad:
+        """Send the load of ``sid`` now and read the answer later: see :class:`~persession.stores.PrefetchLoad`.
+
+        ``refresh=(idle, absolute)`` makes it :meth:`load_touch`. On a store
+        with connections of its own (:meth:`from_url` on a ``redis://``,
+        ``rediss://`` or ``unix://`` URL, ``persession`` layout) the command
+        is written at once and the answer read by ``result()``, which holds
+        one pooled connection until then; otherwise the load happens now.
+        A session in the client-side cache needs no command at all.
+
+        :raises StoreError: the command could not be sent.
+
+        .. versionadded:: 0.2
+        """
+        pool = self._pool
+        if pool is None or self._connect:
+            if refresh is None:
+                return _Prefetch.done(self, lambda: self.load(sid))
+            return _Prefetch.done(self, lambda: self.load_touch(sid, *refresh))
+        key = self._prefix + sid
+        cache = self._cache
+        with _map_errors:
+            if refresh is not None:
+                now = self._clock()
+                step = _load_touch_step(self._prefix, sid, refresh[0], refresh[1], now, self._cluster)
+                if cache is not None:
+                    cache.forget(step.keys)
+                sent = pool.send((_command(step, cached=True),))
+                return _Prefetch(self, sent, key=key, step=step, now=now)
+            token = None
+            if cache is not None:
+                raw, token = cache._begin(key)
+                if raw is not None:
+                    return _Prefetch(self, None, outcome=_record(self._prefix, raw, self._clock()))
+            try:
+                sent = pool.send((("HGETALL", key),))
+            except BaseException:
+                if cache is not None:
+                    cache.forget((key,))
+                raise
+            return _Prefetch(self, sent, key=key, token=token)
+
+    def _receive(self, prefetch: _Prefetch, sent: _resp.Sent) -> Record | None:
+        """:meth:`prefetch`'s second half: read the answer it sent for (and keep it in the cache)."""
+        assert self._pool is not None  # noqa: S101  (prefetch sends only on a pool)
+        cache = self._cache
+        step = prefetch.step
+        try:
+            with _map_errors:
+                (reply,) = self._pool.receive(sent)
+                if step is not None:
+                    if _is_noscript(reply):  # first use on this server (or after SCRIPT FLUSH): EVAL caches it
+                        (reply,) = self._pool.execute((_command(step, cached=False),))
+                    (reply,) = _raise_errors([reply], tolerant=False)
+                    return _load_touch_result(self._prefix, reply, prefetch.now)
+                if isinstance(reply, ResponseError):
+                    (reply,) = _raise_errors([reply], tolerant=True)
+                    if not _is_wrong_type(reply):
+                        raise reply
+                    _malformed(self._prefix, "the key is not a hash")
+                    return None
+        except BaseException:
+            if cache is not None:
+                cache.forget((prefetch.key,))
+            raise
+        finally:
+            if cache is not None and step is not None:
+                cache.forget(step.keys)
+        if cache is not None:
+            cache._keep(prefetch.key, prefetch.token, reply)
+        return _record(self._prefix, reply, self._clock())
 
     def save(self, sid: str, record: Record, *, replaces: str | None = None) -> None:
         """Write the whole record (and its TTL), deleting ``replaces``, in one atomic script.
