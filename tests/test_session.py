@@ -415,3 +415,121 @@ def test_setting_accepts_exactly_what_the_stores_can_encode(key: Any, value: Any
     else:
         with pytest.raises(NotSerializable):
             session[key] = value
+
+
+# -- deferred loading (the WSGI middleware's prefetch) --------------------------------------------
+
+
+class Loader:
+    """A loader for :meth:`Session.deferred` that counts its calls."""
+
+    def __init__(self, result: Session) -> None:
+        self.result = result
+        self.calls = 0
+
+    def __call__(self) -> Session:
+        self.calls += 1
+        return self.result
+
+
+def deferred(result: Session | None = None) -> tuple[Session, Loader]:
+    loader = Loader(result if result is not None else stored({"user": "alice", "n": 1}, refreshed=True))
+    return Session.deferred(loader), loader
+
+
+#: Every way of reading a session, and what it gives for the data of :func:`deferred`.
+READS: list[tuple[str, Callable[[Session], Any], Any]] = [
+    ("getitem", lambda s: s["user"], "alice"),
+    ("get", lambda s: s.get("user"), "alice"),
+    ("contains", lambda s: "user" in s, True),
+    ("len", len, 2),
+    ("bool", bool, True),
+    ("iter", lambda s: sorted(s), ["n", "user"]),
+    ("keys", lambda s: sorted(s.keys()), ["n", "user"]),
+    ("values", lambda s: sorted(map(str, s.values())), ["1", "alice"]),
+    ("items", lambda s: sorted(s.items()), [("n", 1), ("user", "alice")]),
+    ("copy", lambda s: s.copy(), {"user": "alice", "n": 1}),
+    ("dict", dict, {"user": "alice", "n": 1}),
+    ("unpack", lambda s: {**s}, {"user": "alice", "n": 1}),
+    ("json", lambda s: json.loads(json.dumps(s)), {"user": "alice", "n": 1}),
+    ("eq", lambda s: s == {"user": "alice", "n": 1}, True),
+    ("ne", lambda s: s != {"user": "alice", "n": 1}, False),
+    ("or", lambda s: s | {"x": 2}, {"user": "alice", "n": 1, "x": 2}),
+    ("ror", lambda s: {"x": 2} | s, {"user": "alice", "n": 1, "x": 2}),
+    ("reversed", lambda s: sorted(reversed(s)), ["n", "user"]),
+    ("id", lambda s: s.id, "x" * 43),
+    ("is_new", lambda s: s.is_new, False),
+    ("created", lambda s: s.created, 0.0),
+    ("expires", lambda s: s.expires, 100.0),
+    ("failed", lambda s: s.failed, None),
+]
+
+
+@pytest.mark.parametrize(("read", "expected"), [(r, e) for _, r, e in READS], ids=[name for name, _, _ in READS])
+def test_deferred_session_loads_at_its_first_read(read: Callable[[Session], Any], expected: Any) -> None:
+    session, loader = deferred()
+    assert not session.loaded
+    assert loader.calls == 0
+    assert read(session) == expected
+    assert session.loaded
+    assert read(session) == expected
+    assert loader.calls == 1
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda s: s.__setitem__("k", 1),
+        lambda s: s.update(k=1),
+        lambda s: s.setdefault("k", 1),
+        lambda s: s.pop("n"),
+        lambda s: s.__delitem__("n"),
+        lambda s: s.clear(),
+        lambda s: s.mark_modified(),
+        Session.regenerate,
+        Session.touch,
+        Session.destroy,
+    ],
+    ids=["setitem", "update", "setdefault", "pop", "delitem", "clear", "mark_modified", "regenerate", "touch", "destroy"],
+)
+def test_deferred_session_loads_before_its_first_change(write: Callable[[Session], Any]) -> None:
+    session, loader = deferred()
+    write(session)
+    assert loader.calls == 1
+    assert session.id == "x" * 43
+    assert session.refreshed
+    if not session.destroyed and not session._cleared:
+        assert session["user"] == "alice", "a change is made to the loaded data, not to an empty dict"
+
+
+def test_deferred_session_state_that_needs_no_data_does_not_load() -> None:
+    session, loader = deferred()
+    assert repr(session) == "<Session (not loaded yet)>"
+    assert not session.accessed
+    assert not session.modified
+    assert not session.read_only
+    assert (session.regenerated, session.destroyed, session.touched) == (False, False, False)
+    assert loader.calls == 0
+    session.ensure_loaded()
+    session.ensure_loaded()
+    assert loader.calls == 1
+    assert repr(session) == "<Session keys=['n', 'user']>"
+    assert not session.accessed, "loading is not using"
+
+
+def test_deferred_session_whose_load_failed_raises_at_each_use() -> None:
+    error = StoreUnavailable("Redis store unavailable: down")
+    session, loader = deferred(Session.unavailable(error))
+    with pytest.raises(StoreUnavailable) as raised:
+        session.get("user")
+    assert raised.value is error
+    assert session.failed is error
+    with pytest.raises(StoreUnavailable):
+        session["k"] = 1
+    assert loader.calls == 1
+
+
+def test_deferred_session_of_an_unknown_id_is_new() -> None:
+    session, _ = deferred(Session())
+    assert session.is_new
+    assert dict(session) == {}

@@ -18,6 +18,8 @@ from .records import Change
 __all__ = ["Session"]
 
 _MISSING: Any = object()
+#: The one key of a deferred session's storage until it is loaded (see Session.deferred).
+_NOT_LOADED: Any = object()
 
 
 # json.dumps with options builds a JSONEncoder per call; this one is built once (encode() is thread-safe).
@@ -135,6 +137,10 @@ class Session(dict[str, Any]):
         """
         session = cls(read_only=read_only, user_path=user_path)
         session._loader = loader
+        # Not empty at the C level: json's C encoder answers "{}" for an empty dict without
+        # calling items(), the override that loads. Nothing else reads the dict's own storage
+        # past the overrides, and ensure_loaded() replaces it.
+        dict.__setitem__(session, _NOT_LOADED, None)
         return session
 
     def ensure_loaded(self) -> None:
@@ -149,6 +155,7 @@ class Session(dict[str, Any]):
             return
         self._loader = None
         loaded = loader()
+        dict.clear(self)
         dict.update(self, dict.items(loaded))
         self._id = loaded._id
         self._created = loaded._created

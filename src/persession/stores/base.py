@@ -135,6 +135,7 @@ class RollingLoad(Protocol):
         ...
 
 
+@runtime_checkable
 class PendingLoad(Protocol):
     """**Protocol**: a load :meth:`PrefetchLoad.prefetch` sent, whose answer is read by :meth:`result`.
 

@@ -1,0 +1,268 @@
+"""The WSGI middleware's prefetch on a real Redis store.
+
+With a :class:`~persession.stores.PrefetchLoad` store the middleware sends
+the load when the request arrives and reads the answer at the session's first
+use (or when the response starts). These tests hold it to: the application
+sees the same session as before, the load is not read before the first use,
+the pooled connection always goes back (untouched routes, exceptions,
+generators never iterated), and a store that dies with the answer pending
+gives the usual 503 or, for a route that never used the session, its own
+answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+from flask import Flask, session
+from werkzeug.test import Client, TestResponse
+
+from _redis import (  # noqa: F401  (the *_fixture names are fixtures)
+    RedisServer,
+    redis_server_fixture,
+    redis_servers_fixture,
+    unique_prefix,
+)
+from persession import Session
+from persession.integrations.flask import init_app
+from persession.stores.redis import RedisStore
+from persession.wsgi import SessionMiddleware, get_session
+
+pytestmark = pytest.mark.server
+
+SECRET = "prefetch-test-secret"
+
+
+def calls(client: redis.Redis, command: str) -> int:
+    stats = client.info("commandstats").get(f"cmdstat_{command}")
+    return int(stats["calls"]) if stats else 0
+
+
+def busy(store: RedisStore) -> int:
+    assert store._pool is not None
+    return store._pool._busy
+
+
+def cookie_of(response: TestResponse) -> str:
+    header = response.headers["Set-Cookie"]
+    return header.split(";", 1)[0]
+
+
+@pytest.fixture(name="store")
+def store_fixture(redis_server: RedisServer) -> Iterator[RedisStore]:
+    prefix = unique_prefix("wsgi-prefetch")
+    store = RedisStore.from_url(redis_server.url, prefix=prefix)
+    yield store
+    store.close()
+    client = redis_server.client()
+    for key in client.scan_iter(match=f"{prefix}*"):
+        client.delete(key)
+    client.close()
+
+
+@pytest.fixture(name="raw")
+def raw_fixture(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis_server.client()
+    yield client
+    client.close()
+
+
+def flask_app(store: RedisStore, crash: RedisServer | None = None, **options: Any) -> tuple[Flask, list[bool]]:
+    """A Flask app on ``store``; the list records, per request, whether the session was loaded at the view's start.
+
+    With ``crash``, a request with an ``X-Crash`` header kills that Redis
+    server before the view runs (after the middleware sent the load).
+    """
+    app = Flask(__name__)
+    init_app(app, secret=SECRET, store=store, **options)
+    loaded_at_start: list[bool] = []
+
+    @app.before_request
+    def crash_redis() -> None:
+        from flask import request
+
+        if crash is not None and "X-Crash" in request.headers:
+            crash.kill()
+
+    @app.get("/login")
+    def login() -> str:
+        loaded_at_start.append(get_session_of_flask().loaded)
+        session["user"] = "alice"
+        return "ok"
+
+    @app.get("/read")
+    def read() -> str:
+        loaded_at_start.append(get_session_of_flask().loaded)
+        return str(session.get("user"))
+
+    @app.get("/write")
+    def write() -> str:
+        loaded_at_start.append(get_session_of_flask().loaded)
+        session["visits"] = session.get("visits", 0) + 1
+        return str(session["visits"])
+
+    @app.get("/untouched")
+    def untouched() -> str:
+        loaded_at_start.append(get_session_of_flask().loaded)
+        return "static"
+
+    @app.get("/boom")
+    def boom() -> str:
+        raise LookupError("a bug in the view")
+
+    return app, loaded_at_start
+
+
+def get_session_of_flask() -> Session:
+    """The middleware's session object itself (``loaded`` does not load it)."""
+    from flask import request
+
+    found = request.environ["persession.session"]
+    assert isinstance(found, Session)
+    return found
+
+
+def logged_in(client: Client) -> str:
+    """Log in; the cookie is returned and every request passes it itself (the client's jar is off)."""
+    response = client.get("/login")
+    assert response.status_code == 200
+    return cookie_of(response)
+
+
+def test_flask_sees_its_session_loaded_at_the_first_use(store: RedisStore) -> None:
+    app, loaded_at_start = flask_app(store)
+    client = Client(app, use_cookies=False)
+    cookie = logged_in(client)
+    assert client.get("/read", environ_overrides={"HTTP_COOKIE": cookie}).text == "alice"
+    assert client.get("/write", environ_overrides={"HTTP_COOKIE": cookie}).text == "1"
+    assert client.get("/write", environ_overrides={"HTTP_COOKIE": cookie}).text == "2"
+    assert loaded_at_start == [True, False, False, False], "no cookie: nothing to load; with one: loaded at first use"
+    assert busy(store) == 0
+
+
+def test_untouched_route_reads_the_answer_and_gives_the_connection_back(
+    store: RedisStore, raw: redis.Redis
+) -> None:
+    app, _ = flask_app(store)
+    client = Client(app, use_cookies=False)
+    cookie = logged_in(client)
+    before = calls(raw, "hgetall")
+    response = client.get("/untouched", environ_overrides={"HTTP_COOKIE": cookie})
+    assert response.status_code == 200
+    assert "Set-Cookie" not in response.headers
+    assert "Vary" not in response.headers
+    assert calls(raw, "hgetall") - before == 1
+    assert busy(store) == 0
+
+
+def test_rolling_refreshes_the_expiry_in_the_prefetched_load(store: RedisStore, raw: redis.Redis) -> None:
+    app, _ = flask_app(store, rolling=True, idle_timeout=600)
+    client = Client(app, use_cookies=False)
+    cookie = logged_in(client)
+    keys = list(raw.scan_iter(match=f"{store.prefix}*"))
+    assert len(keys) == 1
+    raw.pexpire(keys[0], 100_000)
+    before = calls(raw, "evalsha")
+    response = client.get("/untouched", environ_overrides={"HTTP_COOKIE": cookie})
+    assert response.status_code == 200
+    assert raw.pttl(keys[0]) > 500_000
+    assert calls(raw, "evalsha") - before == 1, "one script: the load that refreshes, no touch after it"
+    assert busy(store) == 0
+
+
+def test_a_view_that_raises_gives_the_connection_back(store: RedisStore) -> None:
+    app, _ = flask_app(store)
+    app.config["PROPAGATE_EXCEPTIONS"] = True
+    client = Client(app, use_cookies=False)
+    cookie = logged_in(client)
+    with pytest.raises(LookupError):
+        client.get("/boom", environ_overrides={"HTTP_COOKIE": cookie})
+    assert busy(store) == 0
+
+
+def _generator_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterator[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    yield str(get_session(environ).get("user")).encode()
+
+
+def test_a_generator_closed_unread_gives_the_connection_back(store: RedisStore) -> None:
+    app, _ = flask_app(store)
+    cookie = logged_in(Client(app, use_cookies=False))
+    middleware = SessionMiddleware(_generator_app, secret=SECRET, store=store)
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/",
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "80",
+        "wsgi.url_scheme": "http",
+        "HTTP_COOKIE": cookie,
+    }
+    result = middleware(environ, lambda status, headers, exc_info=None: None)
+    assert busy(store) == 1, "the load is sent and its answer not read yet"
+    result.close()  # type: ignore[attr-defined]  # the server gives up before iterating
+    assert busy(store) == 0
+    assert isinstance(environ["persession.session"], Session)
+    assert environ["persession.session"].loaded
+
+
+def test_websocket_upgrade_requests_load_at_once(store: RedisStore) -> None:
+    app, _ = flask_app(store)
+    cookie = logged_in(Client(app, use_cookies=False))
+    seen: list[Session] = []
+
+    def ws_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        seen.append(environ["persession.session"])
+        assert environ["persession.session"].loaded, "read-only websocket sessions are loaded before the app"
+        start_response("200 OK", [])
+        return [b""]
+
+    client = Client(SessionMiddleware(ws_app, secret=SECRET, store=store), use_cookies=False)
+    client.get("/", headers={"Upgrade": "websocket", "Connection": "Upgrade"}, environ_overrides={"HTTP_COOKIE": cookie})
+    assert seen[0]["user"] == "alice"
+    assert busy(store) == 0
+
+
+@pytest.fixture(name="dying")
+def dying_fixture() -> Iterator[tuple[RedisServer, RedisStore]]:
+    """A private server (the tests crash it) and a store on it with short timeouts."""
+    with RedisServer() as server:
+        store = RedisStore.from_url(
+            server.url, prefix=unique_prefix("dying"), socket_timeout=2.0, socket_connect_timeout=0.5
+        )
+        yield server, store
+        store.close()
+
+
+def test_store_dead_with_the_answer_pending_answers_503_at_the_first_use(
+    dying: tuple[RedisServer, RedisStore],
+) -> None:
+    server, store = dying
+    app, _ = flask_app(store, crash=server)
+    client = Client(app, use_cookies=False)
+    cookie = logged_in(client)
+    with server.client() as control:
+        control.client_pause(60_000)  # the load is sent but not answered; the view crashes the server
+    response = client.get("/read", headers={"X-Crash": "1"}, environ_overrides={"HTTP_COOKIE": cookie})
+    assert response.status_code == 503
+    assert "Traceback" not in response.text
+    assert response.headers["Retry-After"]
+    assert busy(store) == 0
+
+
+def test_untouched_route_answers_while_the_store_dies_with_the_answer_pending(
+    dying: tuple[RedisServer, RedisStore],
+) -> None:
+    server, store = dying
+    app, _ = flask_app(store, crash=server)
+    client = Client(app, use_cookies=False)
+    cookie = logged_in(client)
+    with server.client() as control:
+        control.client_pause(60_000)
+    response = client.get("/untouched", headers={"X-Crash": "1"}, environ_overrides={"HTTP_COOKIE": cookie})
+    assert response.status_code == 200
+    assert response.text == "static"
+    assert "Set-Cookie" not in response.headers
+    assert busy(store) == 0
