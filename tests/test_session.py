@@ -490,7 +490,18 @@ def test_deferred_session_loads_at_its_first_read(read: Callable[[Session], Any]
         Session.touch,
         Session.destroy,
     ],
-    ids=["setitem", "update", "setdefault", "pop", "delitem", "clear", "mark_modified", "regenerate", "touch", "destroy"],
+    ids=[
+        "setitem",
+        "update",
+        "setdefault",
+        "pop",
+        "delitem",
+        "clear",
+        "mark_modified",
+        "regenerate",
+        "touch",
+        "destroy",
+    ],
 )
 def test_deferred_session_loads_before_its_first_change(write: Callable[[Session], Any]) -> None:
     session, loader = deferred()

@@ -143,9 +143,7 @@ def test_flask_sees_its_session_loaded_at_the_first_use(store: RedisStore) -> No
     assert busy(store) == 0
 
 
-def test_untouched_route_reads_the_answer_and_gives_the_connection_back(
-    store: RedisStore, raw: redis.Redis
-) -> None:
+def test_untouched_route_reads_the_answer_and_gives_the_connection_back(store: RedisStore, raw: redis.Redis) -> None:
     app, _ = flask_app(store)
     client = Client(app, use_cookies=False)
     cookie = logged_in(client)
@@ -220,7 +218,9 @@ def test_websocket_upgrade_requests_load_at_once(store: RedisStore) -> None:
         return [b""]
 
     client = Client(SessionMiddleware(ws_app, secret=SECRET, store=store), use_cookies=False)
-    client.get("/", headers={"Upgrade": "websocket", "Connection": "Upgrade"}, environ_overrides={"HTTP_COOKIE": cookie})
+    client.get(
+        "/", headers={"Upgrade": "websocket", "Connection": "Upgrade"}, environ_overrides={"HTTP_COOKIE": cookie}
+    )
     assert seen[0]["user"] == "alice"
     assert busy(store) == 0
 

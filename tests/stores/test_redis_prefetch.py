@@ -195,9 +195,7 @@ def test_server_down_at_the_send_raises_from_prefetch() -> None:
         store.close()
 
 
-def test_stores_on_a_redis_py_client_load_at_once_and_raise_from_result(
-    redis_server: RedisServer, prefix: str
-) -> None:
+def test_stores_on_a_redis_py_client_load_at_once_and_raise_from_result(redis_server: RedisServer, prefix: str) -> None:
     client = redis_server.client()
     store = RedisStore(client, prefix=prefix)
     try:
