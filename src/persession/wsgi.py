@@ -99,7 +99,9 @@ class SessionMiddleware:
         self.engine: SessionEngine = _shell.make_engine(secret, config, options, clock)
         self.config: SessionConfig = self.engine.config
         self.store: Store = _shell.sync_store(store)
-        self._prefetch = isinstance(self.store, PrefetchLoad)
+        # Checked once: isinstance() against a runtime protocol walks its attributes every time.
+        self._prefetcher: PrefetchLoad | None = self.store if isinstance(self.store, PrefetchLoad) else None
+        self._rolling: RollingLoad | None = self.store if isinstance(self.store, RollingLoad) else None
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         engine = self.engine
@@ -134,15 +136,14 @@ class SessionMiddleware:
         if sid is None:
             return self.engine.build(opening, None, read_only=read_only)
         # rolling: load and refresh the expiry in one round trip when the store can.
-        store = self.store
         refresh = self.engine.rolling_load(read_only=read_only)
-        if self._prefetch and not read_only:
+        prefetcher = self._prefetcher
+        if prefetcher is not None and not read_only:
             # Send the load now, read the answer when the application first uses the session:
             # the store works while the framework routes the request.
-            assert isinstance(store, PrefetchLoad)  # noqa: S101  (_prefetch says so)
             config = self.config
             try:
-                pending = store.prefetch(sid, (config.idle_seconds, config.absolute_seconds) if refresh else None)
+                pending = prefetcher.prefetch(sid, (config.idle_seconds, config.absolute_seconds) if refresh else None)
             except StoreError as error:
                 _shell.log_unavailable(error)
                 return Session.unavailable(error)
@@ -150,11 +151,11 @@ class SessionMiddleware:
                 lambda: self._finish(opening, pending, refreshed=refresh), user_path=config.user_path
             )
         try:
-            if refresh and isinstance(store, RollingLoad):
-                record = store.load_touch(sid, self.config.idle_seconds, self.config.absolute_seconds)
+            if refresh and self._rolling is not None:
+                record = self._rolling.load_touch(sid, self.config.idle_seconds, self.config.absolute_seconds)
             else:
                 refresh = False
-                record = store.load(sid)
+                record = self.store.load(sid)
         except StoreError as error:
             _shell.log_unavailable(error)
             return Session.unavailable(error)
