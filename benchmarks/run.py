@@ -13,10 +13,14 @@ client when ``wrk`` is missing; the output says which ran):
 - ``read``: a logged-in cookie; the view reads ``session["user"]``;
 - ``write``: the same cookie; the view sets ``session["visits"]``.
 
-Each round serves every variant once, in an order rotated by one each round;
-the table gives the median of the rounds (with min-max), p50 and p99 latency,
-and the ratio to the bare framework and to the peer (Flask-Session for Flask,
-starsessions for Starlette). Then it counts the Redis round trips and writes
+Every variant's server is started once and serves the whole run. Each round
+loads one route on every variant, then the other route, in an order rotated
+by one each round, so the variants compared are measured seconds apart (this
+shared machine's speed drifts over minutes); the table gives the median of
+the rounds (with min-max), p50 and p99 latency, the server's blocking waits
+per request (its worker's voluntary context switches: a Redis round trip the
+worker waits out is one; Linux only), and the ratio to the bare framework and
+to the peer (Flask-Session for Flask, starsessions for Starlette). Then it counts the Redis round trips and writes
 of one request of each Redis variant (``INFO`` deltas over ``--round-trips``
 requests). Every server is stopped at the end, on Ctrl-C and on errors.
 """
@@ -102,6 +106,19 @@ class Measurement:
     requests: int
     errors: int = 0
     bad_status: int = 0
+    #: The worker's voluntary context switches per request (NaN where /proc cannot tell).
+    waits: float = float("nan")
+
+
+@dataclass
+class Served:
+    """A variant's server, up for the whole run."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    cookie: str
+    #: The process that handles requests: gunicorn's worker, or uvicorn itself (``None``: unknown).
+    worker: int | None
 
 
 @dataclass
@@ -293,20 +310,54 @@ def round_trips(processes: Processes, variant: str, stores: dict[str, str], n: i
 # -- the run -------------------------------------------------------------------------------------------
 
 
-def measure_variant(
-    processes: Processes, variant: str, stores: dict[str, str], routes: Sequence[str], args: argparse.Namespace
-) -> dict[str, Measurement]:
+def start(processes: Processes, variant: str, stores: dict[str, str]) -> Served:
+    """Serve ``variant`` and log in once; the same server and cookie serve every round."""
     process, url = serve(processes, variant, stores)
     try:
         cookie = login(url, variant)
-        measured: dict[str, Measurement] = {}
-        for route in routes:
-            if args.warmup > 0:
-                load(url + "/" + route, cookie, args.warmup, args)
-            measured[route] = load(url + "/" + route, cookie, args.duration, args)
-        return measured
-    finally:
+    except BaseException:
         processes.stop(process)
+        raise
+    worker: int | None = process.pid
+    if framework(variant) == "flask":  # gunicorn's master forks the worker that serves
+        worker = _child(process.pid)
+    return Served(process, url, cookie, worker)
+
+
+def _child(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as children:
+            found = children.read().split()
+    except OSError:
+        return None
+    return int(found[0]) if len(found) == 1 else None
+
+
+def voluntary_switches(pid: int | None) -> int | None:
+    """How often ``pid`` has blocked (``voluntary_ctxt_switches``); ``None`` off Linux."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("voluntary_ctxt_switches:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def measure(served: Served, route: str, args: argparse.Namespace) -> Measurement:
+    """Warm up, then load ``route`` for ``args.duration`` seconds, counting the worker's blocking waits."""
+    url = served.url + "/" + route
+    if args.warmup > 0:
+        load(url, served.cookie, args.warmup, args)
+    before = voluntary_switches(served.worker)
+    measured = load(url, served.cookie, args.duration, args)
+    after = voluntary_switches(served.worker)
+    if before is not None and after is not None and measured.requests:
+        measured.waits = (after - before) / measured.requests
+    return measured
 
 
 def load(url: str, cookie: str, duration: float, args: argparse.Namespace) -> Measurement:
@@ -330,6 +381,7 @@ def summarize(results: Results, variants: Sequence[str], routes: Sequence[str]) 
                 "rps_max": max((m.rps for m in runs), default=float("nan")),
                 "p50": _median([m.p50_ms for m in runs]),
                 "p99": _median([m.p99_ms for m in runs]),
+                "waits": _median([m.waits for m in runs]),
                 "bad": sum(m.bad_status + m.errors for m in runs),
                 "per_round": [m.rps for m in runs],
             }
@@ -344,8 +396,8 @@ def _ratio(summary: dict[tuple[str, str], Any], variant: str, other: str, route:
 
 def table(summary: dict[tuple[str, str], Any], variants: Sequence[str], routes: Sequence[str]) -> str:
     lines = [
-        "| variant | route | req/s median (min-max) | p50 ms | p99 ms | vs bare | vs peer |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| variant | route | req/s median (min-max) | p50 ms | p99 ms | waits/request | vs bare | vs peer |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for variant in variants:
         for route in routes:
@@ -353,7 +405,8 @@ def table(summary: dict[tuple[str, str], Any], variants: Sequence[str], routes: 
             flag = f" ⚠ {row['bad']} errors/non-2xx" if row["bad"] else ""
             lines.append(
                 f"| {variant} | {route} | {row['rps']:,.0f} ({row['rps_min']:,.0f}-{row['rps_max']:,.0f}){flag}"
-                f" | {row['p50']:.2f} | {row['p99']:.2f} | {_ratio(summary, variant, BARE[variant], route)}"
+                f" | {row['p50']:.2f} | {row['p99']:.2f} | {row['waits']:.2f}"
+                f" | {_ratio(summary, variant, BARE[variant], route)}"
                 f" | {_ratio(summary, variant, PEER[variant], route)} |"
             )
     return "\n".join(lines)
@@ -367,7 +420,9 @@ def goals(summary: dict[tuple[str, str], Any]) -> str:
         ours, theirs = summary[variant, route], summary[peer, route]
         ratio = ours["rps"] / theirs["rps"]
         paired = [a / b for a, b in zip(ours["per_round"], theirs["per_round"], strict=False) if b]
-        spread = f" (per round {min(paired):.2f}-{max(paired):.2f})" if paired else ""
+        spread = (
+            f" (per round {min(paired):.2f}-{max(paired):.2f}, median {_median(paired):.2f})" if paired else ""
+        )
         verdict = "met" if ratio >= wanted else "NOT met"
         bare = BARE[variant]
         ceiling = ""
@@ -475,17 +530,22 @@ def _run(processes: Processes, variants: list[str], routes: list[str], args: arg
 
     results = Results(args.tool)
     started = time.monotonic()
+    served: dict[str, Served] = {}
+    for variant in variants:
+        served[variant] = start(processes, variant, stores)
     for number in range(args.rounds):
         shift = number % len(variants)
         order = variants[shift:] + variants[:shift]
         route_order = routes if number % 2 == 0 else routes[::-1]
         print(f"round {number + 1}/{args.rounds}: {', '.join(order)}", file=sys.stderr, flush=True)
-        round_: dict[str, dict[str, Measurement]] = {}
-        for variant in order:
-            round_[variant] = measure_variant(processes, variant, stores, route_order, args)
-            row = ", ".join(f"{r} {m.rps:,.0f} req/s" for r, m in round_[variant].items())
-            print(f"  {variant}: {row}", file=sys.stderr, flush=True)
+        round_: dict[str, dict[str, Measurement]] = {variant: {} for variant in order}
+        for route in route_order:
+            for variant in order:
+                measured = round_[variant][route] = measure(served[variant], route, args)
+                print(f"  {route} {variant}: {measured.rps:,.0f} req/s", file=sys.stderr, flush=True)
         results.rounds.append(round_)
+    for variant in variants:
+        processes.stop(served.pop(variant).process)
 
     summary = summarize(results, variants, routes)
     print(

@@ -9,6 +9,7 @@ two for a writing one; with client-side caching, none and one.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -42,7 +43,8 @@ def test_run_py_prints_the_table_and_counts_round_trips(
     done = subprocess.run(argv, capture_output=True, text=True, timeout=240, cwd=ROOT, env=env, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
 
-    assert "| variant | route | req/s median (min-max) | p50 ms | p99 ms | vs bare | vs peer |" in done.stdout
+    header = "| variant | route | req/s median (min-max) | p50 ms | p99 ms | waits/request | vs bare | vs peer |"
+    assert header in done.stdout
     for name in (bare, variant):
         for route in ("read", "write"):
             assert f"| {name} | {route} |" in done.stdout
@@ -50,7 +52,13 @@ def test_run_py_prints_the_table_and_counts_round_trips(
     if os.environ.get("CI") == "true":  # .ci/run installs wrk: the Python fallback must not stand in for it
         assert "load generator: wrk" in done.stdout, done.stdout[:400]
 
-    counts = json.loads(out.read_text())["round_trips"][variant]
+    results = json.loads(out.read_text())
+    if Path("/proc/self/status").exists():  # the server's blocking waits are counted from /proc
+        for name in (bare, variant):
+            waits = results["rounds"][0][name]["read"]["waits"]
+            assert math.isfinite(waits), f"{name}: no count of the worker's waits"
+            assert waits >= 0
+    counts = results["round_trips"][variant]
     print(f"\n[benchmarks] {variant} per request: {counts}")
     assert counts["read"]["round_trips"] <= most_read
     assert counts["read"]["writes"] == 0
