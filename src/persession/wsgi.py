@@ -8,10 +8,19 @@
 
 The session is a :class:`~persession.Session` (a ``dict``) at
 ``environ["persession.session"]``; :func:`get_session` fetches it. It is
-loaded when the request starts and committed once, when the application calls
+loaded as the request starts and committed once, when the application calls
 ``start_response``; changes made after that (for example while a streamed
 body is generated) are not saved. ``Upgrade: websocket`` requests (flask-sock,
 simple-websocket) get the session read-only.
+
+With a store that implements :class:`~persession.stores.PrefetchLoad`
+(:class:`~persession.stores.redis.RedisStore`) the load is sent as the
+request starts and its answer read at the session's first use (or when the
+response starts, if the application never uses it): the store works while
+the framework routes the request, instead of the worker waiting for it. The
+session holds what the store had when the load was sent, as if it had been
+loaded then; a store failure surfaces at the first use, as a failed load's
+does. Until then the request holds one of the store's pooled connections.
 """
 
 from __future__ import annotations

@@ -14,8 +14,9 @@
         return {"visits": session["visits"]}
 
 :func:`init_app` wraps ``app.wsgi_app`` in :class:`persession.wsgi.SessionMiddleware`
-(which loads the session when the request starts and saves it when the
-response starts) and installs :class:`PersessionInterface`, which hands Flask
+(which loads the session as the request starts -- on Redis, sending the load
+then and reading the answer at the session's first use -- and saves it when
+the response starts) and installs :class:`PersessionInterface`, which hands Flask
 **that same object**: ``flask.session`` is the middleware's
 :class:`~persession.Session` (a ``dict``), seen through :class:`FlaskSession`,
 which adds Flask's session attributes:
