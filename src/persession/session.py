@@ -362,7 +362,6 @@ class Session(dict[str, Any]):
         self._use()
         return dict(super().items()) | other  # type: ignore[no-any-return]
 
-
     def get(self, key: str, default: Any = None, /) -> Any:
         self._use()
         return super().get(key, default)
