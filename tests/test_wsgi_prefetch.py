@@ -1,4 +1,4 @@
-"""The WSGI middleware's prefetch on a real Redis store.
+"""The WSGI middleware's prefetch and split writes on a real Redis store.
 
 With a :class:`~persession.stores.PrefetchLoad` store the middleware sends
 the load when the request arrives and reads the answer at the session's first
@@ -7,7 +7,10 @@ sees the same session as before, the load is not read before the first use,
 the pooled connection always goes back (untouched routes, exceptions,
 generators never iterated), and a store that dies with the answer pending
 gives the usual 503 or, for a route that never used the session, its own
-answer.
+answer. With a :class:`~persession.stores.SplitWrite` store the write is sent
+when the application starts its response and its answer read before the
+first byte goes out: the same guarantees, and a write that fails in between
+still answers 503.
 """
 
 from __future__ import annotations
@@ -85,6 +88,13 @@ def flask_app(store: RedisStore, crash: RedisServer | None = None, **options: An
         from flask import request
 
         if crash is not None and "X-Crash" in request.headers:
+            crash.kill()
+
+    @app.teardown_request
+    def crash_redis_late(_: BaseException | None) -> None:  # after start_response, before the body goes out
+        from flask import request
+
+        if crash is not None and "X-Crash-Late" in request.headers:
             crash.kill()
 
     @app.get("/login")
@@ -265,4 +275,88 @@ def test_untouched_route_answers_while_the_store_dies_with_the_answer_pending(
     assert response.status_code == 200
     assert response.text == "static"
     assert "Set-Cookie" not in response.headers
+    assert busy(store) == 0
+
+
+def test_a_write_is_confirmed_before_the_response_goes_out(store: RedisStore, raw: redis.Redis) -> None:
+    app, _ = flask_app(store)
+    in_flight: list[int] = []
+
+    @app.teardown_request
+    def count_in_flight(_: BaseException | None) -> None:  # after start_response, before the body goes out
+        in_flight.append(busy(store))
+
+    client = Client(app, use_cookies=False)
+    cookie = logged_in(client)
+    before = calls(raw, "evalsha")
+    response = client.get("/write", environ_overrides={"HTTP_COOKIE": cookie})
+    assert response.status_code == 200
+    assert response.text == "1"
+    assert in_flight == [0, 1], "login saves at once; the merge is sent, its answer read after teardown"
+    assert calls(raw, "evalsha") - before == 1
+    assert busy(store) == 0
+    assert client.get("/write", environ_overrides={"HTTP_COOKIE": cookie}).text == "2"
+
+
+def test_a_write_lost_after_start_response_answers_503(dying: tuple[RedisServer, RedisStore]) -> None:
+    server, store = dying
+    app, _ = flask_app(store, crash=server)
+    client = Client(app, use_cookies=False)
+    cookie = logged_in(client)
+    with server.client() as control:
+        control.client_pause(60_000, all=False)  # writes wait (the merge's EVALSHA); the load is answered
+    response = client.get("/write", headers={"X-Crash-Late": "1"}, environ_overrides={"HTTP_COOKIE": cookie})
+    assert response.status_code == 503, "the write failed: not the view's 200"
+    assert "Set-Cookie" not in response.headers
+    assert "Traceback" not in response.text
+    assert busy(store) == 0
+
+
+def _writing_app(body: Callable[[Callable[[bytes], object]], list[bytes]]) -> Callable[..., Any]:
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        session = get_session(environ)
+        session["visits"] = session.get("visits", 0) + 1
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        return body(write)
+
+    return app
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        pytest.param(lambda write: [b"body"], b"body", id="iterable"),
+        pytest.param(lambda write: [], b"", id="empty"),
+        pytest.param(lambda write: (write(b"written"), [])[1], b"written", id="write()"),
+    ],
+)
+def test_every_way_of_answering_confirms_the_write(
+    store: RedisStore, raw: redis.Redis, body: Callable[[Callable[[bytes], object]], list[bytes]], expected: bytes
+) -> None:
+    app, _ = flask_app(store)
+    cookie = logged_in(Client(app, use_cookies=False))
+    client = Client(SessionMiddleware(_writing_app(body), secret=SECRET, store=store), use_cookies=False)
+    response = client.get("/", environ_overrides={"HTTP_COOKIE": cookie})
+    assert response.status_code == 200
+    assert response.data == expected
+    assert busy(store) == 0
+    again = client.get("/", environ_overrides={"HTTP_COOKIE": cookie})
+    assert again.status_code == 200
+    assert busy(store) == 0
+    (key,) = raw.scan_iter(match=f"{store.prefix}*")
+    assert raw.hget(key, ".visits") == b"2", "both writes were carried out"
+
+
+def test_an_app_raising_after_start_response_gives_the_write_connection_back(store: RedisStore) -> None:
+    app, _ = flask_app(store)
+    cookie = logged_in(Client(app, use_cookies=False))
+
+    def raising(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        get_session(environ)["visits"] = 1
+        start_response("200 OK", [])
+        raise LookupError("after start_response")
+
+    client = Client(SessionMiddleware(raising, secret=SECRET, store=store), use_cookies=False)
+    with pytest.raises(LookupError):
+        client.get("/", environ_overrides={"HTTP_COOKIE": cookie})
     assert busy(store) == 0

@@ -35,7 +35,7 @@ from .core import Opening, SessionEngine, add_vary_cookie
 from .exceptions import SessionNotAvailable, StoreError
 from .guard import GuardPolicy, WSGIWebSocketGuard
 from .session import Session
-from .stores.base import PendingLoad, PrefetchLoad, RollingLoad, Store, run_plan
+from .stores.base import PendingLoad, PendingWrite, PrefetchLoad, RollingLoad, SplitWrite, Store, run_plan
 
 if TYPE_CHECKING:  # pragma: no cover
     from _typeshed import OptExcInfo
@@ -111,6 +111,7 @@ class SessionMiddleware:
         # Checked once: isinstance() against a runtime protocol walks its attributes every time.
         self._prefetcher: PrefetchLoad | None = self.store if isinstance(self.store, PrefetchLoad) else None
         self._rolling: RollingLoad | None = self.store if isinstance(self.store, RollingLoad) else None
+        self._splitter: SplitWrite | None = self.store if isinstance(self.store, SplitWrite) else None
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         engine = self.engine
@@ -125,16 +126,19 @@ class SessionMiddleware:
         try:
             result = self.app(environ, state.start_response)
         except StoreError as error:
+            state.abandon()
             if state.started and not state.failed:
                 raise
-            session.ensure_loaded()
             return state.unavailable(error)
         except BaseException:
-            session.ensure_loaded()  # a prefetched load gives its connection back
+            state.abandon()  # a prefetched load or a sent write gives its connection back
             raise
         if state.failed:
             _close(result)
             return [state.body]
+        if state.pending is not None:
+            # The write is on its way: its answer is read before the first byte goes out.
+            return _Deferred(result, state)
         if state.started:
             return result
         # start_response not called yet: it comes with the first chunk of a generator.
@@ -181,9 +185,28 @@ class SessionMiddleware:
 
 
 class _Response:
-    """One request's commit point: wraps ``start_response``."""
+    """One request's commit point: wraps ``start_response``.
 
-    __slots__ = ("body", "failed", "middleware", "opening", "real_start_response", "secure", "session", "started")
+    With a :class:`~persession.stores.SplitWrite` store the write is sent
+    when the application calls ``start_response`` and the real
+    ``start_response`` is held until :meth:`confirm` has read the store's
+    answer, just before the first byte of the body goes out (PEP 3333 lets
+    an application call it that late): a failed write can still answer 503.
+    """
+
+    __slots__ = (
+        "body",
+        "failed",
+        "held",
+        "middleware",
+        "opening",
+        "pending",
+        "real_start_response",
+        "real_write",
+        "secure",
+        "session",
+        "started",
+    )
 
     def __init__(
         self,
@@ -202,6 +225,10 @@ class _Response:
         #: persession answered instead of the application (503, or 500), with ``body``.
         self.failed = False
         self.body = _shell.UNAVAILABLE_BODY
+        #: The write sent and not confirmed yet, and the ``start_response`` arguments held for it.
+        self.pending: PendingWrite | None = None
+        self.held: tuple[str, list[tuple[str, str]], OptExcInfo | None] | None = None
+        self.real_write: Callable[[bytes], object] = _discard
 
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None
@@ -209,6 +236,9 @@ class _Response:
         if self.failed:
             return _discard
         if self.started:  # a second call, with exc_info, replaces the response: commit only once
+            if self.pending is not None:
+                self.held = (status, headers, exc_info)
+                return self.write
             return self.real_start_response(status, headers, exc_info)
         self.started = True
         if _status_code(status) == 500 and self.session.failed is not None and self.session.accessed:
@@ -222,7 +252,10 @@ class _Response:
             plan = middleware.engine.plan(
                 self.session, self.opening, status=_status_code(status), secure_request=self.secure
             )
-            run_plan(middleware.store, plan)
+            if middleware._splitter is not None:
+                self.pending = middleware._splitter.send_plan(plan)
+            else:
+                run_plan(middleware.store, plan)
         except StoreError as error:
             self.unavailable(error)
             return _discard
@@ -245,7 +278,43 @@ class _Response:
                         break
                 else:
                     headers.append(("Vary", "Cookie"))
+        if self.pending is not None:
+            self.held = (status, headers, exc_info)
+            return self.write
         return self.real_start_response(status, headers, exc_info)
+
+    def confirm(self) -> bool:
+        """Read the answer to the write sent, then start the real response; ``False``: it failed (503 instead)."""
+        pending = self.pending
+        if pending is None:
+            return not self.failed
+        self.pending = None
+        try:
+            pending.result()
+        except StoreError as error:
+            self.unavailable(error)
+            return False
+        assert self.held is not None  # noqa: S101  (held with every pending write)
+        status, headers, exc_info = self.held
+        self.held = None
+        self.real_write = self.real_start_response(status, headers, exc_info)
+        return True
+
+    def write(self, data: bytes) -> object:
+        """``start_response``'s ``write`` (PEP 3333's imperative output), once the write is confirmed."""
+        if self.pending is not None:
+            self.confirm()
+        return self.real_write(data)
+
+    def abandon(self) -> None:
+        """The response will not be sent: read what the store still owes (a failed write is only logged)."""
+        self.session.ensure_loaded()
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            try:
+                pending.result()
+            except StoreError as error:
+                _shell.log_unavailable(error)
 
     def unavailable(self, error: StoreError) -> list[bytes]:
         """Answer 503 instead of the application, once.
@@ -261,31 +330,41 @@ class _Response:
 
 
 class _Deferred:
-    """The app's iterable, for apps that call ``start_response`` on first iteration."""
+    """The app's iterable, when the real ``start_response`` comes with its first chunk.
+
+    Either the app calls ``start_response`` on first iteration (a generator),
+    or a sent write must be confirmed first (:meth:`_Response.confirm`).
+    """
 
     def __init__(self, result: Iterable[bytes], state: _Response) -> None:
         self.result = result
         self.state = state
 
     def __iter__(self) -> Iterator[bytes]:
+        state = self.state
         try:
             for chunk in self.result:
-                if self.state.failed:
+                if state.pending is not None:
+                    state.confirm()
+                if state.failed:
                     break
                 yield chunk
+            if state.pending is not None:  # an empty body
+                state.confirm()
         except StoreError as error:
-            if self.state.started and not self.state.failed:
+            state.abandon()
+            if state.started and not state.failed:
                 raise
-            if not self.state.failed:
-                self.state.unavailable(error)
-        if self.state.failed:
-            yield self.state.body
+            if not state.failed:
+                state.unavailable(error)
+        if state.failed:
+            yield state.body
 
     def close(self) -> None:
         try:
             _close(self.result)
         finally:
-            self.state.session.ensure_loaded()  # never started: a prefetched load gives its connection back
+            self.state.abandon()  # never sent: a prefetched load or a sent write gives its connection back
 
 
 def _close(result: Iterable[bytes]) -> None:

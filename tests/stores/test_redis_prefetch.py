@@ -1,4 +1,6 @@
-"""``RedisStore.prefetch``: a load sent now, its answer read later (``PrefetchLoad``).
+"""``RedisStore.prefetch`` and ``send_plan``: a load or a write sent now, its answer read later.
+
+``PrefetchLoad`` and ``SplitWrite``.
 
 Against a real redis-server. The WSGI middleware sends the load when the
 request arrives and reads the answer at the session's first use; these tests
@@ -6,7 +8,8 @@ hold the store to what that needs: the same record as ``load`` /
 ``load_touch``, the answer of the moment the command was sent, one pooled
 connection held until ``result()`` and always given back, errors as
 :class:`~persession.StoreError` from ``result()``, and the client-side cache
-kept right. ``tests/test_wsgi_prefetch.py`` covers the middleware.
+kept right; and the same of writes (merge and touch; other plans are
+carried out at once). ``tests/test_wsgi_prefetch.py`` covers the middleware.
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ from _redis import (  # noqa: F401  (the *_fixture names are fixtures)
     unique_prefix,
 )
 from _servers import free_port
+from persession.core import Action, Plan
 from persession.exceptions import StoreError, StoreUnavailable
-from persession.records import Record
-from persession.stores import PendingLoad, PrefetchLoad
+from persession.records import Change, Record
+from persession.stores import PendingLoad, PendingWrite, PrefetchLoad, SplitWrite
 from persession.stores.redis import RedisStore
 
 pytestmark = pytest.mark.server
@@ -298,3 +302,146 @@ def test_a_failed_answer_leaves_no_pending_read_in_the_cache(prefix: str) -> Non
             assert busy(store) == 0
         finally:
             store.close()
+
+
+# -- send_plan: a write sent now, its answer read later (SplitWrite) --------------------------------
+
+
+def merge_plan(sid: str, change: Change, expires: float | None = None) -> Plan:
+    return Plan(Action.MERGE, sid=sid, change=change, expires=expires or time.time() + 3600)
+
+
+def test_every_redis_store_is_a_split_write(store: RedisStore) -> None:
+    assert isinstance(store, SplitWrite)
+
+
+def test_a_sent_merge_holds_a_connection_until_its_answer_is_read(store: RedisStore) -> None:
+    store.save("s1", record())
+    pending = store.send_plan(merge_plan("s1", Change(set={"visits": 7}, deleted=frozenset(["roles"]))))
+    assert isinstance(pending, PendingWrite)
+    assert busy(store) == 1
+    assert pending.result() is None
+    assert busy(store) == 0
+    got = store.load("s1")
+    assert got is not None
+    assert got.data == {"user": "alice", "visits": 7}
+
+
+def test_a_sent_touch_moves_the_expiry(store: RedisStore, raw: redis.Redis) -> None:
+    store.save("s1", record(ttl=60))
+    pending = store.send_plan(Plan(Action.TOUCH, sid="s1", expires=time.time() + 3600))
+    assert pending is not None
+    pending.result()
+    assert raw.pttl(f"{store.prefix}s1") > 3_000_000
+
+
+@pytest.mark.parametrize("action", [Action.SAVE, Action.DELETE, Action.NOTHING])
+def test_other_plans_are_carried_out_at_once(store: RedisStore, action: Action) -> None:
+    store.save("s1", record())
+    plan = {
+        Action.SAVE: Plan(Action.SAVE, sid="s2", record=record({"user": "bob"})),
+        Action.DELETE: Plan(Action.DELETE, sid="s1"),
+        Action.NOTHING: Plan(),
+    }[action]
+    assert store.send_plan(plan) is None
+    assert busy(store) == 0
+    if action is Action.SAVE:
+        saved = store.load("s2")
+        assert saved is not None
+        assert saved.data == {"user": "bob"}
+    elif action is Action.DELETE:
+        assert store.load("s1") is None
+    else:
+        assert store.load("s1") is not None
+
+
+def test_a_sent_merge_answered_twice_runs_once(store: RedisStore, raw: redis.Redis) -> None:
+    store.save("s1", record())
+    before = calls(raw, "evalsha")
+    pending = store.send_plan(merge_plan("s1", Change(set={"visits": 1})))
+    assert pending is not None
+    pending.result()
+    pending.result()
+    assert calls(raw, "evalsha") - before == 1
+
+
+def test_a_sent_merge_after_script_flush_falls_back_to_eval(store: RedisStore, raw: redis.Redis) -> None:
+    store.save("s1", record())
+    raw.script_flush()
+    pending = store.send_plan(merge_plan("s1", Change(set={"visits": 2})))
+    assert pending is not None
+    pending.result()
+    got = store.load("s1")
+    assert got is not None
+    assert got.data["visits"] == 2
+
+
+def test_a_sent_merge_never_brings_a_deleted_session_back(store: RedisStore, raw: redis.Redis) -> None:
+    store.save("s1", record())
+    store.delete("s1")
+    pending = store.send_plan(merge_plan("s1", Change(set={"visits": 2})))
+    assert pending is not None
+    pending.result()
+    assert not raw.exists(f"{store.prefix}s1")
+
+
+def test_server_gone_with_the_write_unanswered_raises_from_result(prefix: str) -> None:
+    with RedisServer() as server:
+        store = RedisStore.from_url(server.url, prefix=prefix, socket_timeout=2.0, socket_connect_timeout=1.0)
+        try:
+            store.save("s1", record())
+            with server.client() as control:
+                control.client_pause(60_000)
+            pending = store.send_plan(merge_plan("s1", Change(set={"visits": 2})))
+            assert pending is not None
+            server.kill()
+            with pytest.raises(StoreUnavailable) as raised:
+                pending.result()
+            with pytest.raises(StoreUnavailable) as again:
+                pending.result()
+            assert again.value is raised.value
+            assert busy(store) == 0
+        finally:
+            store.close()
+
+
+def test_stores_that_cannot_split_carry_the_write_out_at_once(redis_server: RedisServer, prefix: str) -> None:
+    client = redis_server.client()
+    connect = RedisStore.from_url(redis_server.url, prefix=prefix, layout="connect-redis")
+    try:
+        for store in (RedisStore(client, prefix=prefix), connect):
+            store.save("s1", record())
+            assert store.send_plan(merge_plan("s1", Change(set={"visits": 9}))) is None
+            got = store.load("s1")
+            assert got is not None
+            assert got.data["visits"] == 9
+            store.delete("s1")
+    finally:
+        connect.close()
+        client.close()
+
+
+def test_cached_sent_merge_keeps_the_merged_record(cached: RedisStore, raw: redis.Redis) -> None:
+    cached.save("s1", record())
+    assert cached.prefetch("s1").result() is not None
+    pending = cached.send_plan(merge_plan("s1", Change(set={"visits": 3})))
+    assert pending is not None
+    pending.result()
+    before = calls(raw, "hgetall")
+    got = cached.prefetch("s1").result()
+    assert got is not None
+    assert got.data["visits"] == 3
+    assert calls(raw, "hgetall") == before, "the merge's answer refreshed the cache"
+
+
+def test_cached_sent_touch_forgets_the_cached_record(cached: RedisStore, raw: redis.Redis) -> None:
+    cached.save("s1", record(ttl=60))
+    assert cached.prefetch("s1").result() is not None
+    pending = cached.send_plan(Plan(Action.TOUCH, sid="s1", expires=time.time() + 3600))
+    assert pending is not None
+    pending.result()
+    before = calls(raw, "hgetall")
+    got = cached.prefetch("s1").result()
+    assert got is not None
+    assert got.expires > time.time() + 3000
+    assert calls(raw, "hgetall") == before + 1

@@ -12,8 +12,10 @@ in one round trip instead of two. Every built-in store does.
 
 A sync store may implement :class:`PrefetchLoad`: the WSGI shell then sends
 the load when the request arrives and reads the answer when the application
-first uses the session, so the round trip overlaps the framework's own work
-(:class:`~persession.stores.redis.RedisStore` does).
+first uses the session, so the round trip overlaps the framework's own work;
+and :class:`SplitWrite`: the WSGI shell sends the write when the response
+starts and reads the answer just before the server sends it
+(:class:`~persession.stores.redis.RedisStore` does both).
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ __all__ = [
     "AsyncStore",
     "AsyncUserIndex",
     "PendingLoad",
+    "PendingWrite",
     "PrefetchLoad",
     "RevocationFeed",
     "RollingLoad",
+    "SplitWrite",
     "Store",
     "SupportsAsync",
     "UserIndex",
@@ -173,6 +177,46 @@ class PrefetchLoad(Protocol):
 
         :raises StoreError: the store failed while sending (the answer's
             errors come from :meth:`PendingLoad.result`).
+        """
+        ...
+
+
+@runtime_checkable
+class PendingWrite(Protocol):
+    """**Protocol**: a write :meth:`SplitWrite.send_plan` sent, whose answer :meth:`result` reads.
+
+    .. versionadded:: 0.2
+    """
+
+    def result(self) -> None:
+        """Read the answer, once, and give the store back its connection; later calls repeat the outcome.
+
+        :raises StoreError: the write failed.
+        """
+        ...
+
+
+@runtime_checkable
+class SplitWrite(Protocol):
+    """**Protocol**: a sync store that can send a plan's write now and read its answer later.
+
+    The WSGI shell sends the write when the application starts its response
+    and reads the answer before the server sends the response's first byte
+    (it holds the real ``start_response`` until then, so a failed write still
+    answers 503): the store works while the framework tears the request
+    down, instead of the worker waiting for it. It always calls
+    ``result()``, on every path.
+
+    .. versionadded:: 0.2
+    """
+
+    def send_plan(self, plan: Plan) -> PendingWrite | None:
+        """Start carrying out ``plan``: send its write and return what reads the answer.
+
+        Returns ``None`` when the plan was carried out at once instead (an
+        action the store does not split) or needs nothing.
+
+        :raises StoreError: the write could not be sent, or (carried out at once) failed.
         """
         ...
 

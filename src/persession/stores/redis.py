@@ -150,9 +150,10 @@ from typing import Any, Final, Literal, NoReturn, TypeAlias, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
 from ..codecs import cookie_expiry, decode_express, encode_express, iso_date
+from ..core import Action, Plan
 from ..exceptions import ConfigError, NotSerializable, StoreError, StoreUnavailable
 from ..records import Change, Record, SessionInfo
-from .base import PendingLoad
+from .base import PendingLoad, PendingWrite, _need, run_plan
 
 try:
     import redis
@@ -1518,6 +1519,43 @@ class _Prefetch:
         return outcome
 
 
+class _PendingStep:
+    """A merge or touch :meth:`RedisStore.send_plan` sent: see :class:`~persession.stores.PendingWrite`."""
+
+    __slots__ = ("commands", "error", "key", "sent", "step", "store", "token")
+
+    def __init__(
+        self,
+        store: RedisStore,
+        sent: _resp.Sent,
+        step: _Step,
+        commands: tuple[tuple[_Arg, ...], ...],
+        key: str | None = None,
+        token: object | None = None,
+    ) -> None:
+        self.store = store
+        self.sent: _resp.Sent | None = sent
+        self.step = step
+        #: What was sent: the script, and with client-side caching after a merge the HGETALL that refreshes it.
+        self.commands = commands
+        #: With client-side caching, after a merge: the key the HGETALL refreshes and the cache's token.
+        self.key = key
+        self.token = token
+        self.error: StoreError | None = None
+
+    def result(self) -> None:
+        """Read the answer (see :class:`~persession.stores.PendingWrite`)."""
+        sent = self.sent
+        if sent is not None:
+            self.sent = None
+            try:
+                self.store._confirm(self, sent)
+            except StoreError as error:
+                self.error = error
+        if self.error is not None:
+            raise self.error
+
+
 class RedisStore:
     """A synchronous Redis session store (WSGI), on a ``redis.Redis`` or ``redis.cluster.RedisCluster``.
 
@@ -1849,6 +1887,70 @@ class RedisStore:
         if cache is not None:
             cache._keep(prefetch.key, prefetch.token, reply)
         return _record(self._prefix, reply, self._clock())
+
+    def send_plan(self, plan: Plan) -> PendingWrite | None:
+        """Start carrying out ``plan``: see :class:`~persession.stores.SplitWrite`.
+
+        A merge or a touch on a store with connections of its own
+        (:meth:`from_url` on a ``redis://``, ``rediss://`` or ``unix://`` URL,
+        ``persession`` layout) is written at once and its answer read by
+        ``result()``, which holds one pooled connection until then; any other
+        plan is carried out now (:func:`~persession.stores.run_plan`) and
+        ``None`` returned.
+
+        :raises StoreError: the write could not be sent, or failed (carried out now).
+
+        .. versionadded:: 0.2
+        """
+        action = plan.action
+        pool = self._pool
+        if pool is None or self._connect or (action is not Action.MERGE and action is not Action.TOUCH):
+            run_plan(self, plan)
+            return None
+        sid, expires, now = _need(plan.sid), _need(plan.expires), self._clock()
+        if action is Action.MERGE:
+            step = _merge_step(self._prefix, sid, _need(plan.change), expires, now, self._cluster)
+        else:
+            step = _touch_step(self._prefix, sid, expires, now, self._cluster)
+        cache = self._cache
+        with _map_errors:
+            if cache is None:
+                commands: tuple[tuple[_Arg, ...], ...] = (_command(step, cached=True),)
+                return _PendingStep(self, pool.send(commands), step, commands)
+            cache.forget(step.keys)
+            key: str | None = None
+            token: object | None = None
+            commands = (_command(step, cached=True),)
+            if action is Action.MERGE:  # the merged record comes back in the same round trip
+                key = self._prefix + sid
+                _, token = cache._begin(key)
+                commands += (("HGETALL", key),)
+            try:
+                sent = pool.send(commands)
+            except BaseException:
+                cache.forget(step.keys)
+                raise
+            return _PendingStep(self, sent, step, commands, key, token)
+
+    def _confirm(self, pending: _PendingStep, sent: _resp.Sent) -> None:
+        """:meth:`send_plan`'s second half: read the answer (and keep a merged record in the cache)."""
+        assert self._pool is not None  # noqa: S101  (send_plan sends only on a pool)
+        cache = self._cache
+        try:
+            with _map_errors:
+                replies = self._pool.receive(sent)
+                if _is_noscript(replies[0]):  # first use on this server (or after SCRIPT FLUSH): EVAL caches it
+                    replies = self._pool.execute((_command(pending.step, cached=False), *pending.commands[1:]))
+                replies = _raise_errors(replies, tolerant=False)
+        except BaseException:
+            if cache is not None:
+                cache.forget(pending.step.keys)
+            raise
+        if cache is not None:
+            if pending.key is not None:
+                cache._settle(pending.key, pending.token, replies[0], replies[1])
+            else:
+                cache.forget(pending.step.keys)
 
     def save(self, sid: str, record: Record, *, replaces: str | None = None) -> None:
         """Write the whole record (and its TTL), deleting ``replaces``, in one atomic script.
