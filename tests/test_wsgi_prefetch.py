@@ -360,3 +360,21 @@ def test_an_app_raising_after_start_response_gives_the_write_connection_back(sto
     with pytest.raises(LookupError):
         client.get("/", environ_overrides={"HTTP_COOKIE": cookie})
     assert busy(store) == 0
+
+
+def test_flask_sends_the_write_from_save_session(store: RedisStore) -> None:
+    from flask import request_finished
+
+    app, _ = flask_app(store)
+    sent_by_then: list[int] = []
+
+    def finished(sender: Flask, response: Any, **extra: Any) -> None:  # after save_session, before start_response
+        sent_by_then.append(busy(store))
+
+    client = Client(app, use_cookies=False)
+    cookie = logged_in(client)
+    with request_finished.connected_to(finished, app):
+        assert client.get("/write", environ_overrides={"HTTP_COOKIE": cookie}).text == "1"
+        assert client.get("/read", environ_overrides={"HTTP_COOKIE": cookie}).text == "alice"
+    assert sent_by_then == [1, 0], "the merge is on its way before Werkzeug builds the WSGI response; a read sends none"
+    assert busy(store) == 0

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _shell
 from .config import SessionConfig
-from .core import Opening, SessionEngine, add_vary_cookie
+from .core import Opening, Plan, SessionEngine, add_vary_cookie
 from .exceptions import SessionNotAvailable, StoreError
 from .guard import GuardPolicy, WSGIWebSocketGuard
 from .session import Session
@@ -41,10 +41,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from _typeshed import OptExcInfo
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = ["ENVIRON_KEY", "SessionMiddleware", "get_session"]
+__all__ = ["COMMIT_KEY", "ENVIRON_KEY", "SessionMiddleware", "get_session"]
 
 #: Where the session lives in the WSGI environ.
 ENVIRON_KEY = "persession.session"
+#: ``environ[COMMIT_KEY](status)`` commits the session before ``start_response``, for a framework
+#: that knows the status earlier (Flask's ``save_session``): the store's write is then sent sooner.
+COMMIT_KEY = "persession.commit"
 _UNAVAILABLE_STATUS = "503 Service Unavailable"
 
 
@@ -123,6 +126,7 @@ class SessionMiddleware:
             environ.get("wsgi.url_scheme", "http"), environ.get("HTTP_X_FORWARDED_PROTO"), proxy=self.config.proxy
         )
         state = _Response(self, session, opening, secure, start_response)
+        environ[COMMIT_KEY] = state.commit
         try:
             result = self.app(environ, state.start_response)
         except StoreError as error:
@@ -196,11 +200,14 @@ class _Response:
 
     __slots__ = (
         "body",
+        "committed",
+        "error",
         "failed",
         "held",
         "middleware",
         "opening",
         "pending",
+        "plan",
         "real_start_response",
         "real_write",
         "secure",
@@ -229,6 +236,10 @@ class _Response:
         self.pending: PendingWrite | None = None
         self.held: tuple[str, list[tuple[str, str]], OptExcInfo | None] | None = None
         self.real_write: Callable[[bytes], object] = _discard
+        #: What :meth:`commit` decided, or the error it met (a StoreError, or an unsavable session).
+        self.committed = False
+        self.plan: Plan | None = None
+        self.error: Exception | None = None
 
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None
@@ -241,25 +252,19 @@ class _Response:
                 return self.write
             return self.real_start_response(status, headers, exc_info)
         self.started = True
-        if _status_code(status) == 500 and self.session.failed is not None and self.session.accessed:
+        code = _status_code(status)
+        if code == 500 and self.session.failed is not None and self.session.accessed:
             # The framework's 500 page for the StoreError the session raised (logged at load).
+            self.abandon()
             self.failed = True
             self.real_start_response(_UNAVAILABLE_STATUS, list(_shell.UNAVAILABLE_HEADERS))
             return _discard
-        middleware = self.middleware
-        self.session.ensure_loaded()
-        try:
-            plan = middleware.engine.plan(
-                self.session, self.opening, status=_status_code(status), secure_request=self.secure
-            )
-            if middleware._splitter is not None:
-                self.pending = middleware._splitter.send_plan(plan)
-            else:
-                run_plan(middleware.store, plan)
-        except StoreError as error:
+        self.commit(code)
+        plan, error = self.plan, self.error
+        if isinstance(error, StoreError):
             self.unavailable(error)
             return _discard
-        except _shell.UNSAVABLE as error:
+        if error is not None:
             # Over max_size, or a value gone bad in place: nothing was written (plans and
             # stores check before any I/O), so the store keeps the previous version.
             self.failed = True
@@ -267,6 +272,7 @@ class _Response:
             _shell.log_unsavable(error)
             self.real_start_response(f"{_shell.ERROR_STATUS} Internal Server Error", list(_shell.ERROR_HEADERS))
             return _discard
+        assert plan is not None  # noqa: S101  (commit sets one of the two)
         if plan.set_cookie is not None or plan.vary:
             headers = list(headers)
             if plan.set_cookie is not None:
@@ -282,6 +288,31 @@ class _Response:
             self.held = (status, headers, exc_info)
             return self.write
         return self.real_start_response(status, headers, exc_info)
+
+    def commit(self, status: int) -> None:
+        """Decide what the session needs and send (or carry out) the store's write, once.
+
+        ``start_response`` calls it; Flask's ``save_session`` calls it sooner,
+        through ``environ[COMMIT_KEY]``, with the response's status. Errors
+        are kept for ``start_response`` to answer.
+        """
+        if self.committed:
+            return
+        self.committed = True
+        self.session.ensure_loaded()
+        middleware = self.middleware
+        try:
+            plan = middleware.engine.plan(self.session, self.opening, status=status, secure_request=self.secure)
+            if middleware._splitter is not None:
+                self.pending = middleware._splitter.send_plan(plan)
+            else:
+                run_plan(middleware.store, plan)
+        except StoreError as error:
+            self.error = error
+        except _shell.UNSAVABLE as error:
+            self.error = error
+        else:
+            self.plan = plan
 
     def confirm(self) -> bool:
         """Read the answer to the write sent, then start the real response; ``False``: it failed (503 instead)."""

@@ -58,7 +58,7 @@ from flask.wrappers import Request
 from .. import _shell
 from ..exceptions import ConfigError, SessionError, SessionNotAvailable, StoreError
 from ..session import Session
-from ..wsgi import ENVIRON_KEY, SessionMiddleware
+from ..wsgi import COMMIT_KEY, ENVIRON_KEY, SessionMiddleware
 
 __all__ = ["FlaskSession", "MissingSession", "PersessionInterface", "get_session", "init_app"]
 
@@ -198,7 +198,15 @@ class PersessionInterface(SessionInterface):
         return cast(SessionMixin, session)
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
-        """Nothing to do: the middleware saves the session and sets the cookie when the response starts."""
+        """Commit the session now, with the response's status: the middleware sends the store's write.
+
+        The middleware reads the store's answer and sets the cookie when the
+        response starts; sending the write here lets the store work while
+        Werkzeug turns the response into WSGI.
+        """
+        commit = current_request.environ.get(COMMIT_KEY)
+        if commit is not None:
+            commit(response.status_code)
 
 
 def get_session() -> FlaskSession:
