@@ -21,6 +21,13 @@ the framework routes the request, instead of the worker waiting for it. The
 session holds what the store had when the load was sent, as if it had been
 loaded then; a store failure surfaces at the first use, as a failed load's
 does. Until then the request holds one of the store's pooled connections.
+
+With a store that implements :class:`~persession.stores.SplitWrite` (the same
+:class:`~persession.stores.redis.RedisStore`) a merge or touch is sent when
+the application calls ``start_response`` (or earlier, through
+``environ[COMMIT_KEY]``, which Flask's ``save_session`` calls) and its answer
+read just before the response's first byte goes out: the real
+``start_response`` is held until then, so a failed write still answers 503.
 """
 
 from __future__ import annotations
