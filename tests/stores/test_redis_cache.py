@@ -316,19 +316,19 @@ def test_a_reply_invalidated_while_in_flight_is_not_kept(
     cached.save("s2", record())
     pool = cached._pool
     assert pool is not None
-    execute = pool.execute
+    receive = pool.receive
     raced = []
 
-    def execute_then_race(commands: Any) -> Any:
-        replies = execute(commands)
-        if not raced and list(commands[0][:2]) == ["HGETALL", f"{prefix}s1"]:
+    def receive_then_race(sent: Any) -> Any:
+        replies = receive(sent)
+        if not raced and list(sent.commands[0][:2]) == ["HGETALL", f"{prefix}s1"]:
             raced.append(True)
             other.merge("s1", Change(set={"visits": 99}), time.time() + 3600)
             invalidation_arrived(cached)
             assert cached.load("s2") is not None  # drains the invalidation of s1
         return replies
 
-    monkeypatch.setattr(pool, "execute", execute_then_race)
+    monkeypatch.setattr(pool, "receive", receive_then_race)
     stale = cached.load("s1")
     assert raced
     assert stale is not None

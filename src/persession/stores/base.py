@@ -188,8 +188,11 @@ class PendingWrite(Protocol):
     .. versionadded:: 0.2
     """
 
-    def result(self) -> None:
+    def result(self) -> bool:
         """Read the answer, once, and give the store back its connection; later calls repeat the outcome.
+
+        Returns what :meth:`Store.merge` or :meth:`Store.touch` returns:
+        ``False`` when the record was gone (the shells ignore it).
 
         :raises StoreError: the write failed.
         """

@@ -146,7 +146,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final, Literal, NoReturn, TypeAlias, TypeVar, cast
+from typing import Any, Final, Generic, Literal, NoReturn, TypeAlias, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
 from ..codecs import cookie_expiry, decode_express, encode_express, iso_date
@@ -1368,34 +1368,6 @@ class _ClientCache(_CacheEntries):
                 self._invalidations = invalidations
             return self._lookup(key)
 
-    def load(self, key: str) -> list[Any]:
-        """The ``HGETALL`` reply for ``key``: from the cache, or one round trip (then kept)."""
-        raw, token = self._begin(key)
-        if raw is not None:
-            return raw
-        try:
-            (reply,) = _raise_errors(self._pool.execute((("HGETALL", key),)), tolerant=False)
-        except BaseException:
-            self.forget((key,))
-            raise
-        self._keep(key, token, reply)
-        return cast("list[Any]", reply)
-
-    def merge(self, key: str, step: _Step) -> Any:
-        """Run the merge ``step`` with an ``HGETALL`` behind it in the same round trip, and keep what it read."""
-        self.forget((key,))
-        _, token = self._begin(key)
-        read = ("HGETALL", key)
-        try:
-            replies = self._pool.execute((_command(step, cached=True), read))
-            if _is_noscript(replies[0]):  # first use on this server: EVAL caches the script
-                replies = self._pool.execute((_command(step, cached=False), read))
-            result, raw = _raise_errors(replies, tolerant=False)
-        except BaseException:
-            self.forget((key,))
-            raise
-        return self._settle(key, token, result, raw)
-
 
 class _AsyncClientCache(_CacheEntries):
     """Client-side caching for an :class:`AsyncRedisStore` on its own connection (``client_cache=N``).
@@ -1465,15 +1437,42 @@ class _AsyncClientCache(_CacheEntries):
         return self._settle(key, token, result, raw)
 
 
-class _Prefetch:
-    """A load :meth:`RedisStore.prefetch` sent: see :class:`~persession.stores.PendingLoad`.
+class _Awaited(Generic[_T]):
+    """A command a :class:`RedisStore` sent on its pool, whose answer :meth:`result` reads.
 
-    Holds the pool's connection until :meth:`result` reads the answer; the
-    outcome (a record, ``None`` or the :class:`~persession.StoreError`) is
-    kept for later calls.
+    Holds the pool's connection until the first :meth:`result`; the outcome
+    (a value or the :class:`~persession.StoreError`) is kept for later calls.
     """
 
-    __slots__ = ("key", "now", "outcome", "sent", "step", "store", "token")
+    __slots__ = ("outcome", "sent", "store")
+
+    def __init__(self, store: RedisStore, sent: _resp.Sent | None, outcome: _T | StoreError) -> None:
+        self.store = store
+        self.sent = sent
+        self.outcome = outcome
+
+    def result(self) -> _T:
+        """The store's answer (see :class:`~persession.stores.PendingLoad` and ``PendingWrite``)."""
+        sent = self.sent
+        if sent is not None:
+            self.sent = None
+            try:
+                self.outcome = self._read(sent)
+            except StoreError as error:
+                self.outcome = error
+        outcome = self.outcome
+        if isinstance(outcome, StoreError):
+            raise outcome
+        return outcome
+
+    def _read(self, sent: _resp.Sent) -> _T:
+        raise NotImplementedError  # pragma: no cover - every subclass reads its answer
+
+
+class _Prefetch(_Awaited["Record | None"]):
+    """A load :meth:`RedisStore.prefetch` sent (or did at once): see :class:`~persession.stores.PendingLoad`."""
+
+    __slots__ = ("key", "now", "step", "token")
 
     def __init__(
         self,
@@ -1486,15 +1485,13 @@ class _Prefetch:
         token: object | None = None,
         outcome: Record | StoreError | None = None,
     ) -> None:
-        self.store = store
-        self.sent = sent
+        super().__init__(store, sent, outcome)
         #: The hash ``HGETALL`` reads (``step`` is ``None``), or ``load_touch``'s script.
         self.key = key
         self.step = step
         self.now = now
         #: The client-side cache's token for the read, if it may keep the reply.
         self.token = token
-        self.outcome = outcome
 
     @classmethod
     def done(cls, store: RedisStore, load: Callable[[], Record | None]) -> _Prefetch:
@@ -1504,25 +1501,14 @@ class _Prefetch:
         except StoreError as error:
             return cls(store, None, outcome=error)
 
-    def result(self) -> Record | None:
-        """The loaded record (see :meth:`RedisStore.load` and :meth:`RedisStore.load_touch`)."""
-        sent = self.sent
-        if sent is not None:
-            self.sent = None
-            try:
-                self.outcome = self.store._receive(self, sent)
-            except StoreError as error:
-                self.outcome = error
-        outcome = self.outcome
-        if isinstance(outcome, StoreError):
-            raise outcome
-        return outcome
+    def _read(self, sent: _resp.Sent) -> Record | None:
+        return self.store._receive(self, sent)
 
 
-class _PendingStep:
-    """A merge or touch :meth:`RedisStore.send_plan` sent: see :class:`~persession.stores.PendingWrite`."""
+class _PendingStep(_Awaited[bool]):
+    """A merge or touch sent (:meth:`RedisStore.send_plan`): see :class:`~persession.stores.PendingWrite`."""
 
-    __slots__ = ("commands", "error", "key", "sent", "step", "store", "token")
+    __slots__ = ("commands", "key", "step", "token")
 
     def __init__(
         self,
@@ -1533,27 +1519,16 @@ class _PendingStep:
         key: str | None = None,
         token: object | None = None,
     ) -> None:
-        self.store = store
-        self.sent: _resp.Sent | None = sent
+        super().__init__(store, sent, False)
         self.step = step
         #: What was sent: the script, and with client-side caching after a merge the HGETALL that refreshes it.
         self.commands = commands
         #: With client-side caching, after a merge: the key the HGETALL refreshes and the cache's token.
         self.key = key
         self.token = token
-        self.error: StoreError | None = None
 
-    def result(self) -> None:
-        """Read the answer (see :class:`~persession.stores.PendingWrite`)."""
-        sent = self.sent
-        if sent is not None:
-            self.sent = None
-            try:
-                self.store._confirm(self, sent)
-            except StoreError as error:
-                self.error = error
-        if self.error is not None:
-            raise self.error
+    def _read(self, sent: _resp.Sent) -> bool:
+        return self.store._confirm(self, sent)
 
 
 class RedisStore:
@@ -1780,24 +1755,18 @@ class RedisStore:
             with _map_errors:
                 reply = self._run(_Step(_CONNECT_LOAD, (self._prefix + sid,)))
             return _connect_load_result(self._prefix, reply, now)
+        if self._pool is not None:  # connections of our own: send, then read (and cache)
+            return self.prefetch(sid).result()
+        assert self._client is not None  # noqa: S101  (one of the two is set)
         with _map_errors:
             try:
-                raw = self._hgetall(self._prefix + sid)
+                raw = self._client.hgetall(self._prefix + sid)
             except ResponseError as error:
                 if not _is_wrong_type(error):
                     raise
                 _malformed(self._prefix, "the key is not a hash")
                 return None
         return _record(self._prefix, raw, self._clock())
-
-    def _hgetall(self, key: str) -> Mapping[bytes | str, bytes | str] | list[Any]:
-        if self._cache is not None:
-            return self._cache.load(key)
-        if self._pool is not None:
-            (reply,) = _raise_errors(self._pool.execute((("HGETALL", key),)), tolerant=False)
-            return cast("list[Any]", reply)
-        assert self._client is not None  # noqa: S101
-        return self._client.hgetall(key)
 
     def load_touch(self, sid: str, idle: float, absolute: float | None) -> Record | None:
         """Load the live record and refresh its expiry (and its user index's TTL): one ``EVALSHA``.
@@ -1811,6 +1780,8 @@ class RedisStore:
             with _map_errors:
                 reply = self._run(_connect_write_step(self._prefix, sid, _NO_CHANGE, expires, now))
             return _connect_touched(self._prefix, reply, expires, now)
+        if self._pool is not None:
+            return self.prefetch(sid, (idle, absolute)).result()
         step = _load_touch_step(self._prefix, sid, idle, absolute, now, self._cluster)
         with _map_errors:
             reply = self._run(step)
@@ -1903,38 +1874,40 @@ class RedisStore:
         .. versionadded:: 0.2
         """
         action = plan.action
-        pool = self._pool
-        if pool is None or self._connect or (action is not Action.MERGE and action is not Action.TOUCH):
+        if self._pool is None or self._connect or (action is not Action.MERGE and action is not Action.TOUCH):
             run_plan(self, plan)
             return None
-        sid, expires, now = _need(plan.sid), _need(plan.expires), self._clock()
         if action is Action.MERGE:
-            step = _merge_step(self._prefix, sid, _need(plan.change), expires, now, self._cluster)
-        else:
-            step = _touch_step(self._prefix, sid, expires, now, self._cluster)
+            return self._send_merge(_need(plan.sid), _need(plan.change), _need(plan.expires))
+        return self._send(_touch_step(self._prefix, _need(plan.sid), _need(plan.expires), self._clock(), self._cluster))
+
+    def _send_merge(self, sid: str, change: Change, expires: float) -> _PendingStep:
+        step = _merge_step(self._prefix, sid, change, expires, self._clock(), self._cluster)
+        return self._send(step, refresh=self._prefix + sid)
+
+    def _send(self, step: _Step, refresh: str | None = None) -> _PendingStep:
+        """Send a merge or touch ``step`` on the pool; with client-side caching, an ``HGETALL`` of ``refresh`` too."""
+        assert self._pool is not None  # noqa: S101  (only stores with a pool send)
         cache = self._cache
+        commands: tuple[tuple[_Arg, ...], ...] = (_command(step, cached=True),)
+        token: object | None = None
         with _map_errors:
             if cache is None:
-                commands: tuple[tuple[_Arg, ...], ...] = (_command(step, cached=True),)
-                return _PendingStep(self, pool.send(commands), step, commands)
+                return _PendingStep(self, self._pool.send(commands), step, commands)
             cache.forget(step.keys)
-            key: str | None = None
-            token: object | None = None
-            commands = (_command(step, cached=True),)
-            if action is Action.MERGE:  # the merged record comes back in the same round trip
-                key = self._prefix + sid
-                _, token = cache._begin(key)
-                commands += (("HGETALL", key),)
+            if refresh is not None:  # the merged record comes back in the same round trip
+                _, token = cache._begin(refresh)
+                commands += (("HGETALL", refresh),)
             try:
-                sent = pool.send(commands)
+                sent = self._pool.send(commands)
             except BaseException:
                 cache.forget(step.keys)
                 raise
-            return _PendingStep(self, sent, step, commands, key, token)
+        return _PendingStep(self, sent, step, commands, refresh, token)
 
-    def _confirm(self, pending: _PendingStep, sent: _resp.Sent) -> None:
-        """:meth:`send_plan`'s second half: read the answer (and keep a merged record in the cache)."""
-        assert self._pool is not None  # noqa: S101  (send_plan sends only on a pool)
+    def _confirm(self, pending: _PendingStep, sent: _resp.Sent) -> bool:
+        """:meth:`_send`'s second half: read the answer (and keep a merged record in the cache)."""
+        assert self._pool is not None  # noqa: S101  (only stores with a pool send)
         cache = self._cache
         try:
             with _map_errors:
@@ -1946,11 +1919,12 @@ class RedisStore:
             if cache is not None:
                 cache.forget(pending.step.keys)
             raise
-        if cache is not None:
-            if pending.key is not None:
-                cache._settle(pending.key, pending.token, replies[0], replies[1])
-            else:
-                cache.forget(pending.step.keys)
+        if cache is None:
+            return bool(replies[0])
+        if pending.key is not None:
+            return bool(cache._settle(pending.key, pending.token, replies[0], replies[1]))
+        cache.forget(pending.step.keys)
+        return bool(replies[0])
 
     def save(self, sid: str, record: Record, *, replaces: str | None = None) -> None:
         """Write the whole record (and its TTL), deleting ``replaces``, in one atomic script.
@@ -1971,10 +1945,10 @@ class RedisStore:
             with _map_errors:
                 reply = self._run(_connect_write_step(self._prefix, sid, change, expires, now))
             return _connect_write_result(self._prefix, reply)
+        if self._pool is not None:  # with client-side caching the merged record comes back too
+            return self._send_merge(sid, change, expires).result()
         step = _merge_step(self._prefix, sid, change, expires, now, self._cluster)
         with _map_errors:
-            if self._cache is not None:  # the merged record comes back in the same round trip
-                return bool(self._cache.merge(self._prefix + sid, step))
             return bool(self._run(step))
 
     def touch(self, sid: str, expires: float) -> bool:
@@ -1985,6 +1959,8 @@ class RedisStore:
                 reply = self._run(_connect_write_step(self._prefix, sid, _NO_CHANGE, expires, now))
             return _connect_write_result(self._prefix, reply)
         step = _touch_step(self._prefix, sid, expires, now, self._cluster)
+        if self._pool is not None:
+            return self._send(step).result()
         with _map_errors:
             return bool(self._run(step))
 
