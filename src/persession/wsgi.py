@@ -147,12 +147,10 @@ class SessionMiddleware:
         if state.failed:
             _close(result)
             return [state.body]
-        if state.pending is not None:
-            # The write is on its way: its answer is read before the first byte goes out.
-            return _Deferred(result, state)
-        if state.started:
+        if state.started and state.pending is None:
             return result
-        # start_response not called yet: it comes with the first chunk of a generator.
+        # start_response not called yet (it comes with a generator's first chunk), or the write is
+        # on its way (its answer is read before the first byte goes out).
         return _Deferred(result, state)
 
     def _load(self, opening: Opening, *, read_only: bool) -> Session:
