@@ -15,6 +15,8 @@ still answers 503.
 
 from __future__ import annotations
 
+import logging
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -378,3 +380,74 @@ def test_flask_sends_the_write_from_save_session(store: RedisStore) -> None:
         assert client.get("/read", environ_overrides={"HTTP_COOKIE": cookie}).text == "alice"
     assert sent_by_then == [1, 0], "the merge is on its way before Werkzeug builds the WSGI response; a read sends none"
     assert busy(store) == 0
+
+
+def _call(app: Callable[..., Any], cookie: str) -> tuple[list[tuple[str, list[tuple[str, str]], Any]], bytes]:
+    """Call a WSGI app as a server would; the ``start_response`` calls it got, and the body."""
+    calls_made: list[tuple[str, list[tuple[str, str]], Any]] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
+        calls_made.append((status, headers, exc_info))
+        return lambda data: None
+
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/",
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "80",
+        "wsgi.url_scheme": "http",
+        "HTTP_COOKIE": cookie,
+    }
+    result = app(environ, start_response)
+    try:
+        body = b"".join(result)
+    finally:
+        getattr(result, "close", lambda: None)()
+    return calls_made, body
+
+
+def test_a_response_replaced_before_its_first_byte_starts_once_with_the_replacement(
+    store: RedisStore, raw: redis.Redis
+) -> None:
+    flask, _ = flask_app(store)
+    cookie = logged_in(Client(flask, use_cookies=False))
+
+    def replacing(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        get_session(environ)["visits"] = 5
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        try:
+            raise LookupError("found a problem before the body")
+        except LookupError:
+            start_response("500 Internal Server Error", [("Content-Type", "text/plain")], sys.exc_info())
+        return [b"replaced"]
+
+    started, body = _call(SessionMiddleware(replacing, secret=SECRET, store=store), cookie)
+    assert [status for status, _, _ in started] == ["500 Internal Server Error"], (
+        "the server saw one start, the replacement"
+    )
+    assert started[0][2] is not None, "with the exc_info the application gave"
+    assert body == b"replaced"
+    assert busy(store) == 0
+    (key,) = raw.scan_iter(match=f"{store.prefix}*")
+    assert raw.hget(key, ".visits") == b"5", "the write sent at the first start_response was carried out"
+
+
+def test_a_write_that_fails_while_the_app_raises_is_logged_and_the_connection_freed(
+    dying: tuple[RedisServer, RedisStore], caplog: pytest.LogCaptureFixture
+) -> None:
+    server, store = dying
+    flask, _ = flask_app(store)
+    cookie = logged_in(Client(flask, use_cookies=False))
+
+    def raising(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        get_session(environ)["visits"] = 1
+        with server.client() as control:
+            control.client_pause(60_000, all=False)  # the merge waits
+        start_response("200 OK", [])
+        server.kill()
+        raise LookupError("after start_response")
+
+    with caplog.at_level(logging.ERROR, logger="persession"), pytest.raises(LookupError):
+        _call(SessionMiddleware(raising, secret=SECRET, store=store), cookie)
+    assert busy(store) == 0
+    assert "unavailable" in caplog.text.lower()
