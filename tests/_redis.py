@@ -74,7 +74,10 @@ from persession.stores.redis import AsyncRedisStore, RedisStore
 
 __all__ = [
     "CACHED_FACTORY_IDS",
+    "busy_connections",
+    "command_calls",
     "invalidation_arrived",
+    "key_prefix_fixture",
     "REDIS_FACTORY_IDS",
     "SERVERS",
     "RedisCluster",
@@ -83,6 +86,7 @@ __all__ = [
     "RedisServers",
     "make_redis_store",
     "redis_binary",
+    "raw_client_fixture",
     "redis_cluster_fixture",
     "redis_contract_factories",
     "redis_sentinel_fixture",
@@ -621,3 +625,34 @@ def invalidation_arrived(store: AnyRedisStore) -> None:
     assert invalidations is not None, "the cache has no invalidation connection yet"
     readable, _, _ = select.select([invalidations._connection._sock], [], [], 5)
     assert readable, "no invalidation arrived"
+
+
+def command_calls(client: redis.Redis, command: str) -> int:
+    """How many times the server has run ``command`` (``INFO commandstats``, scripts' own calls included)."""
+    stats = client.info("commandstats").get(f"cmdstat_{command.lower()}")
+    return int(stats["calls"]) if stats else 0
+
+
+def busy_connections(store: RedisStore) -> int:
+    """A store's own pooled connections that are out: sent on, their answer not read yet."""
+    assert store._pool is not None, "the store has no connections of its own"
+    return store._pool._busy
+
+
+@pytest.fixture(name="prefix")
+def key_prefix_fixture(request: pytest.FixtureRequest, redis_server: RedisServer) -> Iterator[str]:
+    """A unique key prefix on the session's server, named after the test module; its keys are deleted after."""
+    prefix = unique_prefix(request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_"))
+    yield prefix
+    client = redis_server.client()
+    for key in client.scan_iter(match=f"{prefix}*"):
+        client.delete(key)
+    client.close()
+
+
+@pytest.fixture(name="raw")
+def raw_client_fixture(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """A plain redis-py client to the session's server: another process, as Redis sees it."""
+    client = redis_server.client()
+    yield client
+    client.close()

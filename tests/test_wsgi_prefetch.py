@@ -27,6 +27,10 @@ from werkzeug.test import Client, TestResponse
 
 from _redis import (  # noqa: F401  (the *_fixture names are fixtures)
     RedisServer,
+    busy_connections,
+    command_calls,
+    key_prefix_fixture,
+    raw_client_fixture,
     redis_server_fixture,
     redis_servers_fixture,
     unique_prefix,
@@ -41,38 +45,16 @@ pytestmark = pytest.mark.server
 SECRET = "prefetch-test-secret"
 
 
-def calls(client: redis.Redis, command: str) -> int:
-    stats = client.info("commandstats").get(f"cmdstat_{command}")
-    return int(stats["calls"]) if stats else 0
-
-
-def busy(store: RedisStore) -> int:
-    assert store._pool is not None
-    return store._pool._busy
-
-
 def cookie_of(response: TestResponse) -> str:
     header = response.headers["Set-Cookie"]
     return header.split(";", 1)[0]
 
 
 @pytest.fixture(name="store")
-def store_fixture(redis_server: RedisServer) -> Iterator[RedisStore]:
-    prefix = unique_prefix("wsgi-prefetch")
+def store_fixture(redis_server: RedisServer, prefix: str) -> Iterator[RedisStore]:
     store = RedisStore.from_url(redis_server.url, prefix=prefix)
     yield store
     store.close()
-    client = redis_server.client()
-    for key in client.scan_iter(match=f"{prefix}*"):
-        client.delete(key)
-    client.close()
-
-
-@pytest.fixture(name="raw")
-def raw_fixture(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis_server.client()
-    yield client
-    client.close()
 
 
 def flask_app(store: RedisStore, crash: RedisServer | None = None, **options: Any) -> tuple[Flask, list[bool]]:
@@ -152,20 +134,20 @@ def test_flask_sees_its_session_loaded_at_the_first_use(store: RedisStore) -> No
     assert client.get("/write", environ_overrides={"HTTP_COOKIE": cookie}).text == "1"
     assert client.get("/write", environ_overrides={"HTTP_COOKIE": cookie}).text == "2"
     assert loaded_at_start == [True, False, False, False], "no cookie: nothing to load; with one: loaded at first use"
-    assert busy(store) == 0
+    assert busy_connections(store) == 0
 
 
 def test_untouched_route_reads_the_answer_and_gives_the_connection_back(store: RedisStore, raw: redis.Redis) -> None:
     app, _ = flask_app(store)
     client = Client(app, use_cookies=False)
     cookie = logged_in(client)
-    before = calls(raw, "hgetall")
+    before = command_calls(raw, "hgetall")
     response = client.get("/untouched", environ_overrides={"HTTP_COOKIE": cookie})
     assert response.status_code == 200
     assert "Set-Cookie" not in response.headers
     assert "Vary" not in response.headers
-    assert calls(raw, "hgetall") - before == 1
-    assert busy(store) == 0
+    assert command_calls(raw, "hgetall") - before == 1
+    assert busy_connections(store) == 0
 
 
 def test_rolling_refreshes_the_expiry_in_the_prefetched_load(store: RedisStore, raw: redis.Redis) -> None:
@@ -175,12 +157,12 @@ def test_rolling_refreshes_the_expiry_in_the_prefetched_load(store: RedisStore, 
     keys = list(raw.scan_iter(match=f"{store.prefix}*"))
     assert len(keys) == 1
     raw.pexpire(keys[0], 100_000)
-    before = calls(raw, "evalsha")
+    before = command_calls(raw, "evalsha")
     response = client.get("/untouched", environ_overrides={"HTTP_COOKIE": cookie})
     assert response.status_code == 200
     assert raw.pttl(keys[0]) > 500_000
-    assert calls(raw, "evalsha") - before == 1, "one script: the load that refreshes, no touch after it"
-    assert busy(store) == 0
+    assert command_calls(raw, "evalsha") - before == 1, "one script: the load that refreshes, no touch after it"
+    assert busy_connections(store) == 0
 
 
 def test_a_view_that_raises_gives_the_connection_back(store: RedisStore) -> None:
@@ -190,7 +172,7 @@ def test_a_view_that_raises_gives_the_connection_back(store: RedisStore) -> None
     cookie = logged_in(client)
     with pytest.raises(LookupError):
         client.get("/boom", environ_overrides={"HTTP_COOKIE": cookie})
-    assert busy(store) == 0
+    assert busy_connections(store) == 0
 
 
 def _generator_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterator[bytes]:
@@ -211,9 +193,9 @@ def test_a_generator_closed_unread_gives_the_connection_back(store: RedisStore) 
         "HTTP_COOKIE": cookie,
     }
     result = middleware(environ, lambda status, headers, exc_info=None: None)
-    assert busy(store) == 1, "the load is sent and its answer not read yet"
+    assert busy_connections(store) == 1, "the load is sent and its answer not read yet"
     result.close()  # type: ignore[attr-defined]  # the server gives up before iterating
-    assert busy(store) == 0
+    assert busy_connections(store) == 0
     assert isinstance(environ["persession.session"], Session)
     assert environ["persession.session"].loaded
 
@@ -234,7 +216,7 @@ def test_websocket_upgrade_requests_load_at_once(store: RedisStore) -> None:
         "/", headers={"Upgrade": "websocket", "Connection": "Upgrade"}, environ_overrides={"HTTP_COOKIE": cookie}
     )
     assert seen[0]["user"] == "alice"
-    assert busy(store) == 0
+    assert busy_connections(store) == 0
 
 
 @pytest.fixture(name="dying")
@@ -261,7 +243,7 @@ def test_store_dead_with_the_answer_pending_answers_503_at_the_first_use(
     assert response.status_code == 503
     assert "Traceback" not in response.text
     assert response.headers["Retry-After"]
-    assert busy(store) == 0
+    assert busy_connections(store) == 0
 
 
 def test_untouched_route_answers_while_the_store_dies_with_the_answer_pending(
@@ -277,7 +259,7 @@ def test_untouched_route_answers_while_the_store_dies_with_the_answer_pending(
     assert response.status_code == 200
     assert response.text == "static"
     assert "Set-Cookie" not in response.headers
-    assert busy(store) == 0
+    assert busy_connections(store) == 0
 
 
 def test_a_write_is_confirmed_before_the_response_goes_out(store: RedisStore, raw: redis.Redis) -> None:
@@ -286,17 +268,17 @@ def test_a_write_is_confirmed_before_the_response_goes_out(store: RedisStore, ra
 
     @app.teardown_request
     def count_in_flight(_: BaseException | None) -> None:  # after start_response, before the body goes out
-        in_flight.append(busy(store))
+        in_flight.append(busy_connections(store))
 
     client = Client(app, use_cookies=False)
     cookie = logged_in(client)
-    before = calls(raw, "evalsha")
+    before = command_calls(raw, "evalsha")
     response = client.get("/write", environ_overrides={"HTTP_COOKIE": cookie})
     assert response.status_code == 200
     assert response.text == "1"
     assert in_flight == [0, 1], "login saves at once; the merge is sent, its answer read after teardown"
-    assert calls(raw, "evalsha") - before == 1
-    assert busy(store) == 0
+    assert command_calls(raw, "evalsha") - before == 1
+    assert busy_connections(store) == 0
     assert client.get("/write", environ_overrides={"HTTP_COOKIE": cookie}).text == "2"
 
 
@@ -311,7 +293,7 @@ def test_a_write_lost_after_start_response_answers_503(dying: tuple[RedisServer,
     assert response.status_code == 503, "the write failed: not the view's 200"
     assert "Set-Cookie" not in response.headers
     assert "Traceback" not in response.text
-    assert busy(store) == 0
+    assert busy_connections(store) == 0
 
 
 def _writing_app(body: Callable[[Callable[[bytes], object]], list[bytes]]) -> Callable[..., Any]:
@@ -341,10 +323,10 @@ def test_every_way_of_answering_confirms_the_write(
     response = client.get("/", environ_overrides={"HTTP_COOKIE": cookie})
     assert response.status_code == 200
     assert response.data == expected
-    assert busy(store) == 0
+    assert busy_connections(store) == 0
     again = client.get("/", environ_overrides={"HTTP_COOKIE": cookie})
     assert again.status_code == 200
-    assert busy(store) == 0
+    assert busy_connections(store) == 0
     (key,) = raw.scan_iter(match=f"{store.prefix}*")
     assert raw.hget(key, ".visits") == b"2", "both writes were carried out"
 
@@ -361,7 +343,7 @@ def test_an_app_raising_after_start_response_gives_the_write_connection_back(sto
     client = Client(SessionMiddleware(raising, secret=SECRET, store=store), use_cookies=False)
     with pytest.raises(LookupError):
         client.get("/", environ_overrides={"HTTP_COOKIE": cookie})
-    assert busy(store) == 0
+    assert busy_connections(store) == 0
 
 
 def test_flask_sends_the_write_from_save_session(store: RedisStore) -> None:
@@ -371,7 +353,7 @@ def test_flask_sends_the_write_from_save_session(store: RedisStore) -> None:
     sent_by_then: list[int] = []
 
     def finished(sender: Flask, response: Any, **extra: Any) -> None:  # after save_session, before start_response
-        sent_by_then.append(busy(store))
+        sent_by_then.append(busy_connections(store))
 
     client = Client(app, use_cookies=False)
     cookie = logged_in(client)
@@ -379,7 +361,7 @@ def test_flask_sends_the_write_from_save_session(store: RedisStore) -> None:
         assert client.get("/write", environ_overrides={"HTTP_COOKIE": cookie}).text == "1"
         assert client.get("/read", environ_overrides={"HTTP_COOKIE": cookie}).text == "alice"
     assert sent_by_then == [1, 0], "the merge is on its way before Werkzeug builds the WSGI response; a read sends none"
-    assert busy(store) == 0
+    assert busy_connections(store) == 0
 
 
 def _call(app: Callable[..., Any], cookie: str) -> tuple[list[tuple[str, list[tuple[str, str]], Any]], bytes]:
@@ -427,7 +409,7 @@ def test_a_response_replaced_before_its_first_byte_starts_once_with_the_replacem
     )
     assert started[0][2] is not None, "with the exc_info the application gave"
     assert body == b"replaced"
-    assert busy(store) == 0
+    assert busy_connections(store) == 0
     (key,) = raw.scan_iter(match=f"{store.prefix}*")
     assert raw.hget(key, ".visits") == b"5", "the write sent at the first start_response was carried out"
 
@@ -449,5 +431,5 @@ def test_a_write_that_fails_while_the_app_raises_is_logged_and_the_connection_fr
 
     with caplog.at_level(logging.ERROR, logger="persession"), pytest.raises(LookupError):
         _call(SessionMiddleware(raising, secret=SECRET, store=store), cookie)
-    assert busy(store) == 0
+    assert busy_connections(store) == 0
     assert "unavailable" in caplog.text.lower()

@@ -25,7 +25,10 @@ import redis
 
 from _redis import (  # noqa: F401  (the *_fixture names are fixtures)
     RedisServer,
+    command_calls,
     invalidation_arrived,
+    key_prefix_fixture,
+    raw_client_fixture,
     redis_server_fixture,
     redis_servers_fixture,
     unique_prefix,
@@ -47,18 +50,7 @@ def record(data: dict[str, Any] | None = None) -> Record:
 
 def hgetalls(client: redis.Redis) -> int:
     """How many HGETALL commands the server has run (scripts' included)."""
-    stats = client.info("commandstats").get("cmdstat_hgetall")
-    return int(stats["calls"]) if stats else 0
-
-
-@pytest.fixture(name="prefix")
-def prefix_fixture(redis_server: RedisServer) -> Iterator[str]:
-    prefix = unique_prefix("cache")
-    yield prefix
-    client = redis_server.client()
-    for key in client.scan_iter(match=f"{prefix}*"):
-        client.delete(key)
-    client.close()
+    return command_calls(client, "hgetall")
 
 
 @pytest.fixture(name="cached")
@@ -74,13 +66,6 @@ def other_fixture(redis_server: RedisServer, prefix: str) -> Iterator[RedisStore
     store = RedisStore.from_url(redis_server.url, prefix=prefix)
     yield store
     store.close()
-
-
-@pytest.fixture(name="raw")
-def raw_fixture(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis_server.client()
-    yield client
-    client.close()
 
 
 def test_an_unchanged_cached_session_loads_without_a_round_trip(cached: RedisStore, raw: redis.Redis) -> None:

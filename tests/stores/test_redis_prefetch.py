@@ -24,7 +24,11 @@ import redis
 
 from _redis import (  # noqa: F401  (the *_fixture names are fixtures)
     RedisServer,
+    busy_connections,
+    command_calls,
     invalidation_arrived,
+    key_prefix_fixture,
+    raw_client_fixture,
     redis_server_fixture,
     redis_servers_fixture,
     unique_prefix,
@@ -46,40 +50,11 @@ def record(data: dict[str, Any] | None = None, ttl: float = 3600) -> Record:
     return Record(dict(DATA if data is None else data), created=now, accessed=now, expires=now + ttl)
 
 
-def calls(client: redis.Redis, command: str) -> int:
-    """How many ``command`` the server has run (from ``INFO commandstats``)."""
-    stats = client.info("commandstats").get(f"cmdstat_{command}")
-    return int(stats["calls"]) if stats else 0
-
-
-def busy(store: RedisStore) -> int:
-    """Connections of the store's pool that are out (sent on, answer not read yet)."""
-    assert store._pool is not None
-    return store._pool._busy
-
-
-@pytest.fixture(name="prefix")
-def prefix_fixture(redis_server: RedisServer) -> Iterator[str]:
-    prefix = unique_prefix("prefetch")
-    yield prefix
-    client = redis_server.client()
-    for key in client.scan_iter(match=f"{prefix}*"):
-        client.delete(key)
-    client.close()
-
-
 @pytest.fixture(name="store")
 def store_fixture(redis_server: RedisServer, prefix: str) -> Iterator[RedisStore]:
     store = RedisStore.from_url(redis_server.url, prefix=prefix)
     yield store
     store.close()
-
-
-@pytest.fixture(name="raw")
-def raw_fixture(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis_server.client()
-    yield client
-    client.close()
 
 
 def test_every_redis_store_is_a_prefetch_load(store: RedisStore) -> None:
@@ -112,9 +87,9 @@ def test_prefetch_with_refresh_moves_the_expiry_as_load_touch_does(store: RedisS
 def test_connection_is_held_until_result_and_given_back(store: RedisStore) -> None:
     store.save("s1", record())
     pending = store.prefetch("s1")
-    assert busy(store) == 1
+    assert busy_connections(store) == 1
     assert pending.result() is not None
-    assert busy(store) == 0
+    assert busy_connections(store) == 0
 
 
 def test_the_answer_is_the_store_when_the_load_was_sent(store: RedisStore, raw: redis.Redis) -> None:
@@ -131,11 +106,11 @@ def test_the_answer_is_the_store_when_the_load_was_sent(store: RedisStore, raw: 
 
 def test_result_twice_reads_once_and_repeats_the_outcome(store: RedisStore, raw: redis.Redis) -> None:
     store.save("s1", record())
-    before = calls(raw, "hgetall")
+    before = command_calls(raw, "hgetall")
     pending = store.prefetch("s1")
     first, second = pending.result(), pending.result()
     assert first is second
-    assert calls(raw, "hgetall") - before == 1
+    assert command_calls(raw, "hgetall") - before == 1
 
 
 def test_a_key_of_another_type_is_a_missing_session_and_logged(
@@ -145,7 +120,7 @@ def test_a_key_of_another_type_is_a_missing_session_and_logged(
     with caplog.at_level(logging.WARNING, logger="persession.security"):
         assert store.prefetch("s1").result() is None
     assert "not a hash" in caplog.text
-    assert busy(store) == 0
+    assert busy_connections(store) == 0
 
 
 def test_script_flushed_before_a_refreshing_prefetch_falls_back_to_eval(store: RedisStore, raw: redis.Redis) -> None:
@@ -167,7 +142,7 @@ def test_a_killed_idle_connection_is_retried_on_a_fresh_one(store: RedisStore, r
     got = store.prefetch("s1").result()
     assert got is not None
     assert got.data == DATA
-    assert busy(store) == 0
+    assert busy_connections(store) == 0
 
 
 def test_server_gone_after_the_send_raises_from_result_and_frees_the_connection(prefix: str) -> None:
@@ -181,7 +156,7 @@ def test_server_gone_after_the_send_raises_from_result_and_frees_the_connection(
             server.kill()
             with pytest.raises(StoreUnavailable) as raised:
                 pending.result()
-            assert busy(store) == 0
+            assert busy_connections(store) == 0
             with pytest.raises(StoreUnavailable) as again:
                 pending.result()
             assert again.value is raised.value
@@ -194,7 +169,7 @@ def test_server_down_at_the_send_raises_from_prefetch() -> None:
     try:
         with pytest.raises(StoreUnavailable):
             store.prefetch("s1")
-        assert busy(store) == 0
+        assert busy_connections(store) == 0
     finally:
         store.close()
 
@@ -227,7 +202,7 @@ def test_connect_redis_layout_prefetches_by_loading_at_once(redis_server: RedisS
         refreshed = store.prefetch("s1", (3600.0, None)).result()
         assert refreshed is not None
         assert refreshed.expires > time.time() + 3000
-        assert busy(store) == 0
+        assert busy_connections(store) == 0
     finally:
         store.close()
 
@@ -245,13 +220,13 @@ def cached_fixture(redis_server: RedisServer, prefix: str) -> Iterator[RedisStor
 def test_cached_prefetch_sends_nothing_the_second_time(cached: RedisStore, raw: redis.Redis) -> None:
     cached.save("s1", record())
     assert cached.prefetch("s1").result() is not None  # read and kept
-    before = calls(raw, "hgetall")
+    before = command_calls(raw, "hgetall")
     pending = cached.prefetch("s1")
-    assert busy(cached) == 0, "a cached session needs no connection"
+    assert busy_connections(cached) == 0, "a cached session needs no connection"
     got = pending.result()
     assert got is not None
     assert got.data == DATA
-    assert calls(raw, "hgetall") == before
+    assert command_calls(raw, "hgetall") == before
 
 
 def test_a_change_while_the_answer_waits_is_seen_by_the_next_load(
@@ -278,11 +253,11 @@ def test_refreshing_prefetch_does_not_keep_a_stale_entry(cached: RedisStore, raw
     assert cached.prefetch("s1").result() is not None  # cached
     refreshed = cached.prefetch("s1", (3600.0, None)).result()
     assert refreshed is not None
-    before = calls(raw, "hgetall")
+    before = command_calls(raw, "hgetall")
     got = cached.prefetch("s1").result()
     assert got is not None
     assert got.expires == pytest.approx(refreshed.expires, abs=0.01)
-    assert calls(raw, "hgetall") == before + 1, "the refresh forgot the cached copy"
+    assert command_calls(raw, "hgetall") == before + 1, "the refresh forgot the cached copy"
 
 
 def test_a_failed_answer_leaves_no_pending_read_in_the_cache(prefix: str) -> None:
@@ -299,7 +274,7 @@ def test_a_failed_answer_leaves_no_pending_read_in_the_cache(prefix: str) -> Non
                 pending.result()
             assert store._cache is not None
             assert f"{prefix}s1" not in store._cache._pending
-            assert busy(store) == 0
+            assert busy_connections(store) == 0
         finally:
             store.close()
 
@@ -319,9 +294,9 @@ def test_a_sent_merge_holds_a_connection_until_its_answer_is_read(store: RedisSt
     store.save("s1", record())
     pending = store.send_plan(merge_plan("s1", Change(set={"visits": 7}, deleted=frozenset(["roles"]))))
     assert isinstance(pending, PendingWrite)
-    assert busy(store) == 1
+    assert busy_connections(store) == 1
     assert pending.result() is True, "the session was there"
-    assert busy(store) == 0
+    assert busy_connections(store) == 0
     got = store.load("s1")
     assert got is not None
     assert got.data == {"user": "alice", "visits": 7}
@@ -344,7 +319,7 @@ def test_other_plans_are_carried_out_at_once(store: RedisStore, action: Action) 
         Action.NOTHING: Plan(),
     }[action]
     assert store.send_plan(plan) is None
-    assert busy(store) == 0
+    assert busy_connections(store) == 0
     if action is Action.SAVE:
         saved = store.load("s2")
         assert saved is not None
@@ -357,12 +332,12 @@ def test_other_plans_are_carried_out_at_once(store: RedisStore, action: Action) 
 
 def test_a_sent_merge_answered_twice_runs_once(store: RedisStore, raw: redis.Redis) -> None:
     store.save("s1", record())
-    before = calls(raw, "evalsha")
+    before = command_calls(raw, "evalsha")
     pending = store.send_plan(merge_plan("s1", Change(set={"visits": 1})))
     assert pending is not None
     pending.result()
     pending.result()
-    assert calls(raw, "evalsha") - before == 1
+    assert command_calls(raw, "evalsha") - before == 1
 
 
 def test_a_sent_merge_after_script_flush_falls_back_to_eval(store: RedisStore, raw: redis.Redis) -> None:
@@ -400,7 +375,7 @@ def test_server_gone_with_the_write_unanswered_raises_from_result(prefix: str) -
             with pytest.raises(StoreUnavailable) as again:
                 pending.result()
             assert again.value is raised.value
-            assert busy(store) == 0
+            assert busy_connections(store) == 0
         finally:
             store.close()
 
@@ -427,11 +402,11 @@ def test_cached_sent_merge_keeps_the_merged_record(cached: RedisStore, raw: redi
     pending = cached.send_plan(merge_plan("s1", Change(set={"visits": 3})))
     assert pending is not None
     pending.result()
-    before = calls(raw, "hgetall")
+    before = command_calls(raw, "hgetall")
     got = cached.prefetch("s1").result()
     assert got is not None
     assert got.data["visits"] == 3
-    assert calls(raw, "hgetall") == before, "the merge's answer refreshed the cache"
+    assert command_calls(raw, "hgetall") == before, "the merge's answer refreshed the cache"
 
 
 def test_cached_sent_touch_forgets_the_cached_record(cached: RedisStore, raw: redis.Redis) -> None:
@@ -440,8 +415,8 @@ def test_cached_sent_touch_forgets_the_cached_record(cached: RedisStore, raw: re
     pending = cached.send_plan(Plan(Action.TOUCH, sid="s1", expires=time.time() + 3600))
     assert pending is not None
     pending.result()
-    before = calls(raw, "hgetall")
+    before = command_calls(raw, "hgetall")
     got = cached.prefetch("s1").result()
     assert got is not None
     assert got.expires > time.time() + 3000
-    assert calls(raw, "hgetall") == before + 1
+    assert command_calls(raw, "hgetall") == before + 1
