@@ -76,6 +76,7 @@ __all__ = [
     "CACHED_FACTORY_IDS",
     "busy_connections",
     "command_calls",
+    "dying_server_fixture",
     "invalidation_arrived",
     "key_prefix_fixture",
     "REDIS_FACTORY_IDS",
@@ -656,3 +657,12 @@ def raw_client_fixture(redis_server: RedisServer) -> Iterator[redis.Redis]:
     client = redis_server.client()
     yield client
     client.close()
+
+
+@pytest.fixture(name="dying")
+def dying_server_fixture(prefix: str) -> Iterator[tuple[RedisServer, RedisStore]]:
+    """A private redis-server the test may crash, and a store on it (its own connections, short timeouts)."""
+    with RedisServer() as server:
+        store = RedisStore.from_url(server.url, prefix=prefix, socket_timeout=2.0, socket_connect_timeout=1.0)
+        yield server, store
+        store.close()

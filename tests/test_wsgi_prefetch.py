@@ -29,11 +29,11 @@ from _redis import (  # noqa: F401  (the *_fixture names are fixtures)
     RedisServer,
     busy_connections,
     command_calls,
+    dying_server_fixture,
     key_prefix_fixture,
     raw_client_fixture,
     redis_server_fixture,
     redis_servers_fixture,
-    unique_prefix,
 )
 from persession import Session
 from persession.integrations.flask import init_app
@@ -219,47 +219,42 @@ def test_websocket_upgrade_requests_load_at_once(store: RedisStore) -> None:
     assert busy_connections(store) == 0
 
 
-@pytest.fixture(name="dying")
-def dying_fixture() -> Iterator[tuple[RedisServer, RedisStore]]:
-    """A private server (the tests crash it) and a store on it with short timeouts."""
-    with RedisServer() as server:
-        store = RedisStore.from_url(
-            server.url, prefix=unique_prefix("dying"), socket_timeout=2.0, socket_connect_timeout=0.5
-        )
-        yield server, store
-        store.close()
+def request_while_redis_dies(
+    dying: tuple[RedisServer, RedisStore], path: str, crash: str, *, pause_writes_only: bool = False
+) -> TestResponse:
+    """Log in, pause Redis so what the request sends gets no answer, then request ``path`` with the ``crash`` header.
+
+    The ``X-Crash`` header kills the server before the view runs (the load is
+    sent); ``X-Crash-Late`` kills it at teardown (the write is sent). With
+    ``pause_writes_only`` reads are still answered.
+    """
+    server, store = dying
+    app, _ = flask_app(store, crash=server)
+    client = Client(app, use_cookies=False)
+    cookie = logged_in(client)
+    with server.client() as control:
+        control.client_pause(60_000, all=not pause_writes_only)
+    return client.get(path, headers={crash: "1"}, environ_overrides={"HTTP_COOKIE": cookie})
 
 
 def test_store_dead_with_the_answer_pending_answers_503_at_the_first_use(
     dying: tuple[RedisServer, RedisStore],
 ) -> None:
-    server, store = dying
-    app, _ = flask_app(store, crash=server)
-    client = Client(app, use_cookies=False)
-    cookie = logged_in(client)
-    with server.client() as control:
-        control.client_pause(60_000)  # the load is sent but not answered; the view crashes the server
-    response = client.get("/read", headers={"X-Crash": "1"}, environ_overrides={"HTTP_COOKIE": cookie})
+    response = request_while_redis_dies(dying, "/read", "X-Crash")  # the load is sent, never answered
     assert response.status_code == 503
     assert "Traceback" not in response.text
     assert response.headers["Retry-After"]
-    assert busy_connections(store) == 0
+    assert busy_connections(dying[1]) == 0
 
 
 def test_untouched_route_answers_while_the_store_dies_with_the_answer_pending(
     dying: tuple[RedisServer, RedisStore],
 ) -> None:
-    server, store = dying
-    app, _ = flask_app(store, crash=server)
-    client = Client(app, use_cookies=False)
-    cookie = logged_in(client)
-    with server.client() as control:
-        control.client_pause(60_000)
-    response = client.get("/untouched", headers={"X-Crash": "1"}, environ_overrides={"HTTP_COOKIE": cookie})
+    response = request_while_redis_dies(dying, "/untouched", "X-Crash")
     assert response.status_code == 200
     assert response.text == "static"
     assert "Set-Cookie" not in response.headers
-    assert busy_connections(store) == 0
+    assert busy_connections(dying[1]) == 0
 
 
 def test_a_write_is_confirmed_before_the_response_goes_out(store: RedisStore, raw: redis.Redis) -> None:
@@ -283,17 +278,12 @@ def test_a_write_is_confirmed_before_the_response_goes_out(store: RedisStore, ra
 
 
 def test_a_write_lost_after_start_response_answers_503(dying: tuple[RedisServer, RedisStore]) -> None:
-    server, store = dying
-    app, _ = flask_app(store, crash=server)
-    client = Client(app, use_cookies=False)
-    cookie = logged_in(client)
-    with server.client() as control:
-        control.client_pause(60_000, all=False)  # writes wait (the merge's EVALSHA); the load is answered
-    response = client.get("/write", headers={"X-Crash-Late": "1"}, environ_overrides={"HTTP_COOKIE": cookie})
+    # writes wait (the merge's EVALSHA); the load is answered
+    response = request_while_redis_dies(dying, "/write", "X-Crash-Late", pause_writes_only=True)
     assert response.status_code == 503, "the write failed: not the view's 200"
     assert "Set-Cookie" not in response.headers
     assert "Traceback" not in response.text
-    assert busy_connections(store) == 0
+    assert busy_connections(dying[1]) == 0
 
 
 def _writing_app(body: Callable[[Callable[[bytes], object]], list[bytes]]) -> Callable[..., Any]:

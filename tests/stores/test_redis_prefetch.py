@@ -26,12 +26,12 @@ from _redis import (  # noqa: F401  (the *_fixture names are fixtures)
     RedisServer,
     busy_connections,
     command_calls,
+    dying_server_fixture,
     invalidation_arrived,
     key_prefix_fixture,
     raw_client_fixture,
     redis_server_fixture,
     redis_servers_fixture,
-    unique_prefix,
 )
 from _servers import free_port
 from persession.core import Action, Plan
@@ -145,23 +145,21 @@ def test_a_killed_idle_connection_is_retried_on_a_fresh_one(store: RedisStore, r
     assert busy_connections(store) == 0
 
 
-def test_server_gone_after_the_send_raises_from_result_and_frees_the_connection(prefix: str) -> None:
-    with RedisServer() as server:
-        store = RedisStore.from_url(server.url, prefix=prefix, socket_timeout=2.0, socket_connect_timeout=1.0)
-        try:
-            store.save("s1", record())
-            with server.client() as control:
-                control.client_pause(60_000)  # the load gets no answer before the crash
-            pending = store.prefetch("s1")
-            server.kill()
-            with pytest.raises(StoreUnavailable) as raised:
-                pending.result()
-            assert busy_connections(store) == 0
-            with pytest.raises(StoreUnavailable) as again:
-                pending.result()
-            assert again.value is raised.value
-        finally:
-            store.close()
+def test_server_gone_after_the_send_raises_from_result_and_frees_the_connection(
+    dying: tuple[RedisServer, RedisStore],
+) -> None:
+    server, store = dying
+    store.save("s1", record())
+    with server.client() as control:
+        control.client_pause(60_000)  # the load gets no answer before the crash
+    pending = store.prefetch("s1")
+    server.kill()
+    with pytest.raises(StoreUnavailable) as raised:
+        pending.result()
+    assert busy_connections(store) == 0
+    with pytest.raises(StoreUnavailable) as again:
+        pending.result()
+    assert again.value is raised.value
 
 
 def test_server_down_at_the_send_raises_from_prefetch() -> None:
@@ -360,24 +358,20 @@ def test_a_sent_merge_never_brings_a_deleted_session_back(store: RedisStore, raw
     assert not raw.exists(f"{store.prefix}s1")
 
 
-def test_server_gone_with_the_write_unanswered_raises_from_result(prefix: str) -> None:
-    with RedisServer() as server:
-        store = RedisStore.from_url(server.url, prefix=prefix, socket_timeout=2.0, socket_connect_timeout=1.0)
-        try:
-            store.save("s1", record())
-            with server.client() as control:
-                control.client_pause(60_000)
-            pending = store.send_plan(merge_plan("s1", Change(set={"visits": 2})))
-            assert pending is not None
-            server.kill()
-            with pytest.raises(StoreUnavailable) as raised:
-                pending.result()
-            with pytest.raises(StoreUnavailable) as again:
-                pending.result()
-            assert again.value is raised.value
-            assert busy_connections(store) == 0
-        finally:
-            store.close()
+def test_server_gone_with_the_write_unanswered_raises_from_result(dying: tuple[RedisServer, RedisStore]) -> None:
+    server, store = dying
+    store.save("s1", record())
+    with server.client() as control:
+        control.client_pause(60_000)
+    pending = store.send_plan(merge_plan("s1", Change(set={"visits": 2})))
+    assert pending is not None
+    server.kill()
+    with pytest.raises(StoreUnavailable) as raised:
+        pending.result()
+    with pytest.raises(StoreUnavailable) as again:
+        pending.result()
+    assert again.value is raised.value
+    assert busy_connections(store) == 0
 
 
 def test_stores_that_cannot_split_carry_the_write_out_at_once(redis_server: RedisServer, prefix: str) -> None:
