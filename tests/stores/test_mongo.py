@@ -679,7 +679,7 @@ def test_importing_persession_stores_does_not_import_pymongo() -> None:
 
 
 def test_missing_pymongo_is_a_config_error_with_the_install_hint() -> None:
-    """Without pymongo, a mongodb:// URL raises ConfigError saying pip install "persession[mongo]"."""
+    """Without pymongo, a mongodb:// URL raises ConfigError saying pip install "persession-web[mongo]"."""
     result = _python(
         "import sys\n"
         "sys.modules['pymongo'] = None\n"
@@ -691,7 +691,7 @@ def test_missing_pymongo_is_a_config_error_with_the_install_hint() -> None:
         "    print(error)\n"
     )
     assert result.returncode == 0, result.stderr
-    assert 'pip install "persession[mongo]"' in result.stdout
+    assert 'pip install "persession-web[mongo]"' in result.stdout
 
 
 def test_datetime_rounding_never_extends_a_session() -> None:

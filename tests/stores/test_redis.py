@@ -972,7 +972,7 @@ def test_missing_redis_gives_install_hint() -> None:
         "except ConfigError as error:\n    print(error)\n"
     )
     assert result.returncode == 0, result.stderr
-    assert 'pip install "persession[redis]"' in result.stdout
+    assert 'pip install "persession-web[redis]"' in result.stdout
 
 
 def test_ttl_rounding_never_shortens_the_record() -> None:

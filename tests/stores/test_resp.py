@@ -112,7 +112,7 @@ def hiredis_module() -> Any:
     try:
         import hiredis
     except ImportError:  # pragma: no cover - depends on the environment
-        message = 'hiredis is not installed: pip install "persession[redis]"'
+        message = 'hiredis is not installed: pip install "persession-web[redis]"'
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)

@@ -42,7 +42,7 @@ store was down when the request started, or the view called the store itself)
 answers ``503 Service Unavailable`` with ``Retry-After``, never a 500 page.
 
 This module imports Flask; ``import persession`` never imports it. Install
-with ``pip install "persession[flask]"``.
+with ``pip install "persession-web[flask]"``.
 """
 
 from __future__ import annotations

@@ -77,12 +77,12 @@ def store_from_url(url: str, **options: Any) -> Store:
     - ``memory://`` (this process only; tests);
     - ``mongodb://[user:pass@]host[:port]/dbname[?collection=sessions&...]`` or
       ``mongodb+srv://``: :meth:`MongoStore.from_url <persession.stores.mongo.MongoStore.from_url>`
-      (needs ``pip install "persession[mongo]"``);
+      (needs ``pip install "persession-web[mongo]"``);
     - ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS),
       ``unix:///path/to/redis.sock``, and
       ``redis+sentinel://[password@]host:port[,host:port...]/service_name[/db]``:
       :meth:`RedisStore.from_url <persession.stores.redis.RedisStore.from_url>`
-      (needs ``pip install "persession[redis]"``).
+      (needs ``pip install "persession-web[redis]"``).
 
     :raises ConfigError: the URL is malformed or its scheme unsupported. A URL
         never falls back to a default server.

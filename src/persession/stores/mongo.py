@@ -1,6 +1,6 @@
 """MongoDB session stores: :class:`MongoStore` (WSGI) and :class:`AsyncMongoStore` (ASGI).
 
-Both flavours speak PyMongo (``pip install "persession[mongo]"``): the sync
+Both flavours speak PyMongo (``pip install "persession-web[mongo]"``): the sync
 store wraps a :class:`pymongo.collection.Collection`, the asyncio store a
 :class:`pymongo.asynchronous.collection.AsyncCollection` from PyMongo's native
 :class:`~pymongo.AsyncMongoClient` (no threads). Build either on a collection
@@ -106,7 +106,7 @@ try:
     from pymongo.errors import ConnectionFailure, ExecutionTimeout, OperationFailure, PyMongoError
 except ImportError as _missing:  # pragma: no cover - exercised in a subprocess
     raise ConfigError(
-        "store", f'the MongoDB stores need pymongo>=4.13 ({_missing}): pip install "persession[mongo]"'
+        "store", f'the MongoDB stores need pymongo>=4.13 ({_missing}): pip install "persession-web[mongo]"'
     ) from _missing
 
 __all__ = [

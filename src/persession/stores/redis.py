@@ -183,7 +183,7 @@ try:
     from . import _resp
 except ImportError as _missing:  # pragma: no cover - exercised in a subprocess
     raise ConfigError(
-        "store", f'the Redis stores need redis-py>=5 ({_missing}): pip install "persession[redis]"'
+        "store", f'the Redis stores need redis-py>=5 ({_missing}): pip install "persession-web[redis]"'
     ) from _missing
 
 __all__ = [
