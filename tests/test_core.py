@@ -96,6 +96,11 @@ def security_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord
     return [record for record in caplog.records if record.name == "persession.security"]
 
 
+def security_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """The security records at WARNING and above (each rejection is also logged at DEBUG)."""
+    return [record for record in security_records(caplog) if record.levelno >= logging.WARNING]
+
+
 # -- open ----------------------------------------------------------------------
 
 
@@ -130,7 +135,7 @@ def test_open_bad_signature_logs_one_warning_without_secrets(caplog: pytest.LogC
     value = ItsdangerousSigner([b"attacker-secret"]).sign(sid)
     opening = engine.open(f"session={value}")
     assert opening == Opening(sid=None, present=True, stale=False)
-    records = security_records(caplog)
+    records = security_warnings(caplog)
     assert [record.levelno for record in records] == [logging.WARNING]
     assert value not in caplog.text
     assert sid not in caplog.text
@@ -196,7 +201,7 @@ def test_build_missing_or_expired_record_gives_fresh_session(
     session = engine.build(engine.open(cookie_header(engine, sid)), record)
     assert session.is_new
     assert dict(session) == {}
-    assert [r.levelno for r in security_records(caplog)] == [logging.WARNING]
+    assert [r.levelno for r in security_warnings(caplog)] == [logging.WARNING]
     assert sid not in caplog.text
 
 
@@ -1008,3 +1013,39 @@ def test_regenerating_a_logged_in_session_keeps_it_in_the_user_index() -> None:
     plan = engine.plan(session, opening, status=200, secure_request=False)
     assert plan.replaces == sid
     assert plan.user == "42"
+
+
+# -- SameSite=None without Secure ----------------------------------------------------------------
+
+
+def test_samesite_none_over_plain_http_is_said_once(caplog: pytest.LogCaptureFixture) -> None:
+    """secure="auto" + samesite="none": a plain-HTTP cookie goes without SameSite=None, and a WARNING says so once."""
+    caplog.set_level(logging.DEBUG, logger="persession")
+    engine = make_engine(samesite="none")
+    headers = []
+    for secure_request in (True, False, False):
+        session, opening = open_new(engine)
+        session["n"] = 1
+        header = engine.plan(session, opening, status=200, secure_request=secure_request).set_cookie
+        assert header is not None
+        headers.append(parse_set_cookie(header)[2])
+    assert headers[0]["SameSite"] == "None"
+    assert "Secure" in headers[0]
+    assert "SameSite" not in headers[1]
+    assert "Secure" not in headers[1]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [
+        "samesite='none' needs a Secure cookie: on plain-HTTP requests the session cookie goes without"
+        " SameSite=None (browsers treat it as Lax). Serve over HTTPS, or set proxy=True behind a"
+        " TLS-terminating proxy (logged once per middleware)"
+    ]
+
+
+def test_samesite_none_over_https_is_quiet(caplog: pytest.LogCaptureFixture) -> None:
+    """Over HTTPS, samesite="none" logs nothing."""
+    caplog.set_level(logging.DEBUG, logger="persession")
+    engine = make_engine(samesite="none")
+    session, opening = open_new(engine)
+    session["n"] = 1
+    assert engine.plan(session, opening, status=200, secure_request=True).set_cookie is not None
+    assert caplog.records == []

@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
+from ._rejections import RejectionLog
 from .codecs import COOKIE, express_cookie
 from .config import SessionConfig
 from .cookies import MAX_VALUE_LENGTH, CookieFormat, cookie_values, render_set_cookie
@@ -46,6 +47,7 @@ from .signing import ExpressSigner, ItsdangerousSigner, SessionIdSigner
 
 __all__ = ["USER_KEY", "Action", "Opening", "Plan", "SessionEngine", "add_vary_cookie"]
 
+log: logging.Logger = logging.getLogger("persession")
 security_log: logging.Logger = logging.getLogger("persession.security")
 
 #: The session key :func:`persession.guard.login` stores the user under by
@@ -166,6 +168,9 @@ class SessionEngine:
         #: express mode: the record's ``cookie`` object is express-session's, hidden from the application.
         self.express: bool = config.compat == "express"
         self.clock: Callable[[], float] = clock
+        #: Rejected cookies, logged on ``persession.security`` without letting a client flood the log.
+        self.rejections: RejectionLog = RejectionLog(security_log, clock=clock)
+        self._warned_samesite = False
         secret = config.store_key_secret
         self._store_key: bytes | None = None
         if secret is not None:
@@ -218,7 +223,7 @@ class SessionEngine:
                 return Opening(
                     sid=self.store_id(unsigned.sid), present=True, stale=unsigned.stale, token=token, signed=signed
                 )
-        security_log.warning("session cookie rejected: no configured secret verifies its signature")
+        self.rejections("no configured secret verifies its signature")
         return Opening(present=True)
 
     def rolling_load(self, *, read_only: bool = False) -> bool:
@@ -255,7 +260,7 @@ class SessionEngine:
                 user_path=user_path,
             )
         if opening.sid is not None:
-            security_log.warning("session cookie names an unknown or expired session; starting a new one")
+            self.rejections("it names an unknown or expired session (a new one starts)")
         return Session(read_only=read_only, user_path=user_path)
 
     @staticmethod
@@ -288,7 +293,16 @@ class SessionEngine:
         secure_attr = secure_request if config.secure == "auto" else bool(config.secure)
         # Browsers drop SameSite=None and Partitioned cookies without Secure; over
         # plain HTTP (secure="auto") fall back to the browser's default (Lax).
-        samesite = None if config.samesite == "none" and not secure_attr else config.samesite
+        samesite = config.samesite
+        if samesite == "none" and not secure_attr:
+            samesite = None
+            if not self._warned_samesite:
+                self._warned_samesite = True
+                log.warning(
+                    "samesite='none' needs a Secure cookie: on plain-HTTP requests the session cookie goes without"
+                    " SameSite=None (browsers treat it as Lax). Serve over HTTPS, or set proxy=True behind a"
+                    " TLS-terminating proxy (logged once per middleware)"
+                )
         partitioned = config.partitioned and secure_attr
 
         def cookie(token: str | None, created: float) -> str | None:
