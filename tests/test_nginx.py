@@ -16,7 +16,6 @@ import itertools
 import json
 import os
 import re
-import shlex
 import ssl
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from websockets.sync.client import connect
 
 from _servers import ServerProcess, free_port, require_binary, uvicorn_server, wait_for_port
 from persession import ConfigError
-from persession.cli import _NGINX_EPILOG, main
+from persession.cli import main
 from persession.nginx import (
     TLS,
     Backend,
@@ -500,52 +499,6 @@ def run_cli(argv: list[str]) -> int:
         return exit_.code if isinstance(exit_.code, int) else 1
 
 
-def epilog_commands() -> list[list[str]]:
-    """The ``persession nginx`` example commands in the --help epilog (continuation lines joined)."""
-    joined = re.sub(r"\\\n\s*", " ", _NGINX_EPILOG)
-    return [shlex.split(line)[1:] for line in joined.splitlines() if line.strip().startswith("persession nginx ")]
-
-
-def test_epilog_has_examples() -> None:
-    """--help shows at least four nginx examples, including TLS and standalone ones."""
-    commands = epilog_commands()
-    assert len(commands) >= 4
-    assert any("--tls-certificate" in c for c in commands)
-    assert any("--standalone" in c for c in commands)
-
-
-@pytest.mark.server
-@pytest.mark.parametrize("index", range(len(epilog_commands())))
-def test_help_examples_pass_nginx_t(
-    index: int, certificate: Certificate, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Each example in ``persession nginx --help`` runs (exit 0) and nginx -t accepts what it wrote."""
-    nginx_binary()
-    argv = epilog_commands()[index]
-    # The examples name system paths; the test points them into its own directory.
-    replacements = {
-        "/etc/ssl/certs/example.com.pem": str(certificate.cert),
-        "/etc/ssl/private/example.com.key": str(certificate.key),
-        "/etc/nginx/conf.d/persession.conf": str(tmp_path / "out.conf"),
-        "/tmp/persession-nginx/nginx.conf": str(tmp_path / "standalone" / "nginx.conf"),  # noqa: S108
-        "/tmp/persession-nginx": str(tmp_path / "standalone"),  # noqa: S108
-    }
-    argv = [replacements.get(arg, arg) for arg in argv]
-    (tmp_path / "standalone").mkdir()
-    assert run_cli(argv) == 0, capsys.readouterr().err
-    out = capsys.readouterr().out
-    if "--output" in argv:
-        assert out == ""
-        text = Path(argv[argv.index("--output") + 1]).read_text()
-    else:
-        text = out
-    assert text.startswith("# persession:")
-    if "--standalone" in argv:
-        check_standalone(text, tmp_path / "standalone")
-    else:
-        check_snippet(text, tmp_path / "snippet")
-
-
 def test_cli_matches_the_library(capsys: pytest.CaptureFixture[str]) -> None:
     """The command's output is render_snippet of the equivalent spec."""
     argv = ["nginx", "127.0.0.1:8001-8004", "--balance", "cookie", "--cookie-name", "connect.sid"]
@@ -600,15 +553,16 @@ def test_cli_matches_the_library(capsys: pytest.CaptureFixture[str]) -> None:
         pytest.param(["a:1", "--tls-certificate", "/c.pem"], "--tls-certificate", "needs --tls-key", id="no key"),
         pytest.param(["a:1", "--tls-key", "/k.pem"], "--tls-key", "needs --tls-certificate", id="no cert"),
         pytest.param(
-            ["a:1", "--tls-certificate", "c.pem", "--tls-key", "/k.pem"], "--tls-certificate", "absolute", id="rel"
+            ["a:1", "--tls-certificate", "c;x.pem", "--tls-key", "/k.pem"], "--tls-certificate", "one of ;", id="unsafe"
         ),
         pytest.param(["a:1", "--redirect-http"], "--redirect-http", "needs --tls-certificate", id="redirect"),
         pytest.param(["a:1", "--http-port", "8080"], "--http-port", "--redirect-http", id="http port alone"),
         pytest.param(["a:1", "--foreground"], "--foreground", "--standalone", id="foreground"),
         pytest.param(["a:1", "--user", "www"], "--user", "--standalone", id="user"),
-        pytest.param(["a:1", "--standalone", "rel"], "--standalone", "absolute", id="standalone"),
+        pytest.param(["a:1", "--standalone", ""], "--standalone", "non-empty", id="standalone empty"),
+        pytest.param(["a:1", "--standalone", "/d x"], "--standalone", "whitespace", id="standalone space"),
         pytest.param(["a:1", "--standalone", "/d", "--worker-processes", "x"], "--worker-processes", "auto", id="wp"),
-        pytest.param(["a:1", "--output", "/nonexistent/dir/x.conf"], "--output", "cannot write", id="output"),
+        pytest.param(["a:1", "--output", "/dev/null/x.conf"], "--output", "is not a directory", id="output"),
         pytest.param([], "BACKEND", "required", id="no backend"),
     ],
 )
@@ -632,6 +586,69 @@ def test_cli_output_file_is_written_whole(tmp_path: Path, capsys: pytest.Capture
     assert capsys.readouterr().out == ""
     assert target.read_text() == render_snippet(NginxSpec(servers=backends("127.0.0.1:8001")))
     assert [p.name for p in tmp_path.iterdir()] == ["persession.conf"]
+
+
+def test_cli_relative_paths_are_taken_from_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Relative --tls-certificate, --tls-key and --standalone are rendered absolute, against the current directory."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["nginx", "127.0.0.1:8001", "--tls-certificate", "example.com.pem", "--tls-key", "keys/../example.com.key"]
+    assert run_cli([*argv, "--standalone", "run"]) == 0
+    text = capsys.readouterr().out
+    assert f"ssl_certificate {tmp_path}/example.com.pem;" in text
+    assert f"ssl_certificate_key {tmp_path}/example.com.key;" in text
+    assert f"pid {tmp_path}/run/nginx.pid;" in text
+    assert f"nginx -p {tmp_path}/run -c {tmp_path}/run/nginx.conf -e stderr" in text
+
+
+def test_cli_creates_the_directories_it_writes_into(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--output creates its missing parent directories, --standalone its DIR (printing or writing), both nested."""
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(["nginx", "127.0.0.1:8001", "--output", "conf/d/app.conf"]) == 0
+    assert (tmp_path / "conf" / "d" / "app.conf").read_text().startswith("# persession:")
+    assert run_cli(["nginx", "127.0.0.1:8001", "--standalone", str(tmp_path / "printed" / "run")]) == 0
+    assert capsys.readouterr().out.startswith("# persession:")
+    assert (tmp_path / "printed" / "run").is_dir()
+    argv = ["nginx", "127.0.0.1:8001", "--standalone", "nginx-run", "--output", "nginx-run/nginx.conf"]
+    assert run_cli(argv) == 0
+    assert capsys.readouterr().out == ""
+    assert sorted(p.name for p in (tmp_path / "nginx-run").iterdir()) == ["nginx.conf"]
+    assert run_cli([*argv[:2], "--standalone", "nginx-run"]) == 0  # an existing DIR is fine
+    assert (tmp_path / "nginx-run" / "nginx.conf").is_file()
+
+
+@pytest.mark.parametrize(
+    ("flag", "target", "message"),
+    [
+        pytest.param("--output", "file/x.conf", "--output: file exists and is not a directory", id="output parent"),
+        pytest.param(
+            "--output", "file/sub/x.conf", "--output: cannot create the directory file/sub: ", id="output nested"
+        ),
+        pytest.param("--standalone", "file", "exists and is not a directory", id="standalone"),
+        pytest.param("--standalone", "file/sub", "--standalone: cannot create the directory ", id="standalone nested"),
+    ],
+)
+def test_cli_directory_that_cannot_be_created_exits_2(
+    flag: str,
+    target: str,
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A directory in the way of a regular file: one error line saying which and why, nothing written."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file").write_text("")
+    assert run_cli(["nginx", "127.0.0.1:8001", flag, target]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1
+    assert message in captured.err
+    assert "Traceback" not in captured.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
 def test_console_script_bad_input_has_no_traceback() -> None:

@@ -3,7 +3,7 @@
 ::
 
     persession purge sqlite:///var/lib/app/sessions.db   # delete expired sessions now
-    persession nginx 127.0.0.1:8001-8004 --balance cookie > /etc/nginx/conf.d/app.conf
+    persession nginx 127.0.0.1:8001-8004 --balance cookie --output app.conf  # for nginx's conf.d/
     persession serve myapp:app --ports 8001-8004         # one server process per port
     persession --version
 
@@ -27,27 +27,36 @@ __all__ = ["main"]
 
 _EPILOG = """examples:
   persession purge sqlite:///var/lib/app/sessions.db
-  persession purge sqlite://          (the default file)
+  persession purge sqlite://          # the default file, ~/.local/state/persession/sessions.db
   persession nginx 127.0.0.1:8001-8004 --server-name example.com
   persession serve myapp.main:app --ports 8001-8004
 
 'persession COMMAND --help' describes each command.
 """
 
-_NGINX_EPILOG = """examples (each prints a configuration 'nginx -t' accepts):
+_NGINX_EPILOG = """examples (each runs as shown in an empty directory; 'nginx -t' accepts what it prints or writes):
   persession nginx 127.0.0.1:8001-8004
   persession nginx 127.0.0.1:8001-8004 --balance cookie --cookie-name connect.sid --server-name example.com
   persession nginx 127.0.0.1:8001-8004 --balance least_conn --websocket-path /ws --no-keepalive
+
+  # TLS, with a self-signed pair to try it (nginx reads both files when it starts)
+  openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=example.com -days 1 \\
+      -keyout example.com.key -out example.com.pem
   persession nginx 127.0.0.1:8001-8004 --server-name example.com \\
-      --tls-certificate /etc/ssl/certs/example.com.pem --tls-key /etc/ssl/private/example.com.key \\
-      --redirect-http --output /etc/nginx/conf.d/persession.conf
+      --tls-certificate example.com.pem --tls-key example.com.key --redirect-http --output persession.conf
+
+  # a complete nginx.conf for an nginx without root, its pid, logs and temp files in ./nginx-run
   persession nginx 127.0.0.1:8001-8002 --listen 127.0.0.1:8080 --balance round_robin --debug-header \\
-      --standalone /tmp/persession-nginx --foreground --output /tmp/persession-nginx/nginx.conf
+      --standalone nginx-run --foreground --output nginx-run/nginx.conf
+  nginx -t -p "$PWD/nginx-run" -c "$PWD/nginx-run/nginx.conf" -e stderr
 
 Without --standalone the output is a snippet for nginx's http context (conf.d/):
 maps, the upstream and the server blocks. With --standalone DIR it is a complete
-nginx.conf keeping its pid, logs and temp files in DIR, for an unprivileged nginx:
-  nginx -p DIR -c DIR/nginx.conf -e stderr
+nginx.conf keeping its pid, logs and temp files in DIR, for an unprivileged nginx
+started with 'nginx -p DIR -c DIR/nginx.conf -e stderr' (DIR absolute; the file's
+header shows the exact command). A relative path given to --tls-certificate,
+--tls-key or --standalone is taken from the current directory and written out
+absolute; --output and --standalone create the directories they need.
 """
 
 _SERVE_EPILOG = """examples:
@@ -188,7 +197,7 @@ def _add_nginx(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     nginx.add_argument(
         "--standalone",
         metavar="DIR",
-        help="print a complete nginx.conf keeping pid, logs and temp files in DIR (absolute)",
+        help="print a complete nginx.conf keeping pid, logs and temp files in DIR (created if missing)",
     )
     nginx.add_argument(
         "--foreground", action="store_true", help="with --standalone: 'daemon off;' (for a supervisor or a test)"
@@ -199,7 +208,9 @@ def _add_nginx(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     nginx.add_argument(
         "--user", metavar="USER", help="with --standalone: the user workers run as when nginx starts as root"
     )
-    nginx.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
+    nginx.add_argument(
+        "-o", "--output", metavar="FILE", help="write to FILE instead of standard output (creating its directory)"
+    )
 
 
 def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -298,12 +309,15 @@ def _nginx(args: argparse.Namespace) -> int:
             raise _UsageError(f"--worker-processes: {args.worker_processes!r} is not a number or auto")
         workers = int(args.worker_processes)
     address, port = _listen(args.listen)
+    # A user means a relative path from where they type the command; left relative, nginx would resolve it
+    # against its own prefix or configuration directory instead.
+    directory = os.path.abspath(args.standalone) if args.standalone else args.standalone  # "" stays "", refused
     try:
         tls = None
         if args.tls_certificate:
             tls = TLS(
-                certificate=args.tls_certificate,
-                certificate_key=args.tls_key,
+                certificate=os.path.abspath(args.tls_certificate),
+                certificate_key=os.path.abspath(args.tls_key),
                 redirect_http=args.redirect_http,
                 http_port=80 if args.http_port is None else args.http_port,
             )
@@ -322,25 +336,42 @@ def _nginx(args: argparse.Namespace) -> int:
             tls=tls,
             debug_header=args.debug_header,
         )
-        if args.standalone is None:
+        if directory is None:
             text = render_snippet(spec)
         else:
             text = render_standalone(
                 spec,
-                directory=args.standalone,
+                directory=directory,
                 daemon=not args.foreground,
                 worker_processes=workers,
                 user=args.user,
             )
     except ConfigError as error:
         raise _UsageError(_flag(error, _NGINX_FLAGS)) from None
+    if directory is not None:
+        # nginx -p DIR fails on a missing DIR; it creates the temp directories and log files inside itself.
+        _make_directory(directory, "--standalone")
     return _write(text, args.output)
+
+
+def _make_directory(path: str, flag: str) -> None:
+    if os.path.isdir(path):
+        return
+    if os.path.lexists(path):
+        raise _UsageError(f"{flag}: {path} exists and is not a directory")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise _UsageError(f"{flag}: cannot create the directory {path}: {error.strerror or error}") from None
 
 
 def _write(text: str, output: str | None) -> int:
     if output is None:
         sys.stdout.write(text)
         return 0
+    parent = os.path.dirname(output)
+    if parent:
+        _make_directory(parent, "--output")
     partial = f"{output}.tmp-{os.getpid()}"
     try:
         with open(partial, "w", encoding="utf-8") as file:
