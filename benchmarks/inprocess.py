@@ -47,7 +47,6 @@ from pathlib import Path
 from typing import Any
 
 from _support import Processes, interrupt_on_sigterm, start_mongo, start_redis
-
 from apps import FLASK_VARIANTS, LOGIN_DATA, SECRET, STARLETTE_VARIANTS
 
 CASES = ("bare", "read", "write")

@@ -57,7 +57,6 @@ from _support import (
     start_redis,
     wait_until,
 )
-
 from apps import FLASK_VARIANTS, STARLETTE_VARIANTS
 
 VARIANTS = FLASK_VARIANTS + STARLETTE_VARIANTS
@@ -420,9 +419,7 @@ def goals(summary: dict[tuple[str, str], Any]) -> str:
         ours, theirs = summary[variant, route], summary[peer, route]
         ratio = ours["rps"] / theirs["rps"]
         paired = [a / b for a, b in zip(ours["per_round"], theirs["per_round"], strict=False) if b]
-        spread = (
-            f" (per round {min(paired):.2f}-{max(paired):.2f}, median {_median(paired):.2f})" if paired else ""
-        )
+        spread = f" (per round {min(paired):.2f}-{max(paired):.2f}, median {_median(paired):.2f})" if paired else ""
         verdict = "met" if ratio >= wanted else "NOT met"
         bare = BARE[variant]
         ceiling = ""

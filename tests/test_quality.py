@@ -1,7 +1,18 @@
-"""The repository's own gates, run by the suite so CI enforces them: lint, types, layering, packaging."""
+"""The repository's own gates, run by the suite so CI enforces them: lint, types, layering, docs, packaging.
+
+The commands are not written here: they are read from tox.ini's lint, typing,
+docs and pkg environments and run as tox runs them (from the repository root,
+with this interpreter's scripts first on PATH and the env's ``set_env``), so the
+suite and ``tox`` cannot drift apart.
+"""
 
 from __future__ import annotations
 
+import configparser
+import os
+import re
+import shlex
+import shutil
 import subprocess
 import sys
 import venv
@@ -10,58 +21,173 @@ from pathlib import Path
 
 import pytest
 
+from _servers import require_binary
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - pytest itself depends on tomli before 3.11
+    import tomli as tomllib
+
 ROOT = Path(__file__).resolve().parent.parent
+TOX_INI = ROOT / "tox.ini"
+#: The tox environments besides the test runs; each has a test below.
+QUALITY_ENVS = ("lint", "typing", "docs", "pkg")
+#: Not resolved: the scripts of this virtualenv sit beside its python, a symlink.
+SCRIPTS = Path(sys.executable).parent
+INSTALL_HINT = 'pip install -e ".[tests]"'
 
 
 def _run(*argv: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=600, check=False)
 
 
-def test_ruff_is_clean() -> None:
-    """ruff finds nothing in src, tests and examples, and the formatting is ruff's."""
-    lint = _run(sys.executable, "-m", "ruff", "check", "src", "tests", "examples")
-    assert lint.returncode == 0, lint.stdout + lint.stderr
-    fmt = _run(sys.executable, "-m", "ruff", "format", "--check", "src", "tests", "examples")
-    assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+def _tox(text: str | None = None) -> configparser.ConfigParser:
+    """tox.ini, or the ini ``text``, read as tox reads it (no ``%`` interpolation)."""
+    parser = configparser.ConfigParser(interpolation=None)
+    if text is None:
+        parser.read(TOX_INI, encoding="utf-8")
+    else:
+        parser.read_string(text)
+    return parser
 
 
-def test_mypy_strict_is_clean() -> None:
-    """mypy --strict accepts src/persession."""
-    result = _run(sys.executable, "-m", "mypy", "--strict", "src/persession")
-    assert result.returncode == 0, result.stdout + result.stderr
+def _expand(factors: str) -> list[str]:
+    """tox's generative names: ``py3{10,11}, lint`` is py310, py311 and lint."""
+    names: list[str] = []
+    for item in re.split(r",\s*(?![^{]*\})", factors.strip()):
+        group = re.search(r"\{([^}]*)\}", item)
+        if group is None:
+            names.append(item.strip())
+        else:
+            for factor in group[1].split(","):
+                names += _expand(item[: group.start()] + factor.strip() + item[group.end() :])
+    return names
 
 
-def test_import_layering_contracts_hold() -> None:
-    """The sans-IO core imports no shell, store, driver or framework; stores import no shell."""
-    result = _run(str(Path(sys.executable).with_name("lint-imports")))
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "broken" in result.stdout
-    assert "0 broken" in result.stdout
+def _lines(section: configparser.SectionProxy, key: str) -> list[str]:
+    return [line.strip() for line in section.get(key, "").splitlines() if line.strip()]
 
 
-def test_docs_build_without_warnings(tmp_path: Path) -> None:
-    """The Sphinx site builds with every warning treated as an error."""
-    result = _run(sys.executable, "-m", "sphinx", "-T", "-W", "--keep-going", "-q", "-b", "html", "docs", str(tmp_path))
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert (tmp_path / "index.html").is_file()
-    assert (tmp_path / "api.html").read_text(encoding="utf-8").count("SessionMiddleware") >= 2
+def _tox_commands(env: str, env_tmp_dir: Path, tox: configparser.ConfigParser | None = None) -> list[list[str]]:
+    """The commands of ``[testenv:env]`` as argv lists, with ``{env_tmp_dir}`` made ``env_tmp_dir``."""
+    commands = []
+    for line in _lines((tox or _tox())[f"testenv:{env}"], "commands"):
+        argv = shlex.split(line.replace("{env_tmp_dir}", str(env_tmp_dir)))
+        unknown = [word for word in argv if "{" in word or word.endswith("\\")]
+        assert not unknown, f"tox.ini [testenv:{env}]: {line!r} uses {unknown}, which tests/test_quality.py cannot run"
+        assert argv[0][0] not in "-!", f"tox.ini [testenv:{env}]: {line!r} ignores or inverts its exit status"
+        commands.append(argv)
+    assert commands, f"tox.ini [testenv:{env}] has no commands"
+    return commands
+
+
+def _tox_set_env(env: str, tox: configparser.ConfigParser | None = None) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in _lines((tox or _tox())[f"testenv:{env}"], "set_env"))
+    return {name.strip(): value.strip() for name, value in pairs}
+
+
+def run_tox_env(env: str, env_tmp_dir: Path) -> list[subprocess.CompletedProcess[str]]:
+    """Run the commands of tox env ``env`` in order, as tox does; fail at the first that fails."""
+    path = f"{SCRIPTS}{os.pathsep}{os.environ.get('PATH', '')}"
+    environ = {**os.environ, **_tox_set_env(env), "PATH": path}
+    results = []
+    for argv in _tox_commands(env, env_tmp_dir):
+        if argv[0] == "pyright":  # the PyPI package is a launcher for pyright's npm package
+            require_binary("node", "apt-get install nodejs (pyright runs on Node.js)")
+        program = shutil.which(argv[0], path=path)
+        assert program is not None, f"{argv[0]} (tox env {env}) is not installed: {INSTALL_HINT}"
+        result = subprocess.run(
+            [program, *argv[1:]], cwd=ROOT, env=environ, capture_output=True, text=True, timeout=600, check=False
+        )
+        assert result.returncode == 0, f"{shlex.join(argv)} failed:\n{result.stdout}{result.stderr}"
+        results.append(result)
+    return results
+
+
+def test_the_suite_runs_every_tox_env() -> None:
+    """tox's env_list is the py3xx suite runs and exactly the envs this module runs."""
+    tox = _tox()
+    names = _expand(tox["tox"]["env_list"])
+    suites = [name for name in names if re.fullmatch(r"py3\d+", name)]
+    assert suites, names
+    assert [name for name in names if name not in suites] == list(QUALITY_ENVS)
+    assert _lines(tox["testenv"], "commands") == ["python -m pytest {posargs}"]
+    envs = {section.removeprefix("testenv:") for section in tox.sections() if section.startswith("testenv:")}
+    assert envs == set(QUALITY_ENVS)
+
+
+def test_tox_commands_are_read_as_tox_reads_them(tmp_path: Path) -> None:
+    """The reader behind these tests: generative names, set_env, substitutions, one argv per line, no tricks."""
+    assert _expand("py3{10,11}, lint,docs") == ["py310", "py311", "lint", "docs"]
+    tox = _tox(
+        "[testenv:a]\n"
+        "set_env =\n    X = 1\n    Y = a=b\n"
+        "commands =\n    python -m build --outdir {env_tmp_dir}/dist\n\n    twine check '{env_tmp_dir}/d i/*'\n"
+        "[testenv:b]\ncommands = pytest {posargs}\n"
+        "[testenv:c]\ncommands = - ruff check\n"
+    )
+    assert _tox_set_env("a", tox) == {"X": "1", "Y": "a=b"}
+    assert _tox_commands("a", tmp_path, tox) == [
+        ["python", "-m", "build", "--outdir", f"{tmp_path}/dist"],
+        ["twine", "check", f"{tmp_path}/d i/*"],
+    ]
+    with pytest.raises(AssertionError, match=r"uses \['\{posargs\}'\]"):
+        _tox_commands("b", tmp_path, tox)
+    with pytest.raises(AssertionError, match="ignores or inverts its exit status"):
+        _tox_commands("c", tmp_path, tox)
+
+
+def test_ruff_lints_the_roots_it_sorts_imports_for(tmp_path: Path) -> None:
+    """Both ruff commands take the same paths, and [tool.ruff] src lists them, so their imports sort as first-party."""
+    ruff = [argv for argv in _tox_commands("lint", tmp_path) if argv[0] == "ruff"]
+    assert [argv[:2] for argv in ruff] == [["ruff", "check"], ["ruff", "format"]]
+    paths = [[word for word in argv[2:] if not word.startswith("-")] for argv in ruff]
+    assert paths[0] == paths[1]
+    with (ROOT / "pyproject.toml").open("rb") as file:
+        assert tomllib.load(file)["tool"]["ruff"]["src"] == paths[0]
+
+
+def test_lint_env_passes(tmp_path: Path) -> None:
+    """ruff finds nothing and the formatting is ruff's; the import-layering contracts hold."""
+    results = run_tox_env("lint", tmp_path)
+    layering = [result for result in results if Path(result.args[0]).name == "lint-imports"]
+    assert len(layering) == 1
+    assert re.search(r"Contracts: [1-9]\d* kept, 0 broken", layering[0].stdout), layering[0].stdout
+
+
+def test_typing_env_passes(tmp_path: Path) -> None:
+    """mypy --strict accepts src/persession and pyright finds every public name's type known."""
+    results = run_tox_env("typing", tmp_path)
+    verified = [result for result in results if Path(result.args[0]).name == "pyright"]
+    assert len(verified) == 1
+    assert "Type completeness score: 100%" in verified[0].stdout, verified[0].stdout
+
+
+def test_docs_env_passes(tmp_path: Path) -> None:
+    """The Sphinx site builds with every warning an error, and autodoc documented the API."""
+    run_tox_env("docs", tmp_path)
+    html = Path(_tox_commands("docs", tmp_path)[-1][-1])
+    assert html.is_relative_to(tmp_path)
+    assert (html / "index.html").is_file()
+    api = (html / "api.html").read_text(encoding="utf-8")
+    assert api.count("SessionMiddleware") >= 2
+    # The modules that import a driver or a framework are documented too (the docs extra installs them).
+    for documented in ("stores.redis.AsyncRedisStore", "stores.mongo.AsyncMongoStore", "integrations.flask.init_app"):
+        assert f'id="persession.{documented}"' in api, documented
 
 
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The sdist and wheel, built from this checkout."""
-    out = tmp_path_factory.mktemp("dist")
-    result = _run(sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(ROOT))
-    assert result.returncode == 0, result.stdout + result.stderr
-    return out
+    """The folder of the sdist and wheel, built and checked by the pkg env's commands."""
+    env_tmp_dir = tmp_path_factory.mktemp("pkg")
+    run_tox_env("pkg", env_tmp_dir)
+    return next(env_tmp_dir.rglob("*.whl")).parent
 
 
-def test_wheel_and_sdist_pass_twine_check(dist: Path) -> None:
-    """Both distributions build and twine check --strict passes; the wheel ships py.typed and no tests."""
+def test_pkg_env_builds_a_typed_wheel_without_tests(dist: Path) -> None:
+    """The pkg env built one sdist and one wheel (twine check --strict passed); the wheel ships py.typed, no tests."""
     files = sorted(dist.iterdir(), key=lambda f: f.suffix)
     assert [f.suffix for f in files] == [".gz", ".whl"]
-    result = _run(sys.executable, "-m", "twine", "check", "--strict", *map(str, files))
-    assert result.returncode == 0, result.stdout + result.stderr
     names = zipfile.ZipFile(files[1]).namelist()
     assert "persession/py.typed" in names
     assert not [n for n in names if n.startswith("tests/")]
@@ -77,7 +203,7 @@ def test_wheel_installs_alone_and_imports_no_driver(dist: Path, tmp_path: Path) 
     assert install.returncode == 0, install.stdout + install.stderr
     installed = _run(str(python), "-m", "pip", "list", "--format=freeze", "--disable-pip-version-check")
     names = {line.split("==")[0].lower() for line in installed.stdout.split()}
-    assert {"persession", "itsdangerous", "asgiref"} <= names
+    assert {"persession-web", "itsdangerous", "asgiref"} <= names
     assert not names & {"redis", "pymongo", "starlette", "flask"}
     probe = (
         "import sys, persession, persession.stores, persession.wsgi, persession.asgi; "
