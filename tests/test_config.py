@@ -63,10 +63,12 @@ BAD_OPTIONS = [
     pytest.param("secure", 1, id="secure int"),
     pytest.param("secure", None, id="secure None"),
     # samesite
-    pytest.param("samesite", "Lax", id="samesite capitalised"),
     pytest.param("samesite", "off", id="samesite unknown"),
     pytest.param("samesite", "", id="samesite empty"),
+    pytest.param("samesite", " lax", id="samesite with a space"),
     pytest.param("samesite", True, id="samesite bool"),
+    pytest.param("samesite", 1, id="samesite int"),
+    pytest.param("samesite", b"lax", id="samesite bytes"),
     # path
     pytest.param("path", "", id="path empty"),
     pytest.param("path", "app", id="path relative"),
@@ -228,3 +230,29 @@ def test_valid_cookie_names_accepted(name: str) -> None:
 def test_valid_values_accepted(option: str, value: Any) -> None:
     """Edge values that are valid are stored unchanged."""
     assert getattr(SessionConfig(secret=SECRET, **{option: value}), option) == value
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        pytest.param("Lax", "lax", id="Lax"),
+        pytest.param("STRICT", "strict", id="STRICT"),
+        pytest.param("None", "none", id="None as a string"),
+        pytest.param("sTrIcT", "strict", id="mixed case"),
+        pytest.param("lax", "lax", id="already lower case"),
+    ],
+)
+def test_samesite_is_case_insensitive_and_stored_in_lower_case(given: str, stored: str) -> None:
+    """samesite accepts any case, as browsers do, and the config holds the lower-case value."""
+    config = SessionConfig(secret=SECRET, samesite=given)  # type: ignore[arg-type]
+    assert config.samesite == stored
+    assert config == SessionConfig(secret=SECRET, samesite=stored)  # type: ignore[arg-type]
+
+
+def test_samesite_none_in_any_case_still_requires_secure() -> None:
+    """samesite="None" (any case) with secure=False is refused like "none"."""
+    for given in ("None", "NONE"):
+        with pytest.raises(ConfigError) as caught:
+            SessionConfig(secret=SECRET, samesite=given, secure=False)  # type: ignore[arg-type]
+        assert caught.value.option == "samesite"
+        assert "requires secure" in str(caught.value)

@@ -251,6 +251,25 @@ def test_runnable_snippet_runs(snippet: Snippet, tmp_path: Path) -> None:
         assert answers == [[200, {"visits": 1}], [200, {"visits": 2}]]
 
 
+#: The idiom FastAPI's docs teach, which must type-check as written, without an ignore.
+_ADD_MIDDLEWARE = "app.add_middleware(SessionMiddleware"
+
+
+def test_fastapi_add_middleware_snippet_passes_mypy_strict(tmp_path: Path) -> None:
+    """The quick start's ``app.add_middleware(SessionMiddleware, ...)`` block has no ignore and passes mypy --strict."""
+    blocks = [s for s in SNIPPETS if s.document.name == "quickstart.md" and _ADD_MIDDLEWARE in s.code]
+    assert blocks, f"docs/quickstart.md has no {_ADD_MIDDLEWARE}...) block"
+    for snippet in blocks:
+        assert "type: ignore" not in snippet.code, f"{snippet.where}: the FastAPI idiom must need no ignore"
+        assert not _free_names(snippet.code), f"{snippet.where}: a --strict block defines every name it uses"
+        (tmp_path / f"{snippet.module}.py").write_text(snippet.code, encoding="utf-8")
+    cache = ROOT / ".mypy_cache" / "docs-snippets-strict"
+    argv = [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(cache), "--show-error-codes"]
+    argv += sorted(str(path) for path in tmp_path.glob("snippet_*.py"))
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=tmp_path, check=False)
+    assert result.returncode == 0, "\n".join(s.where for s in blocks) + "\n" + result.stdout + result.stderr
+
+
 def test_every_block_is_covered() -> None:
     """The documents have python blocks, and each is type-checked, run, or explicitly syntax-only."""
     assert len(SNIPPETS) >= 10

@@ -11,6 +11,9 @@
   the sessions, changing ``store_key_secret`` loses them; it is refused with
   ``compat="express"`` and when it equals a signing secret.
 - Cookie flags behind a TLS-terminating proxy (``proxy=True``).
+- A secret shorter than 32 bytes (signing, older, or ``store_key_secret``; in
+  express mode too) logs one WARNING per process on ``persession.security``
+  with the command that makes a good one, never the secret.
 
 Run with ``-s`` to see the figures.
 """
@@ -31,6 +34,7 @@ import httpx
 import itsdangerous.signer
 import pytest
 
+import persession.config
 from _mongo import make_mongo_store, mongo_server_fixture  # noqa: F401  (the fixture)
 from _redis import RedisServer, redis_server_fixture, redis_servers_fixture, unique_prefix  # noqa: F401
 from _servers import ROOT
@@ -486,3 +490,101 @@ def test_cookie_flags_behind_a_tls_terminating_proxy(
     attributes = [part.strip() for part in cookies[0].split(";")]
     assert "HttpOnly" in attributes
     assert ("Secure" in attributes) is (expect == "Secure")
+
+
+# -- 6. short secrets: one warning per process -------------------------------------------------------------
+
+GOOD_SECRET_COMMAND = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+LONG = "a-long-enough-secret-of-32-bytes"  # exactly 32
+LONG_TOO = b"another-secret-of-32-bytes-long!"
+
+
+@pytest.fixture
+def fresh_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in a process that has not warned about a short secret yet (the flag is module-level)."""
+    monkeypatch.setattr(persession.config, "_short_secret_warned", False, raising=False)
+
+
+def security_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "persession.security"]
+
+
+@pytest.mark.usefixtures("fresh_process")
+def test_short_secrets_log_one_warning_per_process(caplog: pytest.LogCaptureFixture) -> None:
+    """Two configs with short secrets log exactly one WARNING, naming the option and the fix, not the secrets."""
+    caplog.set_level(logging.DEBUG, logger="persession")
+    SessionConfig(secret="shortsecret-one")
+    SessionConfig(secret=[LONG, "shortsecret-two"], store_key_secret="shortstorekey")
+    records = security_warnings(caplog)
+    assert [r.levelno for r in records] == [logging.WARNING]
+    message = records[0].getMessage()
+    print(f"\n[security] short-secret warning: {message}")
+    assert GOOD_SECRET_COMMAND in message
+    assert message.startswith("secret ")
+    for value in ("shortsecret-one", "shortsecret-two", "shortstorekey"):
+        assert value not in message
+        assert value not in repr(records[0].args)
+
+
+@pytest.mark.usefixtures("fresh_process")
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        pytest.param({"secret": "x"}, "secret", id="one short str"),
+        pytest.param({"secret": b"short bytes"}, "secret", id="one short bytes"),
+        pytest.param({"secret": [LONG, "old-and-short"]}, "secret[1]", id="an older secret in the rotation list"),
+        pytest.param({"secret": LONG, "store_key_secret": "short-store-key"}, "store_key_secret", id="store key"),
+        pytest.param({"secret": "short-express", "compat": "express"}, "secret", id="express mode"),
+        pytest.param({"secret": "é" * 15}, "secret", id="30 bytes of UTF-8"),
+    ],
+)
+def test_each_kind_of_short_secret_warns(options: dict[str, Any], named: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A short signing secret, an older one, a short store_key_secret, in express mode too: one WARNING naming it."""
+    caplog.set_level(logging.WARNING, logger="persession.security")
+    SessionConfig(**options)
+    records = security_warnings(caplog)
+    assert [r.levelno for r in records] == [logging.WARNING]
+    message = records[0].getMessage()
+    assert message.startswith(f"{named} ")
+    assert GOOD_SECRET_COMMAND in message
+
+
+@pytest.mark.usefixtures("fresh_process")
+def test_secrets_of_32_bytes_do_not_warn(caplog: pytest.LogCaptureFixture) -> None:
+    """Secrets of 32 bytes or more, in every position and mode, log nothing."""
+    import secrets as random_secrets
+
+    caplog.set_level(logging.DEBUG, logger="persession")
+    SessionConfig(secret=LONG)
+    SessionConfig(secret=[random_secrets.token_urlsafe(32), LONG_TOO], store_key_secret="s" * 32)
+    SessionConfig(secret=LONG_TOO, store_key_secret=b"k" * 40)
+    SessionConfig(secret=["é" * 16, LONG], compat="express")  # 32 bytes of UTF-8
+    assert security_warnings(caplog) == []
+    assert persession.config._short_secret_warned is False
+
+
+@pytest.mark.usefixtures("fresh_process")
+def test_short_secret_warning_comes_from_the_middlewares_and_flask_secret_key(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each way in warns: the ASGI and WSGI middlewares' secret=, and Flask's SECRET_KEY through init_app."""
+    from flask import Flask
+    from starlette.applications import Starlette
+
+    from persession.integrations.flask import init_app
+
+    caplog.set_level(logging.WARNING, logger="persession.security")
+    builders: list[Callable[[], object]] = [
+        lambda: ASGIMiddleware(Starlette(), secret="asgi-short", store=AsyncMemoryStore()),
+        lambda: WSGIMiddleware(Flask(__name__).wsgi_app, secret="wsgi-short", store=MemoryStore()),
+    ]
+    flask = Flask(__name__)
+    flask.config["SECRET_KEY"] = "flask-short"
+    builders.append(lambda: init_app(flask, store=MemoryStore()))
+    for build in builders:
+        persession.config._short_secret_warned = False
+        caplog.clear()
+        build()
+        records = security_warnings(caplog)
+        assert [r.levelno for r in records] == [logging.WARNING], build
+        assert GOOD_SECRET_COMMAND in records[0].getMessage()

@@ -12,6 +12,7 @@ from typing import Any
 from .config import SessionConfig
 from .core import SessionEngine
 from .exceptions import ConfigError, NotSerializable, SessionTooLarge, StoreError
+from .stores import store_from_url
 from .stores.base import AsyncStore, Store, SupportsAsync
 
 log = logging.getLogger("persession")
@@ -66,21 +67,30 @@ def is_async_store(store: object) -> bool:
     return inspect.iscoroutinefunction(getattr(store, "load", None))
 
 
-def sync_store(store: Store | None) -> Store:
+def sync_store(store: Store | str | None) -> Store:
     if store is None:
         from .stores.sqlite import SqliteStore
 
         return SqliteStore()
+    if isinstance(store, str):
+        return store_from_url(store)
     if is_async_store(store) or not isinstance(store, Store):
         raise ConfigError("store", f"the WSGI middleware needs a synchronous store, got {type(store).__name__}")
     return store
 
 
-def async_store(store: AsyncStore | Store | None) -> AsyncStore:
+def async_store(store: AsyncStore | Store | str | None) -> AsyncStore:
     if store is None:
         from .stores.sqlite import AsyncSqliteStore
 
         return AsyncSqliteStore()
+    if isinstance(store, str):
+        built = store_from_url(store)
+        try:
+            return async_store(built)
+        finally:
+            # The twin opens connections of its own: the sync store only carried the URL's options.
+            built.close()
     if is_async_store(store) and isinstance(store, AsyncStore):
         return store
     if isinstance(store, SupportsAsync):

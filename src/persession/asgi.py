@@ -56,13 +56,17 @@ def get_session(scope: Scope) -> Session:
 class SessionMiddleware:
     """Server-side sessions for an ASGI application.
 
-    :param app: the application to wrap (ASGI 3, or ASGI 2 double-callable).
+    :param app: the application to wrap (ASGI 3, or ASGI 2 double-callable);
+        positional only, so ``app.add_middleware(SessionMiddleware, ...)``
+        (Starlette, FastAPI) type-checks.
     :param secret: secret key(s), newest first; see
         :attr:`SessionConfig.secret <persession.SessionConfig.secret>`.
-    :param store: an :class:`~persession.stores.AsyncStore`, or a sync store
+    :param store: an :class:`~persession.stores.AsyncStore`; a sync store
         with ``to_async()`` (as :func:`~persession.stores.store_from_url`
-        returns); default an :class:`~persession.stores.AsyncSqliteStore` on
-        the default file.
+        returns), whose asyncio twin is used; or a store URL such as
+        ``"redis://cache:6379/0"``, which becomes
+        ``store_from_url(url).to_async()``. Default an
+        :class:`~persession.stores.AsyncSqliteStore` on the default file.
     :param config: a :class:`~persession.SessionConfig` instead of ``secret``
         and ``options``.
     :param clock: returns the current Unix time (tests).
@@ -71,7 +75,8 @@ class SessionMiddleware:
         (code 4001) when their session ends: ``True`` for the default
         :class:`~persession.guard.GuardPolicy`, or a policy. Default ``None``.
     :param options: any other :class:`~persession.SessionConfig` field.
-    :raises ConfigError: a bad option, named.
+    :raises ConfigError: a bad option, named; a malformed store URL (as
+        :func:`~persession.stores.store_from_url` raises it).
 
     A store failure while loading makes every use of the session raise
     :class:`~persession.StoreError`; if the application lets it (or any
@@ -89,10 +94,13 @@ class SessionMiddleware:
 
     def __init__(
         self,
+        # Positional only: Starlette's middleware factory protocol passes the app positionally and
+        # leaves an ``app=`` keyword to **options, which a keyword-capable parameter would shadow.
         app: ASGIApp | Callable[..., Any],
+        /,
         *,
         secret: str | bytes | Sequence[str | bytes] | None = None,
-        store: AsyncStore | Store | None = None,
+        store: AsyncStore | Store | str | None = None,
         config: SessionConfig | None = None,
         clock: Callable[[], float] = time.time,
         websocket_guard: GuardPolicy | bool | None = None,

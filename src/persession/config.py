@@ -7,9 +7,10 @@ equivalent.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from typing import Literal, TypeAlias
 
@@ -39,6 +40,12 @@ DEFAULT_IDLE_FOR_SESSION_COOKIES = 24 * 3600
 _COOKIE_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z:]+$")
 _ATTRIBUTE_VALUE = re.compile(r"^[\x21-\x3a\x3c-\x7e]+$")  # visible ASCII without ';'
 _SAMESITE = ("lax", "strict", "none")
+#: Shorter secrets are accepted, with one WARNING per process: what docs/security.md asks for.
+_MIN_SECRET_BYTES = 32
+_MAKE_KEY_COMMAND = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+security_log: logging.Logger = logging.getLogger("persession.security")
+# Module-level, not per config: a process builds a config per app, worker or test, and one line is the point.
+_short_secret_warned = False
 
 
 def _seconds(option: str, value: Duration | None, *, allow_none: bool) -> int | None:
@@ -72,6 +79,29 @@ def _secrets(value: str | bytes | Sequence[str | bytes]) -> tuple[bytes, ...]:
     return tuple(keys)
 
 
+def _warn_short_secrets(config: SessionConfig) -> None:
+    """One WARNING per process for secrets under 32 bytes: their names and lengths, never their values."""
+    global _short_secret_warned
+    if _short_secret_warned:
+        return
+    listed = not isinstance(config.secret, (str, bytes))
+    named = [(f"secret[{index}]" if listed else "secret", key) for index, key in enumerate(config.secrets)]
+    store_key = config.store_key_secret
+    if store_key is not None:
+        named.append(("store_key_secret", store_key.encode("utf-8") if isinstance(store_key, str) else store_key))
+    short = [f"{name} is {len(key)} byte{'s' * (len(key) != 1)}" for name, key in named if len(key) < _MIN_SECRET_BYTES]
+    if not short:
+        return
+    _short_secret_warned = True
+    security_log.warning(
+        "%s; use secrets of at least %d random bytes, such as the output of: %s"
+        " (this warning is logged once per process)",
+        ", ".join(short),
+        _MIN_SECRET_BYTES,
+        _MAKE_KEY_COMMAND,
+    )
+
+
 @dataclass(frozen=True)
 class SessionConfig:
     """Every session option, validated at construction.
@@ -86,8 +116,11 @@ class SessionConfig:
     #: Secret key(s) that sign the session id in the cookie: one string, or a
     #: list **newest first**. The first signs; every one verifies, and a cookie
     #: verified by an older secret is re-issued signed by the first (rotation).
-    #: express-session: ``secret`` (also newest first).
-    secret: str | bytes | Sequence[str | bytes]
+    #: Required (no default). Use 32 random bytes or more: a shorter one is
+    #: accepted but logs a WARNING on ``persession.security`` (once per
+    #: process). Never shown by ``repr()``. express-session: ``secret`` (also
+    #: newest first).
+    secret: str | bytes | Sequence[str | bytes] = field(repr=False)
     #: The cookie name. express-session: ``name`` (default ``connect.sid``).
     cookie_name: str = "session"
     #: Cookie lifetime in seconds (``Max-Age`` and ``Expires``); ``None`` makes
@@ -130,7 +163,9 @@ class SessionConfig:
     #: Cookie ``HttpOnly``. Default ``True``. express-session: ``cookie.httpOnly``.
     httponly: bool = True
     #: Cookie ``SameSite``: ``"lax"`` (default), ``"strict"`` or ``"none"``
-    #: (which requires ``secure``). express-session: ``cookie.sameSite``.
+    #: (which requires ``secure``), in any case (``"Lax"`` is stored as
+    #: ``"lax"``); ``None`` sends no attribute. express-session:
+    #: ``cookie.sameSite``.
     samesite: SameSite | None = "lax"
     #: Cookie ``Partitioned`` (CHIPS); requires ``secure``. express-session:
     #: ``cookie.partitioned``.
@@ -170,8 +205,10 @@ class SessionConfig:
     #: ``None`` (the store keeps the ids themselves). It never rotates:
     #: changing it loses every session, so it must differ from every
     #: ``secret`` (which do rotate). Refused with ``compat="express"``, where
-    #: Node looks sessions up by the id in its cookie. See :doc:`/security`.
-    store_key_secret: str | bytes | None = None
+    #: Node looks sessions up by the id in its cookie. Like ``secret``, use 32
+    #: random bytes or more (a shorter one logs the same WARNING), and never
+    #: shown by ``repr()``. See :doc:`/security`.
+    store_key_secret: str | bytes | None = field(default=None, repr=False)
 
     #: The secrets as bytes, newest first (derived from ``secret``).
     secrets: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
@@ -201,8 +238,12 @@ class SessionConfig:
                 raise ConfigError(name, f"must be True or False, not {getattr(self, name)!r}")
         if self.secure not in (True, False, "auto") or not isinstance(self.secure, (bool, str)):
             raise ConfigError("secure", f"must be True, False or 'auto', not {self.secure!r}")
+        samesite = self.samesite
+        if isinstance(samesite, str):
+            # Browsers read the attribute in any case, and Werkzeug's and Flask's docs spell it "Lax".
+            set_(self, "samesite", samesite.lower())
         if self.samesite is not None and self.samesite not in _SAMESITE:
-            raise ConfigError("samesite", f"must be one of {_SAMESITE} or None, not {self.samesite!r}")
+            raise ConfigError("samesite", f"must be one of {_SAMESITE} (any case) or None, not {samesite!r}")
         if self.samesite == "none" and self.secure is False:
             raise ConfigError("samesite", "'none' requires secure=True or 'auto'; browsers drop it otherwise")
         if self.partitioned and self.secure is False:
@@ -240,3 +281,12 @@ class SessionConfig:
                     "store_key_secret",
                     "must be None with compat='express': express-session looks sessions up by the id in its cookie",
                 )
+        _warn_short_secrets(self)
+
+    def __repr__(self) -> str:
+        # The secrets are counted, never shown: a config ends up in debug output and tracebacks.
+        count = len(self.secrets)
+        shown = [f"secret=<{count} secret{'s' if count > 1 else ''}>"]
+        shown += [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.repr]
+        shown.append(f"store_key_secret={'<set>' if self.store_key_secret is not None else None}")
+        return f"{type(self).__name__}({', '.join(shown)})"

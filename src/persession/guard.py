@@ -471,7 +471,7 @@ class WebSocketGuard:
         *,
         policy: GuardPolicy | None = None,
         secret: str | bytes | Sequence[str | bytes] | None = None,
-        store: AsyncStore | Store | None = None,
+        store: AsyncStore | Store | str | None = None,
         **options: Any,
     ) -> None:
         from asgiref.compatibility import guarantee_single_callable

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .exceptions import NotSerializable
@@ -65,8 +65,8 @@ class SessionInfo:
     .. versionadded:: 0.1
     """
 
-    #: The session id.
-    sid: str
+    #: The session id (never in the repr).
+    sid: str = field(repr=False)
     #: When the session was created (Unix seconds).
     created: float
     #: When a request last wrote or touched it (Unix seconds).

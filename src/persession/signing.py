@@ -22,7 +22,7 @@ import hmac
 import re
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import quote, unquote
 
@@ -55,8 +55,8 @@ def new_session_id() -> str:
 class Unsigned:
     """A verified cookie value."""
 
-    #: The session id the cookie names.
-    sid: str
+    #: The session id the cookie names (never shown by ``repr()``).
+    sid: str = field(repr=False)
     #: It was signed by an older secret, so the cookie should be re-issued.
     stale: bool
     #: The value is exactly what ``sign(sid)`` returns now (newest secret,

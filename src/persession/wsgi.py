@@ -78,7 +78,10 @@ class SessionMiddleware:
     :param app: the WSGI application to wrap.
     :param secret: secret key(s), newest first; see
         :attr:`SessionConfig.secret <persession.SessionConfig.secret>`.
-    :param store: a synchronous :class:`~persession.stores.Store`; default a
+    :param store: a synchronous :class:`~persession.stores.Store`, or a store
+        URL such as ``"sqlite:///var/lib/app/sessions.db"`` or
+        ``"redis://cache:6379/0"``, built by
+        :func:`~persession.stores.store_from_url`; default a
         :class:`~persession.stores.SqliteStore` on the default file.
     :param config: a :class:`~persession.SessionConfig` instead of ``secret``
         and ``options``.
@@ -87,7 +90,8 @@ class SessionMiddleware:
         and foreign origins before the app sees them: ``True`` for the default
         :class:`~persession.guard.GuardPolicy`, or a policy. Default ``None``.
     :param options: any other :class:`~persession.SessionConfig` field.
-    :raises ConfigError: a bad option, named.
+    :raises ConfigError: a bad option, named; a malformed store URL (as
+        :func:`~persession.stores.store_from_url` raises it).
 
     A store failure while loading makes every use of the session raise
     :class:`~persession.StoreError`; if the application lets it escape, or
@@ -105,7 +109,7 @@ class SessionMiddleware:
         app: WSGIApplication,
         *,
         secret: str | bytes | Sequence[str | bytes] | None = None,
-        store: Store | None = None,
+        store: Store | str | None = None,
         config: SessionConfig | None = None,
         clock: Callable[[], float] = time.time,
         websocket_guard: GuardPolicy | bool | None = None,

@@ -65,6 +65,11 @@ __all__ = ["FlaskSession", "MissingSession", "PersessionInterface", "get_session
 #: Where :func:`init_app` records the middleware: ``app.extensions[EXTENSION_KEY]``.
 EXTENSION_KEY = "persession"
 _HINT = "install persession's middleware and interface: persession.integrations.flask.init_app(app, ...)"
+# What _app_secrets() reads, named for the developer who set neither.
+_MISSING_KEY = (
+    "a secret is required to sign session ids: pass init_app(app, secret=...) or set"
+    ' app.config["SECRET_KEY"] (and SECRET_KEY_FALLBACKS for rotation)'
+)
 
 
 class FlaskSession(Session):
@@ -246,12 +251,16 @@ def init_app(
         ``SECRET_KEY`` followed by its ``SECRET_KEY_FALLBACKS`` (unless
         ``config=`` is given).
     :param options: everything else :class:`persession.wsgi.SessionMiddleware`
-        takes: ``store``, ``config``, ``websocket_guard`` and any
+        takes: ``store`` (a store, or a store URL such as
+        ``"redis://cache:6379/0"`` built by
+        :func:`~persession.stores.store_from_url`; default the SQLite store on
+        the default file), ``config``, ``websocket_guard`` and any
         :class:`~persession.SessionConfig` option.
     :returns: the middleware (its ``store`` and ``config``), also at
         ``app.extensions["persession"]``.
-    :raises ConfigError: no secret, a bad option, or ``init_app`` already ran
-        for this app.
+    :raises ConfigError: no secret (neither ``secret=`` nor the app's
+        ``SECRET_KEY``), a bad option or store URL, or ``init_app`` already
+        ran for this app.
 
     .. versionadded:: 0.1
     """
@@ -259,6 +268,8 @@ def init_app(
         raise ConfigError("app", "init_app() already ran for this Flask app")
     if secret is None and "config" not in options:
         secret = _app_secrets(app)
+        if secret is None:
+            raise ConfigError("secret", _MISSING_KEY)
     middleware = SessionMiddleware(app.wsgi_app, secret=secret, **options)
     app.wsgi_app = middleware  # type: ignore[method-assign]
     app.session_interface = PersessionInterface(permanent=middleware.config.max_age is not None)
