@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import time
 from collections.abc import Iterable
 from email.utils import formatdate
@@ -11,6 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from _node import INSTALLS, NodeInstall, node_eval
+from persession import ConfigError
 from persession.cookies import MAX_VALUE_LENGTH, CookieFormat, _http_date, cookie_values, render_set_cookie
 
 Headers = str | bytes | Iterable[str | bytes] | None
@@ -231,3 +235,127 @@ def test_http_date_is_formatdate_with_its_one_second_cache(stamps: list[float]) 
     """The Expires date equals email.utils.formatdate, also when the cached second is asked again."""
     for stamp in [*stamps, stamps[0], int(stamps[0]) + 0.9995, int(stamps[0]) + 0.25]:
         assert _http_date(stamp) == formatdate(stamp, usegmt=True)
+
+
+# -- express-session's spelling (compat="express") ------------------------------------------------------
+
+
+def _reference_express_set_cookie(
+    name: str, value: str, max_age: int | None, expires: float | None, attributes: dict[str, Any]
+) -> str:
+    """The header as the cookie package's serialize() (express-session's) writes it: the oracle for compat="express"."""
+    parts = [f"{name}={value}"]
+    if attributes["domain"]:
+        parts.append(f"Domain={attributes['domain']}")
+    if attributes["path"]:
+        parts.append(f"Path={attributes['path']}")
+    if max_age is not None and max_age <= 0:
+        parts.append("Expires=Thu, 01 Jan 1970 00:00:00 GMT")
+    elif expires is not None:
+        parts.append(f"Expires={formatdate(expires, usegmt=True)}")
+    for flag, text in (("httponly", "HttpOnly"), ("secure", "Secure"), ("partitioned", "Partitioned")):
+        if attributes[flag]:
+            parts.append(text)
+    if attributes["samesite"]:
+        parts.append(f"SameSite={attributes['samesite'].capitalize()}")
+    return "; ".join(parts)
+
+
+@given(
+    attributes=_ATTRIBUTES,
+    max_age=st.one_of(st.none(), st.integers(-5, 10**9)),
+    expires=st.floats(0, 4e9),
+)
+def test_express_spelling_renders_every_combination_as_express_session(
+    attributes: dict[str, Any], max_age: int | None, expires: float
+) -> None:
+    """compat="express": express-session's attribute order, Expires and never Max-Age, for every combination."""
+    expected = _reference_express_set_cookie("sid", "v.sig", max_age, expires, attributes)
+    rendered = CookieFormat("sid", compat="express", **attributes).live("v.sig", max_age=max_age, expires=expires)
+    assert rendered == expected
+    assert "Max-Age" not in rendered
+    spelled = render_set_cookie("sid", "v.sig", max_age=max_age, expires=expires, compat="express", **attributes)
+    assert spelled == expected
+
+
+def test_express_spelling_without_expires_counts_max_age_from_now() -> None:
+    """Given only max_age, the express spelling's Expires is now + max_age (it has no Max-Age to carry it)."""
+    before = int(time.time())
+    header = render_set_cookie("s", "v", max_age=3600, compat="express")
+    assert header.startswith("s=v; Path=/; Expires=")
+    stamp = header.split("Expires=", 1)[1].split(";", 1)[0]
+    assert stamp in {formatdate(before + 3600 + d, usegmt=True) for d in range(3)}
+    assert render_set_cookie("s", "v", compat="express") == "s=v; Path=/; HttpOnly; SameSite=Lax"
+
+
+def test_an_unknown_compat_is_a_config_error() -> None:
+    """CookieFormat refuses a compat it does not know, naming the option."""
+    with pytest.raises(ConfigError, match="compat") as raised:
+        CookieFormat("s", compat="django")  # type: ignore[arg-type]
+    assert raised.value.option == "compat"
+
+
+def _express_cases() -> list[dict[str, Any]]:
+    """Every combination of the options persession and express-session share, live and deleted."""
+    cases = []
+    for path, domain, secure, httponly, samesite, partitioned, lifetime in itertools.product(
+        ["/", "/app"],
+        [None, "example.org"],
+        [False, True],
+        [True, False],
+        [None, "lax", "strict", "none"],
+        [False, True],
+        ["persistent", "browser-session", "deleted"],
+    ):
+        cases.append(
+            {
+                "path": path,
+                "domain": domain,
+                "secure": secure,
+                "httponly": httponly,
+                "samesite": samesite,
+                "partitioned": partitioned,
+                "lifetime": lifetime,
+            }
+        )
+    return cases
+
+
+@pytest.mark.parametrize("install", INSTALLS, ids=[install.id for install in INSTALLS])
+def test_express_spelling_is_what_express_session_sends(install: NodeInstall) -> None:
+    """For every combination of shared options, the express Set-Cookie equals express-session's, byte for byte.
+
+    Node renders each case with express-session's own Cookie (the one it sets
+    the session cookie with; for a deletion, the 1970 date that Express'
+    res.clearCookie gives), at the same expiry instant.
+    """
+    cases = _express_cases()
+    expires_ms = (int(time.time()) + 3600) * 1000
+    script = f"""
+const {{ Cookie }} = require("express-session");
+const cases = {json.dumps(cases)};
+const out = cases.map((c) => {{
+  const cookie = new Cookie({{
+    path: c.path, httpOnly: c.httponly, secure: c.secure,
+    ...(c.domain ? {{ domain: c.domain }} : {{}}),
+    ...(c.samesite ? {{ sameSite: c.samesite }} : {{}}),
+    ...(c.partitioned ? {{ partitioned: true }} : {{}}),
+    maxAge: c.lifetime === "browser-session" ? null : 3600 * 1000,
+  }});
+  if (c.lifetime === "persistent") cookie.expires = new Date({expires_ms});
+  if (c.lifetime === "deleted") cookie.expires = new Date(1);
+  return cookie.serialize("connect.sid", c.lifetime === "deleted" ? "" : "s:id.sig");
+}});
+console.log(JSON.stringify(out));
+"""
+    from_node = json.loads(node_eval(script, install))
+    for case, expected in zip(cases, from_node, strict=True):
+        lifetime = case.pop("lifetime")
+        attributes = CookieFormat("connect.sid", compat="express", **case)
+        if lifetime == "deleted":
+            rendered = attributes.live("", max_age=0, expires=None)
+        elif lifetime == "persistent":
+            rendered = attributes.live("s%3Aid.sig", max_age=3600, expires=expires_ms / 1000)
+        else:
+            rendered = attributes.live("s%3Aid.sig", max_age=None, expires=None)
+        assert rendered == expected, (case, lifetime)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from persession.codecs import (
     iso_date,
     merge_express,
     parse_iso_date,
+    record_expiry,
 )
 from persession.core import Action, SessionEngine, _indexed_user
 from persession.guard import GuardPolicy, is_logged_in, login
@@ -161,6 +163,40 @@ def test_a_browser_session_cookie_stores_null_max_age_and_expiry() -> None:
     assert (cookie["originalMaxAge"], cookie["expires"], cookie["secure"]) == (None, None, False)
 
 
+def test_the_express_cookie_is_set_as_express_session_sets_it() -> None:
+    """Every Set-Cookie of express mode (new, re-sent, deleted) has express-session's attributes: no Max-Age.
+
+    The order is the cookie package's (Domain, Path, Expires, HttpOnly, Secure,
+    Partitioned, SameSite); persession's own mode keeps Max-Age and Expires.
+    """
+    eng = engine(max_age=3600, domain="example.com", samesite="none", partitioned=True, rolling=True)
+    session = eng.build(eng.open(None), None)
+    session["x"] = 1
+    created = eng.plan(session, eng.open(None), status=200, secure_request=True)
+    assert created.set_cookie is not None
+    value = created.set_cookie.split(";", 1)[0]
+    assert created.set_cookie == (
+        f"{value}; Domain=example.com; Path=/; Expires=Fri, 15 Jan 2027 09:00:00 GMT;"
+        " HttpOnly; Secure; Partitioned; SameSite=None"
+    )
+    opening = eng.open(value)
+    record = Record({COOKIE: {"originalMaxAge": 3_600_000}, "x": 1}, created=NOW, accessed=NOW, expires=NOW + 60)
+    resent = eng.plan(eng.build(opening, record), opening, status=200, secure_request=False)
+    assert resent.set_cookie == f"{value}; Domain=example.com; Path=/; Expires=Fri, 15 Jan 2027 09:00:00 GMT; HttpOnly"
+    gone = eng.build(opening, record)
+    gone.destroy()
+    deleted = eng.plan(gone, opening, status=200, secure_request=True)
+    assert deleted.set_cookie == (
+        "connect.sid=; Domain=example.com; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT;"
+        " HttpOnly; Secure; Partitioned; SameSite=None"
+    )
+    own = SessionEngine(SessionConfig(secret=SECRET, max_age=3600), clock=lambda: NOW)
+    plain = own.build(own.open(None), None)
+    plain["x"] = 1
+    set_cookie = own.plan(plain, own.open(None), status=200, secure_request=False).set_cookie or ""
+    assert "; Path=/; Max-Age=3600; Expires=Fri, 15 Jan 2027 09:00:00 GMT; HttpOnly; SameSite=Lax" in set_cookie
+
+
 # -- the codec ---------------------------------------------------------------------------------------
 
 
@@ -205,3 +241,22 @@ def test_decode_refuses_what_express_session_would_500_on(text: str) -> None:
     """A stored value that is not an object with a cookie object is refused with ValueError."""
     with pytest.raises(ValueError):  # noqa: PT011  (json's and ours alike)
         decode_express(text)
+
+
+@pytest.mark.parametrize(
+    ("cookie", "store_expiry", "expected"),
+    [
+        pytest.param({"expires": "2020-01-01T00:00:00.000Z"}, NOW + 60, NOW + 60, id="the store's expiry wins"),
+        pytest.param({"expires": iso_date(NOW + 60)}, None, float(int(NOW + 60)), id="no store expiry: the cookie's"),
+        pytest.param({"expires": None}, None, math.inf, id="browser-session cookie: never"),
+        pytest.param({"originalMaxAge": 1000}, None, math.inf, id="no expires member: never"),
+        pytest.param({"expires": "2030-01-01"}, None, -math.inf, id="not Date#toJSON's text: past"),
+        pytest.param({"expires": "2030-13-01T00:00:00.000Z"}, None, -math.inf, id="no such date: past"),
+        pytest.param({"expires": 1_900_000_000_000}, None, -math.inf, id="a number: past"),
+    ],
+)
+def test_record_expiry_is_the_stores_else_the_cookies(
+    cookie: dict[str, Any], store_expiry: float | None, expected: float
+) -> None:
+    """record_expiry: the store's expiry when there is one, else cookie.expires (null: never; unreadable: past)."""
+    assert record_expiry({COOKIE: cookie, "a": 1}, store_expiry) == expected

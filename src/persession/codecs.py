@@ -18,12 +18,17 @@ JavaScript's ``Date#toJSON`` (ISO 8601, milliseconds, ``Z``); ``domain``,
 500 to a request whose stored session has no ``cookie`` object, so everything
 written here keeps one: the ``cookie`` member is the layout's, not the
 application's (see :func:`merge_express`).
+
+When a record expires is decided in one place for both layouts,
+:func:`record_expiry`: the store's expiry when it keeps one, else the
+cookie's ``expires``.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any, Final
@@ -40,11 +45,15 @@ __all__ = [
     "iso_date",
     "merge_express",
     "parse_iso_date",
+    "record_expiry",
 ]
 
 #: The member of an express-session record that holds the cookie object.
 COOKIE: Final = "cookie"
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# Date#toJSON's text, the one form a cookie.expires may keep a session alive by (the
+# connect-redis layout's Lua script checks the same form before comparing the text).
+_JSON_DATE: Final = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
 def iso_date(timestamp: float) -> str:
@@ -192,3 +201,32 @@ def cookie_expiry(document: Mapping[str, Any]) -> float | None:
     """The ``cookie.expires`` of a decoded record as a Unix time, or ``None`` (browser-session cookie)."""
     cookie = document.get(COOKIE)
     return parse_iso_date(cookie.get("expires")) if isinstance(cookie, Mapping) else None
+
+
+def record_expiry(document: Mapping[str, Any], store_expiry: float | None) -> float:
+    """When a decoded record expires (Unix time): one rule for the connect-redis and connect-mongo layouts.
+
+    - ``store_expiry`` when the store keeps one (connect-redis' TTL,
+      connect-mongo's ``expires`` field): it is what connect-redis' and
+      connect-mongo's ``touch`` move, so the ``cookie.expires`` inside the
+      JSON may lag behind it.
+    - Without one (connect-redis' ``disableTTL``, a connect-mongo document
+      with no ``expires``), the cookie's ``expires``: the end the browser was
+      given, so a copied cookie cannot keep the session alive after it. Node
+      is more lenient here: express-session never reads ``cookie.expires`` to
+      decide, and serves such a record for ever.
+    - ``math.inf`` (never) when the cookie's ``expires`` is ``null`` or
+      absent: a browser-session cookie in a store that keeps no expiry.
+    - ``-math.inf`` (already past) when it is anything but ``Date#toJSON``'s
+      text: an unreadable date never keeps a session alive.
+    """
+    if store_expiry is not None:
+        return store_expiry
+    cookie = document.get(COOKIE)
+    expires = cookie.get("expires") if isinstance(cookie, Mapping) else None
+    if expires is None:
+        return math.inf
+    if not isinstance(expires, str) or _JSON_DATE.fullmatch(expires) is None:
+        return -math.inf
+    moment = parse_iso_date(expires)
+    return -math.inf if moment is None else moment

@@ -6,13 +6,24 @@ too long are skipped, and every value sent under the wanted name is returned
 in order, so a stale duplicate cannot hide the good one. Values longer than
 :data:`MAX_VALUE_LENGTH` are returned too, so that the engine can reject
 (and expire) them like any other bad cookie.
+
+``Set-Cookie`` comes in two spellings. persession's own puts the attributes
+in RFC 6265's order and sends both ``Max-Age`` and ``Expires``. With
+``compat="express"`` it is what express-session sends (its ``cookie``
+package's ``serialize``): ``Domain``, ``Path``, ``Expires``, ``HttpOnly``,
+``Secure``, ``Partitioned``, ``SameSite``, in that order, and no ``Max-Age``
+(express-session never gives one), so the cookie is the same whichever
+service set it.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from datetime import datetime, timezone
 
+from .config import Compat
+from .exceptions import ConfigError
 from .types import SameSite
 
 __all__ = ["MAX_VALUE_LENGTH", "cookie_values", "render_set_cookie"]
@@ -107,15 +118,25 @@ def render_set_cookie(
     httponly: bool = True,
     samesite: SameSite | None = "lax",
     partitioned: bool = False,
+    compat: Compat | None = None,
 ) -> str:
     """A ``Set-Cookie`` header value.
 
     ``max_age`` is in seconds and ``expires`` is a Unix time; a negative or
-    zero ``max_age`` deletes the cookie. Name and value are trusted: the
-    config validates names and persession writes the values itself.
+    zero ``max_age`` deletes the cookie. ``compat`` (default ``None``:
+    persession's spelling) is ``"express"`` for express-session's (see the
+    module docs). Name and value are trusted: the config validates names and
+    persession writes the values itself.
     """
     attributes = CookieFormat(
-        name, path=path, domain=domain, secure=secure, httponly=httponly, samesite=samesite, partitioned=partitioned
+        name,
+        path=path,
+        domain=domain,
+        secure=secure,
+        httponly=httponly,
+        samesite=samesite,
+        partitioned=partitioned,
+        compat=compat,
     )
     return attributes.live(value, max_age=max_age, expires=expires)
 
@@ -125,10 +146,11 @@ class CookieFormat:
 
     :func:`render_set_cookie` builds one per call; the engine keeps one per
     ``Secure`` setting, so :meth:`live` only adds the value, ``Max-Age`` and
-    ``Expires`` to what never changes.
+    ``Expires`` to what never changes. ``compat="express"`` (default ``None``)
+    renders express-session's order and no ``Max-Age`` (see the module docs).
     """
 
-    __slots__ = ("_head", "_name", "_tail")
+    __slots__ = ("_expires_only", "_head", "_name", "_tail")
 
     def __init__(
         self,
@@ -140,22 +162,41 @@ class CookieFormat:
         httponly: bool = True,
         samesite: SameSite | None = "lax",
         partitioned: bool = False,
+        compat: Compat | None = None,
     ) -> None:
+        if compat not in (None, "express"):
+            raise ConfigError("compat", f"must be 'express' or None, not {compat!r}")
         self._name = name
+        self._expires_only = compat == "express"
         head = [""]
-        if path:
-            head.append(f"Path={path}")
-        if domain:
-            head.append(f"Domain={domain}")
         tail = [""]
-        if secure:
-            tail.append("Secure")
-        if httponly:
-            tail.append("HttpOnly")
-        if samesite:
-            tail.append(f"SameSite={samesite.capitalize()}")
-        if partitioned:
-            tail.append("Partitioned")
+        if self._expires_only:
+            # The order of the cookie package's serialize(), which express-session calls.
+            if domain:
+                head.append(f"Domain={domain}")
+            if path:
+                head.append(f"Path={path}")
+            if httponly:
+                tail.append("HttpOnly")
+            if secure:
+                tail.append("Secure")
+            if partitioned:
+                tail.append("Partitioned")
+            if samesite:
+                tail.append(f"SameSite={samesite.capitalize()}")
+        else:
+            if path:
+                head.append(f"Path={path}")
+            if domain:
+                head.append(f"Domain={domain}")
+            if secure:
+                tail.append("Secure")
+            if httponly:
+                tail.append("HttpOnly")
+            if samesite:
+                tail.append(f"SameSite={samesite.capitalize()}")
+            if partitioned:
+                tail.append("Partitioned")
         self._head = "; ".join(head)
         self._tail = "; ".join(tail)
 
@@ -164,7 +205,17 @@ class CookieFormat:
 
         ``None`` for both: a browser-session cookie. A negative or zero
         ``max_age`` deletes the cookie (``Max-Age=0`` and the 1970 date).
+        In express-session's spelling only ``Expires`` is sent: the 1970 date
+        to delete, else ``expires`` (``time.time() + max_age`` when ``None``).
         """
+        if self._expires_only:
+            if max_age is not None and max_age <= 0:
+                return f"{self._name}={value}{self._head}; Expires={_EPOCH}{self._tail}"
+            if expires is None and max_age is not None:
+                expires = time.time() + max_age
+            if expires is None:
+                return f"{self._name}={value}{self._head}{self._tail}"
+            return f"{self._name}={value}{self._head}; Expires={_http_date(expires)}{self._tail}"
         if max_age is None:
             if expires is None:
                 return f"{self._name}={value}{self._head}{self._tail}"

@@ -76,8 +76,8 @@ class Action(str, enum.Enum):
 class Opening:
     """What the request's cookie says, before the store is asked."""
 
-    #: The verified session id, or ``None``.
-    sid: str | None = None
+    #: The verified session id, or ``None`` (never in the repr).
+    sid: str | None = field(default=None, repr=False)
     #: A cookie of ours was sent (valid or not).
     present: bool = False
     #: The cookie was signed by an older secret: re-issue it.
@@ -85,7 +85,7 @@ class Opening:
     #: With ``store_key_secret``: the id as the cookie carries it, ``sid`` being
     #: its keyed hash (what the store knows the session by). ``None`` otherwise:
     #: the cookie carries ``sid`` itself.
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
     #: ``(cookie id, cookie value)`` when the value is exactly what signing that
     #: id gives now (:attr:`~persession.signing.Unsigned.exact`): a re-sent
     #: cookie reuses it instead of signing again.
@@ -97,18 +97,18 @@ class Plan:
     """What to do at the end of a request: one store call and the headers."""
 
     action: Action = Action.NOTHING
-    #: The session id the action applies to.
-    sid: str | None = None
+    #: The session id the action applies to (never in the repr).
+    sid: str | None = field(default=None, repr=False)
     #: For SAVE: the whole record.
     record: Record | None = None
     #: For SAVE: an old id to delete in the same atomic step (regenerate).
-    replaces: str | None = None
+    replaces: str | None = field(default=None, repr=False)
     #: For MERGE: what the request changed.
     change: Change | None = None
     #: For MERGE and TOUCH: the new expiry (Unix seconds).
     expires: float | None = None
-    #: A ``Set-Cookie`` header value to send, if any.
-    set_cookie: str | None = None
+    #: A ``Set-Cookie`` header value to send, if any (never in the repr: it carries the signed id).
+    set_cookie: str | None = field(default=None, repr=False)
     #: Send ``Vary: Cookie``: the response depends on the session.
     vary: bool = False
     #: For SAVE: index the new session under this user id (a login).
@@ -180,6 +180,7 @@ class SessionEngine:
         self._cookie_formats: dict[bool, CookieFormat] = {
             secure: CookieFormat(
                 config.cookie_name,
+                compat=config.compat,
                 path=config.path,
                 domain=config.domain,
                 secure=secure,
@@ -322,6 +323,7 @@ class SessionEngine:
                 config.cookie_name,
                 "",
                 max_age=0,
+                compat=config.compat,
                 path=config.path,
                 domain=config.domain,
                 secure=secure_attr,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from typing import Any
 
 import pytest
 import redis
+from pymongo import monitoring
 
 from _mongo import MongoServer, mongo_server_fixture  # noqa: F401  (the fixture)
 from _redis import RedisServer, redis_server_fixture, redis_servers_fixture  # noqa: F401  (the fixtures)
@@ -57,13 +59,37 @@ class Layout:
         document = self.raw.find_one({"_id": sid})
         return None if document is None else (document["session"], document["expires"].timestamp())
 
-    def plant(self, sid: str, text: str, ttl: float = 60) -> None:
-        """Store ``text`` as Node would (connect-redis' SET EX, connect-mongo's upsert)."""
+    def plant(self, sid: str, text: str, ttl: float | None = 60) -> None:
+        """Store ``text`` as Node would (connect-redis' SET EX, connect-mongo's upsert).
+
+        ``ttl=None``: with no store expiry (connect-redis' ``disableTTL``, a
+        connect-mongo document without ``expires``).
+        """
         if self.kind == "redis":
-            self.raw.set(self.prefix + sid, text, px=int(ttl * 1000))
+            self.raw.set(self.prefix + sid, text, px=None if ttl is None else int(ttl * 1000))
+        elif ttl is None:
+            self.raw.update_one({"_id": sid}, {"$set": {"session": text}}, upsert=True)
         else:
             expires = datetime.fromtimestamp(time.time() + ttl, tz=timezone.utc)
             self.raw.update_one({"_id": sid}, {"$set": {"session": text, "expires": expires}}, upsert=True)
+
+    def store_expiry(self, sid: str) -> float | None:
+        """The store's own expiry of ``sid`` (Unix time), ``None`` when it keeps none (the key must exist)."""
+        if self.kind == "redis":
+            pttl = self.raw.pttl(self.prefix + sid)
+            assert pttl != -2, "no such key"
+            return None if pttl == -1 else time.time() + pttl / 1000
+        document = self.raw.find_one({"_id": sid})
+        assert document is not None, "no such document"
+        return None if "expires" not in document else float(document["expires"].timestamp())
+
+    def text(self, sid: str) -> str | None:
+        """The stored JSON text of ``sid``."""
+        if self.kind == "redis":
+            raw = self.raw.get(self.prefix + sid)
+            return None if raw is None else str(raw.decode())
+        document = self.raw.find_one({"_id": sid})
+        return None if document is None else str(document["session"])
 
 
 @contextlib.asynccontextmanager
@@ -205,6 +231,67 @@ async def test_a_browser_session_cookie_keeps_a_null_expiry(layout: Layout) -> N
     assert found[1] > time.time() + 800
 
 
+def _without_store_expiry(expires: Any) -> str:
+    cookie: dict[str, Any] = {"originalMaxAge": 3_600_000, "httpOnly": True, "path": "/"}
+    if expires != "absent":
+        cookie["expires"] = expires
+    return json.dumps({COOKIE: cookie, "passport": {"user": "u"}}, separators=(",", ":"))
+
+
+@pytest.mark.parametrize(
+    ("expires", "lives"),
+    [
+        pytest.param(lambda: iso_date(time.time() + 120), True, id="cookie expires ahead"),
+        pytest.param(lambda: None, True, id="null: a browser-session cookie"),
+        pytest.param(lambda: "absent", True, id="no expires member"),
+        pytest.param(lambda: iso_date(time.time() - 1), False, id="cookie expired"),
+        pytest.param(lambda: "tomorrow", False, id="not a date"),
+        pytest.param(lambda: "2999-01-01T00:00:00Z", False, id="not Date#toJSON's text"),
+        pytest.param(lambda: 4_102_444_800_000, False, id="a number"),
+    ],
+)
+async def test_a_record_with_no_store_expiry_lives_until_its_cookie_expires(
+    layout: Layout, expires: Any, lives: bool
+) -> None:
+    """No TTL (disableTTL) or no expires field: the cookie's expires decides; every verb applies the same rule.
+
+    A dead one loads as nothing and is never written again (merge, touch and
+    load_touch leave it as it is); a live one loads, and a write gives it a
+    store expiry.
+    """
+    stamp = expires()
+    text = _without_store_expiry(stamp)
+    layout.plant(SID, text, ttl=None)
+    loaded = await layout.call("load", SID)
+    if not lives:
+        assert loaded is None
+        assert not await layout.call("merge", SID, Change(set={"a": 1}), time.time() + 60)
+        assert not await layout.call("touch", SID, time.time() + 60)
+        assert await layout.call("load_touch", SID, 60, None) is None
+        assert layout.text(SID) == text
+        assert layout.store_expiry(SID) is None
+        return
+    assert loaded is not None
+    expected = parse_iso_date(stamp) if isinstance(stamp, str) else None
+    if expected is None:
+        assert loaded.expires == math.inf
+    else:
+        assert abs(loaded.expires - expected) < 0.001
+    assert loaded.data["passport"] == {"user": "u"}
+    assert await layout.call("merge", SID, Change(set={"a": 1}), time.time() + 600)
+    store_expiry = layout.store_expiry(SID)
+    assert store_expiry is not None
+    assert store_expiry > time.time() + 500
+
+
+async def test_the_store_expiry_wins_over_the_cookies(layout: Layout) -> None:
+    """A TTL or an expires field wins over a past cookie.expires (connect-*'s touch moves only the store's)."""
+    layout.plant(SID, _without_store_expiry(iso_date(time.time() - 3600)), ttl=60)
+    loaded = await layout.call("load", SID)
+    assert loaded is not None
+    assert abs(loaded.expires - (time.time() + 60)) < 2
+
+
 @pytest.mark.parametrize("text", ['{"a":1}', "[1,2]", "not json", '{"cookie":5}'])
 async def test_malformed_records_load_as_nothing_and_are_left_alone(
     layout: Layout, text: str, caplog: pytest.LogCaptureFixture
@@ -265,15 +352,53 @@ def test_layout_options_are_validated(redis_server: RedisServer, mongo_server: A
         store_from_url(f"{mongo_server.url.rstrip('/')}/db?layout=connect-redis")
 
 
-async def test_mongo_layout_creates_connect_mongos_ttl_index(mongo_server: Any) -> None:
-    """The connect-mongo layout's TTL index on expires is connect-mongo's own (expireAfterSeconds 0, background)."""
-    async with _mongo_layout(mongo_server, "sync") as opened:
-        await opened.call("save", SID, record({COOKIE: dict(COOKIE_OBJECT)}))
-        indexes = {index["name"]: index for index in opened.raw.list_indexes()}
-        assert indexes["expires_1"]["expireAfterSeconds"] == 0
-        assert indexes["expires_1"]["background"] is True
-        assert "user_1" not in indexes
-        assert set(opened.raw.find_one({"_id": SID})) == {"_id", "session", "expires"}
+class _CreateIndexes(monitoring.CommandListener):
+    """The index documents of every createIndexes command a client sends, as ordered item lists."""
+
+    def __init__(self) -> None:
+        self.sent: list[list[tuple[str, Any]]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "createIndexes":
+            self.sent += [[(k, dict(v) if k == "key" else v) for k, v in i.items()] for i in event.command["indexes"]]
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+#: connect-mongo's createIndex({expires: 1}, {background: true, expireAfterSeconds: 0}) as the Node
+#: driver sends it (checked against the real one in tests/test_express_interop.py).
+CONNECT_MONGO_INDEX = [("background", True), ("expireAfterSeconds", 0), ("name", "expires_1"), ("key", {"expires": 1})]
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+async def test_mongo_layout_creates_connect_mongos_ttl_index(mongo_server: Any, flavour: str) -> None:
+    """The connect-mongo layout sends connect-mongo's TTL index document: its options, in its order, nothing else."""
+    from pymongo import MongoClient
+
+    listener = _CreateIndexes()
+    database = f"layout_{uuid.uuid4().hex[:12]}"
+    url = f"{mongo_server.url.rstrip('/')}/{database}?layout=connect-mongo"
+    store: Any = (MongoStore if flavour == "sync" else AsyncMongoStore).from_url(url, event_listeners=[listener])
+    raw: MongoClient[dict[str, Any]] = MongoClient(mongo_server.url, tz_aware=True)
+    try:
+        layout = Layout("mongo", store, raw[database]["sessions"])
+        await layout.call("save", SID, record({COOKIE: dict(COOKIE_OBJECT)}))
+        assert listener.sent == [CONNECT_MONGO_INDEX]
+        indexes = {index["name"]: index for index in layout.raw.list_indexes()}
+        assert set(indexes) == {"_id_", "expires_1"}
+        spec = indexes["expires_1"]
+        assert (spec["key"], spec["expireAfterSeconds"], spec["background"]) == ({"expires": 1}, 0, True)
+        assert set(layout.raw.find_one({"_id": SID})) == {"_id", "session", "expires"}
+    finally:
+        result = store.close()
+        if asyncio.iscoroutine(result):
+            await result
+        raw.drop_database(database)
+        raw.close()
 
 
 class _AlwaysRaced:

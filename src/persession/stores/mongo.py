@@ -51,8 +51,12 @@ to share them with express-session (see :doc:`/express`)::
     {"_id": "<session id>", "session": "<JSON text, cookie object first>", "expires": ISODate(...)}
 
 with connect-mongo's TTL index (``{expires: 1}``, ``expireAfterSeconds: 0``,
-``background: true``). A document without ``expires`` never expires, as in
-connect-mongo. No single update can merge into a JSON string, so ``merge``,
+``background: true``, sent as connect-mongo sends it). A document's expiry is
+its ``expires``; a document without one (connect-mongo never writes such a
+document, but reads it as live for ever) lives until its cookie's
+``expires``, or for ever when that is ``null``
+(:func:`~persession.codecs.record_expiry`), and is never written again once
+that has passed. No single update can merge into a JSON string, so ``merge``,
 ``touch`` and ``load_touch`` are a compare-and-swap: read the document, merge
 in Python (members in order, ``cookie`` first, its ``expires`` moved), then
 ``update`` filtered on the text read and on the session being live; when
@@ -92,7 +96,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Final, Literal, NoReturn, TypeAlias, TypedDict
 from urllib.parse import parse_qsl, unquote, unquote_plus, urlsplit
 
-from ..codecs import cookie_expiry, decode_express, encode_express, merge_express
+from ..codecs import decode_express, encode_express, merge_express, record_expiry
 from ..exceptions import ConfigError, NotSerializable, StoreError, StoreUnavailable
 from ..records import Change, Record, SessionInfo, dumps, loads
 
@@ -477,8 +481,12 @@ def _map_errors() -> Iterator[None]:
 
 # --- the connect-mongo layout: shared by both flavours -------------------------------------------
 
-#: connect-mongo's TTL index, as its ``autoRemove: "native"`` creates it.
-_CONNECT_INDEXES: Final = (IndexModel(_INDEX_KEYS, expireAfterSeconds=0, background=True),)
+#: connect-mongo's TTL index, as its ``autoRemove: "native"`` creates it. The Node driver sends
+#: ``{background, expireAfterSeconds, name, key}`` in that order, and a server that compares index
+#: options in order refuses connect-mongo's own createIndex after one spelled otherwise: IndexModel
+#: keeps its keywords in their order and adds ``key`` last (tests/test_express_interop.py compares
+#: the two drivers' commands).
+_CONNECT_INDEXES: Final = (IndexModel(_INDEX_KEYS, background=True, expireAfterSeconds=0, name="expires_1"),)
 _NO_CHANGE: Final = Change(set={})
 
 
@@ -489,7 +497,7 @@ def _check_layout(layout: object) -> Layout:
 
 
 def _connect_live(sid: str, now: float) -> dict[str, Any]:
-    """connect-mongo's own filter: the document, unless its ``expires`` has passed (none: never expires)."""
+    """connect-mongo's own filter: the document, unless its ``expires`` has passed (none: see :func:`_connect_dead`)."""
     return {"_id": sid, "$or": [{"expires": {"$exists": False}}, {"expires": {"$gt": _date(now)}}]}
 
 
@@ -517,11 +525,12 @@ def _connect_result(document: Mapping[str, Any] | None, now: float, namespace: s
         data = decode_express(_connect_text(document))
         stored: Any = document.get("expires")
         if isinstance(stored, datetime):
-            expires = (stored - _EPOCH).total_seconds()
-        elif "expires" not in document:  # connect-mongo calls such a session live for ever
-            expires = cookie_expiry(data) or math.inf
+            store_expiry: float | None = (stored - _EPOCH).total_seconds()
+        elif "expires" not in document:  # the cookie's expires decides (connect-mongo: live for ever)
+            store_expiry = None
         else:
             raise _Malformed("field 'expires' is not a date")
+        expires = record_expiry(data, store_expiry)
     except ValueError as error:  # _Malformed, JSONDecodeError, no cookie object
         security_log.warning("malformed session document in MongoDB collection %s ignored: %s", namespace, error)
         return None
@@ -544,8 +553,17 @@ def _connect_merged(document: Mapping[str, Any], change: Change, expires: float,
 
 def _connect_touched(text: str | None, expires: float, now: float, namespace: str) -> Record | None:
     """The record a ``load_touch`` left behind: the written text, with the new expiry."""
-    record = None if text is None else _connect_result({"session": text}, now, namespace)
+    record = None if text is None else _connect_result({"session": text, "expires": _date(expires)}, now, namespace)
     return None if record is None else Record(record.data, created=now, accessed=now, expires=expires)
+
+
+#: What a compare-and-swap reads: the text, and whether the document has an ``expires`` at all.
+_CAS_FIELDS: Final = {"session": 1, "expires": 1}
+
+
+def _connect_dead(document: Mapping[str, Any], now: float, namespace: str) -> bool:
+    """A document the live filter matched only for having no ``expires``, and whose cookie has expired."""
+    return "expires" not in document and _connect_result(document, now, namespace) is None
 
 
 def _no_index() -> NoReturn:
@@ -767,9 +785,11 @@ class MongoStore:
             for attempt in range(CAS_ATTEMPTS):
                 if attempt:
                     time.sleep(_backoff(attempt))
-                document = collection.find_one(_connect_live(sid, now), {"session": 1})
-                text = None if document is None else _connect_merged(document, change, expires, self._namespace)
-                if document is None or text is None:
+                document = collection.find_one(_connect_live(sid, now), _CAS_FIELDS)
+                if document is None or _connect_dead(document, now, self._namespace):
+                    return None
+                text = _connect_merged(document, change, expires, self._namespace)
+                if text is None:
                     return None
                 swapped = collection.update_one(
                     _connect_swap(sid, document["session"], now), _connect_set(text, expires)
@@ -1019,9 +1039,11 @@ class AsyncMongoStore:
             for attempt in range(CAS_ATTEMPTS):
                 if attempt:
                     await asyncio.sleep(_backoff(attempt))
-                document = await collection.find_one(_connect_live(sid, now), {"session": 1})
-                text = None if document is None else _connect_merged(document, change, expires, self._namespace)
-                if document is None or text is None:
+                document = await collection.find_one(_connect_live(sid, now), _CAS_FIELDS)
+                if document is None or _connect_dead(document, now, self._namespace):
+                    return None
+                text = _connect_merged(document, change, expires, self._namespace)
+                if text is None:
                     return None
                 swapped = await collection.update_one(
                     _connect_swap(sid, document["session"], now), _connect_set(text, expires)

@@ -33,14 +33,17 @@ does, to share them with express-session (see :doc:`/express`): one string per
 session at ``prefix + session_id`` (prefix default ``"sess:"``), the session's
 JSON with express-session's ``cookie`` object first, and a TTL that is the
 session's expiry (and is read as such: connect-redis' ``touch`` moves only the
-TTL). ``load`` is one script (``GET`` and ``PTTL``). ``merge``, ``touch`` and
-``load_touch`` are one script each that splices the stored JSON: the members a
-request changed are replaced in place or appended, deleted ones dropped,
-``cookie.expires`` moved, every other member copied byte for byte (``cjson``
-only validates the text and decodes member names, so no value is re-encoded),
-and the result ``SET`` with the new TTL; a missing key is never written (no
-resurrection), and a value that is not an express-session record is left
-alone and reported as no session. This layout keeps no creation time
+TTL). A key without a TTL (connect-redis' ``disableTTL``) lives until its
+cookie's ``expires``, or for ever when that is ``null``
+(:func:`~persession.codecs.record_expiry`), and is never written again once
+that has passed. ``load`` is one script (``GET`` and ``PTTL``). ``merge``,
+``touch`` and ``load_touch`` are one script each that splices the stored
+JSON: the members a request changed are replaced in place or appended,
+deleted ones dropped, ``cookie.expires`` moved, every other member copied
+byte for byte (``cjson`` only validates the text and decodes member names, so
+no value is re-encoded), and the result ``SET`` with the new TTL; a missing
+key is never written (no resurrection), and a value that is not an
+express-session record is left alone and reported as no session. This layout keeps no creation time
 (records report the load time) and no per-user index.
 
 **The per-user index.** One Redis set per user, at ``prefix + "user:" +
@@ -149,7 +152,7 @@ from types import TracebackType
 from typing import Any, Final, Generic, Literal, NoReturn, TypeAlias, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
-from ..codecs import cookie_expiry, decode_express, encode_express, iso_date
+from ..codecs import decode_express, encode_express, iso_date, record_expiry
 from ..core import Action, Plan
 from ..exceptions import ConfigError, NotSerializable, StoreError, StoreUnavailable
 from ..records import Change, Record, SessionInfo
@@ -475,11 +478,16 @@ return 1
 # and the member order stays), and the cookie object goes first with its
 # 'expires' moved (left null for a browser-session cookie). cjson only checks
 # that the text is a JSON object with a cookie object, and decodes member names.
+# A key without a TTL (connect-redis' disableTTL) is live until its cookie's
+# 'expires' (codecs.record_expiry): Date#toJSON texts compare as their instants
+# do, so the script compares the text with now's; any other non-null value is
+# already past.
 #
-# KEYS: the key. ARGV: expires (ISO), ttl_ms, cleared (1/0), n, n deleted keys,
-# then (key, key as JSON, value as JSON) per key set.
-# Returns the new JSON text; 0 when the key is missing (never resurrected); -1
-# when the stored value is not an express-session record (left as it is).
+# KEYS: the key. ARGV: expires (ISO), ttl_ms, now (ISO), cleared (1/0), n, n
+# deleted keys, then (key, key as JSON, value as JSON) per key set.
+# Returns the new JSON text; 0 when the key is missing or expired (never
+# resurrected); -1 when the stored value is not an express-session record (left
+# as it is).
 _CONNECT_WRITE = _Script.of(r"""
 local function skip_ws(s, i) return string.find(s, '[^ \t\r\n]', i) end
 local function skip_string(s, i)
@@ -553,6 +561,13 @@ if not top then return -1 end
 local cookie
 for _, m in ipairs(top) do if m[1] == 'cookie' then cookie = members(m[3]) end end
 if not cookie then return -1 end
+if redis.call('PTTL', KEYS[1]) == -1 then
+  local at = decoded.cookie.expires
+  if at ~= nil and at ~= cjson.null then
+    local date = '^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%dZ$'
+    if type(at) ~= 'string' or not string.find(at, date) or at <= ARGV[3] then return 0 end
+  end
+end
 
 local persistent = false
 for _, m in ipairs(cookie) do
@@ -571,17 +586,17 @@ end
 if not moved then parts[#parts + 1] = '"expires":' .. expires end
 
 local out = {'"cookie":{' .. table.concat(parts, ',') .. '}'}
-local n = tonumber(ARGV[4])
+local n = tonumber(ARGV[5])
 local deleted, sets, order = {}, {}, {}
-for i = 5, 4 + n do deleted[ARGV[i]] = true end
-for i = 5 + n, #ARGV, 3 do
+for i = 6, 5 + n do deleted[ARGV[i]] = true end
+for i = 6 + n, #ARGV, 3 do
   if ARGV[i] ~= 'cookie' then
     sets[ARGV[i]] = ARGV[i + 1] .. ':' .. ARGV[i + 2]
     order[#order + 1] = ARGV[i]
   end
 end
 local written = {}
-if ARGV[3] ~= '1' then
+if ARGV[4] ~= '1' then
   for _, m in ipairs(top) do
     local name = m[1]
     if name ~= 'cookie' and not written[name] then
@@ -834,7 +849,14 @@ def _connect_save_steps(
 
 def _connect_write_step(prefix: str, sid: str, change: Change, expires: float, now: float) -> _Step:
     deleted = [] if change.cleared else [_field(key)[1:] for key in change.deleted]
-    args: list[_Arg] = [iso_date(expires), _ttl_ms(expires, now), int(change.cleared), len(deleted), *deleted]
+    args: list[_Arg] = [
+        iso_date(expires),
+        _ttl_ms(expires, now),
+        iso_date(now),
+        int(change.cleared),
+        len(deleted),
+        *deleted,
+    ]
     for key, value in change.set.items():
         name = _field(key)[1:]
         args += (name, _json_text(key, key), _json_text(key, value))
@@ -848,11 +870,8 @@ def _connect_record(prefix: str, text: bytes | str, pttl: int, now: float) -> Re
     except ValueError:  # JSONDecodeError, UnicodeDecodeError, no cookie object
         _malformed(prefix, "the value is not an express-session record")
         return None
-    if pttl == -1:  # connect-redis with disableTTL: the cookie's expiry, else never
-        expires = cookie_expiry(data)
-        expires = math.inf if expires is None else expires
-    else:
-        expires = now + pttl / 1000
+    # No TTL (connect-redis' disableTTL): the cookie's expires decides.
+    expires = record_expiry(data, None if pttl == -1 else now + pttl / 1000)
     if expires <= now:
         return None
     # connect-redis keeps no creation or access time: both read as now.
@@ -879,7 +898,7 @@ def _connect_touched(prefix: str, reply: Any, expires: float, now: float) -> Rec
     """The record a ``load_touch`` write left behind (its expiry the new one)."""
     if not _connect_write_result(prefix, reply):
         return None
-    record = _connect_record(prefix, reply, -1, now)
+    record = _connect_record(prefix, reply, _ttl_ms(expires, now), now)
     return None if record is None else Record(record.data, created=now, accessed=now, expires=expires)
 
 
@@ -1113,6 +1132,8 @@ def _host_port(text: str, url: str) -> tuple[str, int]:
 
 def _redact(url: str) -> str:
     scheme, sep, rest = url.partition("://")
+    if not sep:  # 'redis:/:pw@host' or 'redis:pw@host': no '://', but a password all the same
+        scheme, rest = "", url
     _, at, hosts = rest.rpartition("@")
     return f"{scheme}{sep}***@{hosts}" if at else url
 
@@ -1120,7 +1141,8 @@ def _redact(url: str) -> str:
 def _parse_url(url: object) -> _SentinelTarget | str:
     """Validate a store URL: the URL itself for redis-py, or where a Sentinel setup lives."""
     if not isinstance(url, str) or "://" not in url:
-        raise ConfigError("url", f"{url!r} is not a Redis URL such as 'redis://host:6379/0'")
+        shown = repr(_redact(url)) if isinstance(url, str) else repr(url)
+        raise ConfigError("url", f"{shown} is not a Redis URL such as 'redis://host:6379/0'")
     scheme, _, rest = url.partition("://")
     scheme = scheme.lower()
     if scheme not in _SCHEMES:
@@ -1661,10 +1683,10 @@ class RedisStore:
         options.setdefault("retry", redis.retry.Retry(NoBackoff(), DEFAULT_RETRIES))
         sentinel_options = _sentinel_options(options)
         # redis-py's sync Sentinel is unannotated.
-        sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
             list(target.sentinels), sentinel_kwargs=options.pop("sentinel_kwargs", sentinel_options), **options
         )
-        client: redis.Redis = sentinel.master_for(target.service, **_master_options(target))  # type: ignore[no-untyped-call]
+        client: redis.Redis = sentinel.master_for(target.service, **_master_options(target))  # type: ignore[no-untyped-call, unused-ignore]
         owned: list[Callable[[], None]] = [client.close]
         owned += [sentinel_client.close for sentinel_client in sentinel.sentinels]
         store = cls(client, prefix=prefix, clock=clock, layout=layout)
@@ -2108,7 +2130,7 @@ class AsyncRedisStore:
         options = _client_options(client_options)
         options.setdefault("retry", redis.asyncio.retry.Retry(NoBackoff(), DEFAULT_RETRIES))
         sentinel_options = _sentinel_options(options)
-        sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]  # unannotated
+        sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call, unused-ignore]  # unannotated
             list(target.sentinels), sentinel_kwargs=options.pop("sentinel_kwargs", sentinel_options), **options
         )
         client: redis.asyncio.Redis = sentinel.master_for(target.service, **_master_options(target))
@@ -2321,7 +2343,7 @@ class AsyncRedisStore:
             finally:
                 if pubsub is not None:
                     with contextlib.suppress(RedisError, OSError):
-                        await pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated in redis-py
+                        await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # unannotated in redis-py
             await asyncio.sleep(delay)
             delay = min(delay * 2, REVOCATION_RETRY_MAX)
 
