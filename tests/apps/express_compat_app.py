@@ -13,6 +13,7 @@ Routes, as the Node app's: ``/login?user=`` (:func:`persession.guard.login`),
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any
 
@@ -35,7 +36,9 @@ async def whoami(request: Request) -> Response:
     session = get_session(request.scope)
     passport = session.get("passport")
     user = passport.get("user") if isinstance(passport, dict) else None
-    return JSONResponse({"user": user, "session": dict(session), "id": session.id, "expires": session.expires})
+    # A record that never expires (no store TTL, no cookie expiry) has expires == inf, which JSON cannot carry.
+    expires = session.expires if session.expires is not None and math.isfinite(session.expires) else None
+    return JSONResponse({"user": user, "session": dict(session), "id": session.id, "expires": expires})
 
 
 async def set_key(request: Request) -> Response:
