@@ -473,7 +473,8 @@ def test_sqlite_locked_under_load(shell: Shell, tmp_path: Path) -> None:
     url = f"sqlite:///{path}?busy_timeout={SQLITE_BUSY_TIMEOUT}"
     with app_server(shell, url, tmp_path / "app.log") as app, Load(app.url) as load:
         load.wait_warm()
-        holder = sqlite3.connect(path, isolation_level=None, timeout=0)
+        # The load's own write transactions hold the lock now and then: wait for a gap to take it.
+        holder = sqlite3.connect(path, isolation_level=None, timeout=30)
         try:
             holder.execute("BEGIN EXCLUSIVE")
             outage = Outage(began=time.monotonic())
