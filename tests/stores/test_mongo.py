@@ -31,10 +31,10 @@ from persession.stores.mongo import (
     DEFAULT_SOCKET_TIMEOUT_MS,
     AsyncMongoStore,
     MongoStore,
-    _map_errors,
     escape_key,
     unescape_key,
 )
+from persession.stores.mongo._errors import _map_errors
 
 HOUR = 3600.0
 FLAVOURS = [pytest.param("sync", id="sync"), pytest.param("async", id="async")]
@@ -696,7 +696,7 @@ def test_missing_pymongo_is_a_config_error_with_the_install_hint() -> None:
 
 def test_datetime_rounding_never_extends_a_session() -> None:
     """The stored expires date is the exact expiry rounded down to the millisecond, never up."""
-    from persession.stores.mongo import _date
+    from persession.stores.mongo._documents import _date
 
     for value in (1_700_000_000.0009996, 1_700_000_000.001, 1_700_000_000.9999, 0.0005):
         stored = _date(value)

@@ -49,7 +49,8 @@ from persession.stores import (
     Store,
 )
 from persession.stores import sqlite as sqlite_module
-from persession.stores.mongo import AsyncMongoStore, MongoStore, _date
+from persession.stores.mongo import AsyncMongoStore, MongoStore
+from persession.stores.mongo._documents import _date
 from persession.stores.redis import AsyncRedisStore, RedisStore
 
 pytestmark = pytest.mark.anyio
