@@ -977,7 +977,7 @@ def test_missing_redis_gives_install_hint() -> None:
 
 def test_ttl_rounding_never_shortens_the_record() -> None:
     """The Redis TTL for an expiry is rounded up to whole milliseconds and never negative."""
-    from persession.stores.redis import _ttl_ms
+    from persession.stores.redis._ops import _ttl_ms
 
     assert _ttl_ms(10.0001, 10.0) == 1
     assert _ttl_ms(10.0, 10.0) == 0
@@ -1003,7 +1003,7 @@ def test_ttl_rounding_never_shortens_the_record() -> None:
 )
 def test_driver_errors_are_translated_in_one_place(error: Exception, expected: type[StoreError]) -> None:
     """Connection-class driver errors become StoreUnavailable, the rest StoreError, chained to the original."""
-    from persession.stores.redis import _map_errors
+    from persession.stores.redis._errors import _map_errors
 
     with pytest.raises(StoreError) as caught, _map_errors:
         raise error
@@ -1017,7 +1017,7 @@ def test_driver_errors_are_translated_in_one_place(error: Exception, expected: t
 )
 def test_other_errors_pass_through_the_translation_untouched(error: BaseException) -> None:
     """Only the driver's errors are translated: anything else leaves the block as it was raised."""
-    from persession.stores.redis import _map_errors
+    from persession.stores.redis._errors import _map_errors
 
     with pytest.raises(type(error)) as caught, _map_errors:
         raise error

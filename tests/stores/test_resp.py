@@ -81,7 +81,7 @@ from persession.stores.redis import (
 
 Flavour = Literal["sync", "async"]
 FLAVOURS: tuple[Flavour, ...] = ("sync", "async")
-#: What the stores pass to parse_url as defaults (see persession.stores.redis._lean_address).
+#: What the stores pass to parse_url as defaults (see persession.stores.redis._url._lean_address).
 STORE_DEFAULTS: dict[str, Any] = {
     "socket_connect_timeout": DEFAULT_CONNECT_TIMEOUT,
     "socket_timeout": DEFAULT_SOCKET_TIMEOUT,

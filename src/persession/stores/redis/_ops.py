@@ -1,0 +1,86 @@
+"""What the stores run (script calls, DELs, pipelined batches) and how values become arguments."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeAlias, TypeVar
+
+from ...exceptions import ConfigError, NotSerializable
+from ._constants import _DATA, DEFAULT_PREFIX
+from ._scripts import _Script
+
+_T = TypeVar("_T")
+
+_Arg: TypeAlias = bytes | str | int
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """One round trip: a script call, or a DEL of ``keys`` when ``script`` is None."""
+
+    script: _Script | None
+    keys: tuple[str, ...]
+    args: tuple[_Arg, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """One round trip of plain commands, pipelined without a transaction (one per node in a cluster).
+
+    The result is the list of replies. With ``tolerant``, a command's error is
+    its reply (a ``WRONGTYPE`` read means "not a session"); otherwise it raises.
+    """
+
+    commands: tuple[tuple[_Arg, ...], ...]
+    tolerant: bool = False
+
+
+#: What a flow (below) asks its store to run next.
+_Op: TypeAlias = _Step | _Batch
+#: A sequence of round trips whose later steps depend on earlier replies, written once for both
+#: flavours: the store sends each op's reply back in and returns the flow's value.
+_Flow: TypeAlias = Generator[_Op, Any, _T]
+
+
+def _check_prefix(prefix: object) -> str:
+    if not isinstance(prefix, str):
+        raise ConfigError("prefix", f"must be a str such as {DEFAULT_PREFIX!r}, not {type(prefix).__name__}")
+    return prefix
+
+
+def _ttl_ms(expires: float, now: float) -> int:
+    """The Redis TTL for ``expires``: rounded up, so Redis never drops a record early; 0 when past."""
+    return max(0, math.ceil((expires - now) * 1000))
+
+
+def _time(value: float) -> str:
+    return repr(float(value))  # repr round-trips a float exactly
+
+
+def _field(key: object) -> bytes:
+    if not isinstance(key, str):
+        raise NotSerializable(repr(key), TypeError("session keys must be str"))
+    try:
+        return (_DATA + key).encode("utf-8")
+    except UnicodeEncodeError as error:  # a lone surrogate
+        raise NotSerializable(key, error) from None
+
+
+# json.dumps and json.loads with options build an encoder or decoder per call: these are built once.
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _fields(data: Mapping[str, Any]) -> list[_Arg]:
+    """``field, json, field, json, ...`` for ``data``; raises before any I/O if a value is not JSON."""
+    flat: list[_Arg] = []
+    for key, value in data.items():
+        field = _field(key)
+        try:
+            text = _COMPACT.encode(value).encode("utf-8")
+        except (TypeError, ValueError) as error:  # not JSON, NaN, circular, lone surrogate
+            raise NotSerializable(key, error) from None
+        flat += (field, text)
+    return flat
