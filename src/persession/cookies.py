@@ -33,6 +33,12 @@ MAX_VALUE_LENGTH = 4096
 # A header this long is cut before parsing: no legitimate browser sends one.
 _MAX_HEADER_LENGTH = 64 * 1024
 _EPOCH = "Thu, 01 Jan 1970 00:00:00 GMT"
+# The attributes before the expiry (head) and after it (tail), in each dialect's order: persession's own, and
+# that of the cookie package's serialize(), which express-session calls.
+_ORDERS: dict[str | None, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    None: (("Path", "Domain"), ("Secure", "HttpOnly", "SameSite", "Partitioned")),
+    "express": (("Domain", "Path"), ("HttpOnly", "Secure", "Partitioned", "SameSite")),
+}
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -168,35 +174,17 @@ class CookieFormat:
             raise ConfigError("compat", f"must be 'express' or None, not {compat!r}")
         self._name = name
         self._expires_only = compat == "express"
-        head = [""]
-        tail = [""]
-        if self._expires_only:
-            # The order of the cookie package's serialize(), which express-session calls.
-            if domain:
-                head.append(f"Domain={domain}")
-            if path:
-                head.append(f"Path={path}")
-            if httponly:
-                tail.append("HttpOnly")
-            if secure:
-                tail.append("Secure")
-            if partitioned:
-                tail.append("Partitioned")
-            if samesite:
-                tail.append(f"SameSite={samesite.capitalize()}")
-        else:
-            if path:
-                head.append(f"Path={path}")
-            if domain:
-                head.append(f"Domain={domain}")
-            if secure:
-                tail.append("Secure")
-            if httponly:
-                tail.append("HttpOnly")
-            if samesite:
-                tail.append(f"SameSite={samesite.capitalize()}")
-            if partitioned:
-                tail.append("Partitioned")
+        attributes: dict[str, str] = {  # '' where absent
+            "Domain": f"Domain={domain}" if domain else "",
+            "Path": f"Path={path}" if path else "",
+            "Secure": "Secure" if secure else "",
+            "HttpOnly": "HttpOnly" if httponly else "",
+            "SameSite": f"SameSite={samesite.capitalize()}" if samesite else "",
+            "Partitioned": "Partitioned" if partitioned else "",
+        }
+        head_order, tail_order = _ORDERS[compat]
+        head = ["", *(attributes[name] for name in head_order if attributes[name])]
+        tail = ["", *(attributes[name] for name in tail_order if attributes[name])]
         self._head = "; ".join(head)
         self._tail = "; ".join(tail)
 
