@@ -27,7 +27,10 @@ The API, for ``tests/stores/test_mongo.py`` and the contract suite::
   closes the store, drops that database and nothing else, and closes the
   client. Call it inside the test's event loop (``AsyncMongoClient`` is bound
   to one) while ``mongo_server`` is active, or pass ``url=`` yourself.
-  The contract suite wraps a sync store in its ``SyncAdapter``.
+  The contract suite wraps a sync store with ``_stores.adapt``.
+- ``replace_collection(store, wrap)`` puts ``wrap(collection)`` in place of a
+  sync store's collection (to make it misbehave): the one place the tests
+  reach into a Mongo store's privates.
 """
 
 from __future__ import annotations
@@ -39,10 +42,10 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import Any, Literal, TypeVar, overload
 
 import pytest
 
@@ -56,6 +59,7 @@ INSTALL_HINT = "pip install secantusdb"
 CLIENT_OPTIONS: dict[str, Any] = {"serverSelectionTimeoutMS": 5000, "connectTimeoutMS": 2000}
 
 Flavour = Literal["sync", "async"]
+Wrapper = TypeVar("Wrapper")
 
 
 def require_secantus() -> None:
@@ -228,3 +232,11 @@ async def _mongo_store(
                 await aclient.drop_database(database)
             finally:
                 await aclient.close()
+
+
+def replace_collection(store: MongoStore, wrap: Callable[[Any], Wrapper]) -> Wrapper:
+    """Make ``store`` use ``wrap(collection)`` from now on, and return it; the indexes are made first."""
+    store._ready()  # on the real collection: the wrapper sees only the verbs' own commands
+    wrapper = wrap(store._collection)
+    store._collection = wrapper  # type: ignore[assignment]
+    return wrapper

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from _http import session_cookie
 from _redis import RedisServer, redis_server_fixture, redis_servers_fixture  # noqa: F401  (the fixtures)
 from persession import ConfigError, Record, SessionConfig, SessionNotAvailable, StoreUnavailable
 from persession.asgi import SessionMiddleware, get_session
@@ -176,13 +177,6 @@ async def serve(app: Any) -> AsyncIterator[Callable[..., Any]]:
 def middleware(store: Any, **options: Any) -> SessionMiddleware:
     options.setdefault("secret", SECRET)
     return SessionMiddleware(starlette_app(), store=store, **options)
-
-
-def session_cookie(response: httpx.Response) -> str | None:
-    """The value of the session cookie the response sets, or ``None`` when it sets none."""
-    found = [h.split(";", 1)[0] for h in response.headers.get_list("set-cookie") if h.startswith("session=")]
-    assert len(found) <= 1, found
-    return found[0].removeprefix("session=") if found else None
 
 
 def sid_of(cookie: str, secret: str = SECRET) -> str | None:

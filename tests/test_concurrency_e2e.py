@@ -24,6 +24,7 @@ import httpx
 import pytest
 import redis
 
+from _http import session_cookie
 from _mongo import ExternalMongoServer, MongoServer, mongo_server_fixture  # noqa: F401  (the fixture)
 from _redis import RedisServer, redis_server_fixture, redis_servers_fixture  # noqa: F401  (the fixtures)
 from _servers import ServerProcess, gunicorn_server, uvicorn_server
@@ -57,13 +58,6 @@ def server_for(shell: Shell, store_url: str, *, workers: int) -> ServerProcess:
     env = {"PERSESSION_TEST_STORE": store_url, "PERSESSION_TEST_SECRET": SECRET, "PERSESSION_TEST_OPTIONS": "{}"}
     make = uvicorn_server if kind == "uvicorn" else gunicorn_server
     return make(app, env=env, workers=workers)
-
-
-def session_cookie(response: httpx.Response) -> str | None:
-    """The value of the session cookie the response sets, or ``None``."""
-    found = [h for h in response.headers.get_list("set-cookie") if h.startswith("session=")]
-    assert len(found) <= 1, found
-    return found[0].split(";", 1)[0].removeprefix("session=") if found else None
 
 
 def sid_of(cookie: str) -> str:

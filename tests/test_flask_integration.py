@@ -13,6 +13,7 @@ from flask import Flask, flash, get_flashed_messages, request, session
 from flask.sessions import SessionMixin
 from flask.testing import FlaskClient
 
+from _http import session_cookie
 from _redis import RedisServer, redis_server_fixture, redis_servers_fixture  # noqa: F401  (the fixtures)
 from persession import ConfigError, Session, SessionError, SessionNotAvailable, StoreUnavailable
 from persession.integrations.flask import (
@@ -133,11 +134,6 @@ def client() -> Iterator[FlaskClient]:
     app, _ = build()
     with app.test_client() as test_client:
         yield test_client
-
-
-def session_cookie(client: FlaskClient) -> str | None:
-    cookie = client.get_cookie("session")
-    return None if cookie is None else cookie.value
 
 
 def test_flask_session_is_the_middlewares_session(client: FlaskClient) -> None:

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
+from _http import session_cookie
 from _servers import ServerProcess, gunicorn_server, uvicorn_server
 from persession.signing import ItsdangerousSigner, new_session_id
 from persession.stores import SqliteStore
@@ -44,13 +45,6 @@ def running(flavour: Flavour, db: Path) -> Iterator[ServerProcess]:
     """A started server of ``flavour`` on the SQLite file ``db``, always stopped on exit."""
     with server_for(flavour, sqlite_url(db)) as server:
         yield server
-
-
-def session_cookie(response: httpx.Response) -> str | None:
-    """The value of the session cookie the response sets (``""`` when it expires it), or ``None``."""
-    found = [h for h in response.headers.get_list("set-cookie") if h.startswith("session=")]
-    assert len(found) <= 1, found
-    return found[0].split(";", 1)[0].removeprefix("session=") if found else None
 
 
 def get_with(url: str, cookie: str | None = None) -> httpx.Response:

@@ -12,6 +12,7 @@ import pytest
 from flask import Flask, Response, jsonify, request
 from werkzeug.test import Client, TestResponse
 
+from _http import session_cookie
 from _redis import RedisServer, redis_server_fixture, redis_servers_fixture  # noqa: F401  (the fixtures)
 from persession import ConfigError, Record, SessionConfig, SessionNotAvailable, SessionReadOnly, StoreUnavailable
 from persession.records import Change
@@ -155,13 +156,6 @@ def serve(app: Any) -> Callable[..., TestResponse]:
         return response
 
     return get
-
-
-def session_cookie(response: TestResponse) -> str | None:
-    """The value of the session cookie the response sets, or ``None`` when it sets none."""
-    found = [h.split(";", 1)[0] for h in response.headers.getlist("Set-Cookie") if h.startswith("session=")]
-    assert len(found) <= 1, found
-    return found[0].removeprefix("session=") if found else None
 
 
 def sid_of(cookie: str, secret: str = SECRET) -> str | None:

@@ -1,9 +1,9 @@
 """The parametrised ``store`` fixture: every store kind, both flavours, one async protocol.
 
 The contract suite is written once against :class:`~persession.stores.AsyncStore`.
-A synchronous store is wrapped in :class:`SyncAdapter`, a test-only class whose
-``async`` methods call the sync ones, so the same test body checks both twins
-and drift between them shows up as a failure.
+A synchronous store is wrapped by ``_stores.adapt`` in a test-only
+``SyncAdapter``, whose ``async`` methods call the sync ones, so the same test
+body checks both twins and drift between them shows up as a failure.
 
 To add a kind (Redis, MongoDB), add a factory to :data:`FACTORIES`: a callable
 taking the fixture request and a fresh ``tmp_path`` and returning an async
@@ -22,35 +22,8 @@ import pytest
 
 from _mongo import make_mongo_store, mongo_server_fixture  # noqa: F401  (the fixture)
 from _redis import REDIS_FACTORY_IDS, redis_contract_factories, redis_servers_fixture  # noqa: F401  (the fixture)
-from persession.records import Change, Record
-from persession.stores import AsyncMemoryStore, AsyncSqliteStore, AsyncStore, MemoryStore, SqliteStore, Store
-
-
-class SyncAdapter:
-    """Test-only: the async store protocol over a synchronous store."""
-
-    def __init__(self, store: Store) -> None:
-        #: The wrapped synchronous store.
-        self.sync = store
-
-    async def load(self, sid: str) -> Record | None:
-        return self.sync.load(sid)
-
-    async def save(self, sid: str, record: Record, *, replaces: str | None = None) -> None:
-        self.sync.save(sid, record, replaces=replaces)
-
-    async def merge(self, sid: str, change: Change, expires: float) -> bool:
-        return self.sync.merge(sid, change, expires)
-
-    async def touch(self, sid: str, expires: float) -> bool:
-        return self.sync.touch(sid, expires)
-
-    async def delete(self, sid: str) -> None:
-        self.sync.delete(sid)
-
-    async def close(self) -> None:
-        self.sync.close()
-
+from _stores import adapt
+from persession.stores import AsyncMemoryStore, AsyncSqliteStore, AsyncStore, MemoryStore, SqliteStore
 
 #: Builds a store for one test: ``(request, tmp_path) -> async context manager``.
 StoreFactory = Callable[[pytest.FixtureRequest, Path], AbstractAsyncContextManager[AsyncStore]]
@@ -65,7 +38,7 @@ async def _closing(store: AsyncStore) -> AsyncIterator[AsyncStore]:
 
 
 def _memory_sync(request: pytest.FixtureRequest, tmp_path: Path) -> AbstractAsyncContextManager[AsyncStore]:
-    return _closing(SyncAdapter(MemoryStore()))
+    return _closing(adapt(MemoryStore()))
 
 
 def _memory_async(request: pytest.FixtureRequest, tmp_path: Path) -> AbstractAsyncContextManager[AsyncStore]:
@@ -73,7 +46,7 @@ def _memory_async(request: pytest.FixtureRequest, tmp_path: Path) -> AbstractAsy
 
 
 def _sqlite_sync(request: pytest.FixtureRequest, tmp_path: Path) -> AbstractAsyncContextManager[AsyncStore]:
-    return _closing(SyncAdapter(SqliteStore(tmp_path / "sessions.db")))
+    return _closing(adapt(SqliteStore(tmp_path / "sessions.db")))
 
 
 def _sqlite_async(request: pytest.FixtureRequest, tmp_path: Path) -> AbstractAsyncContextManager[AsyncStore]:
@@ -94,12 +67,12 @@ def _mongo(flavour: str) -> StoreFactory:
     async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncStore]:
         request.getfixturevalue("mongo_server")
         async with make_mongo_store("sync" if flavour == "sync" else "async", "contract") as opened:
-            yield opened if flavour == "async" else SyncAdapter(opened)  # type: ignore[arg-type]
+            yield adapt(opened)
 
     return open_store
 
 
-FACTORIES.update(redis_contract_factories(SyncAdapter))
+FACTORIES.update(redis_contract_factories(adapt))
 FACTORIES["mongo-sync"] = _mongo("sync")
 FACTORIES["mongo-async"] = _mongo("async")
 

@@ -5,36 +5,16 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-import uuid
 from typing import Any
 
 import pytest
 
+from _stores import HOUR, expired, live, new_sid
 from persession.exceptions import NotSerializable
 from persession.records import Change, Record
 from persession.stores import AsyncStore
 
 pytestmark = pytest.mark.anyio
-
-HOUR = 3600.0
-
-
-def new_sid() -> str:
-    """A session id no other test uses (stores on shared servers keep records between tests)."""
-    return uuid.uuid4().hex
-
-
-def live(data: dict[str, Any], *, age: float = 60.0, ttl: float = HOUR) -> Record:
-    """A record created ``age`` seconds ago that expires ``ttl`` seconds from now."""
-    now = time.time()
-    return Record(data, created=now - age, accessed=now - age, expires=now + ttl)
-
-
-def expired(data: dict[str, Any]) -> Record:
-    """A record whose expiry is already in the past."""
-    now = time.time()
-    return Record(data, created=now - 2 * HOUR, accessed=now - HOUR, expires=now - 10)
-
 
 # --- load and save -----------------------------------------------------------------------------
 

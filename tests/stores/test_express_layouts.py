@@ -15,7 +15,7 @@ import math
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -23,8 +23,9 @@ import pytest
 import redis
 from pymongo import monitoring
 
-from _mongo import MongoServer, mongo_server_fixture  # noqa: F401  (the fixture)
+from _mongo import MongoServer, mongo_server_fixture, replace_collection  # noqa: F401  (the fixture)
 from _redis import RedisServer, redis_server_fixture, redis_servers_fixture  # noqa: F401  (the fixtures)
+from _stores import adapt
 from persession import Change, ConfigError, Record, StoreError
 from persession.codecs import COOKIE, iso_date, parse_iso_date
 from persession.stores import store_from_url
@@ -43,13 +44,15 @@ class Layout:
     """A store in an express layout, and raw access to what it stored."""
 
     kind: str
-    store: Any
+    #: The store itself, of either flavour.
+    native: Any
     raw: Any
     prefix: str = ""
+    #: The store's async protocols (a sync store through ``_stores.adapt``).
+    store: Any = field(init=False)
 
-    async def call(self, verb: str, *args: Any, **kwargs: Any) -> Any:
-        result = getattr(self.store, verb)(*args, **kwargs)
-        return await result if asyncio.iscoroutine(result) else result
+    def __post_init__(self) -> None:
+        self.store = adapt(self.native)
 
     def stored(self, sid: str) -> tuple[str, float] | None:
         """The stored JSON text and the store's expiry (Redis TTL, Mongo ``expires``)."""
@@ -147,7 +150,7 @@ def record(data: dict[str, Any], ttl: float = 60) -> Record:
 
 async def test_save_writes_express_sessions_json_with_the_cookie_first(layout: Layout) -> None:
     """A saved record is the JSON text of express-session's session: cookie first, its expiry the store's."""
-    await layout.call("save", SID, record({"a": [1], COOKIE: dict(COOKIE_OBJECT), "é": "ü"}, ttl=3600))
+    await layout.store.save(SID, record({"a": [1], COOKIE: dict(COOKIE_OBJECT), "é": "ü"}, ttl=3600))
     found = layout.stored(SID)
     assert found is not None
     text, store_expiry = found
@@ -156,7 +159,7 @@ async def test_save_writes_express_sessions_json_with_the_cookie_first(layout: L
     expiry = parse_iso_date(document[COOKIE]["expires"])
     assert expiry is not None
     assert abs(expiry - store_expiry) < 1
-    loaded = await layout.call("load", SID)
+    loaded = await layout.store.load(SID)
     assert loaded is not None
     assert loaded.data == document
     assert abs(loaded.expires - store_expiry) < 1
@@ -169,7 +172,7 @@ async def test_merge_changes_only_its_keys_and_keeps_order(layout: Layout) -> No
     )
     layout.plant(SID, stored)
     expires = time.time() + 500
-    assert await layout.call("merge", SID, Change(set={"e": [1], "n": {"x": []}}, deleted=frozenset({"d"})), expires)
+    assert await layout.store.merge(SID, Change(set={"e": [1], "n": {"x": []}}, deleted=frozenset({"d"})), expires)
     found = layout.stored(SID)
     assert found is not None
     text, store_expiry = found
@@ -186,31 +189,31 @@ async def test_concurrent_merges_of_different_keys_all_survive(layout: Layout) -
 
     async def one(index: int) -> bool:
         change = Change(set={f"k{index}": index})
-        if isinstance(layout.store, (RedisStore, MongoStore)):
-            return bool(await asyncio.to_thread(layout.store.merge, SID, change, expires))
+        if isinstance(layout.native, (RedisStore, MongoStore)):
+            return bool(await asyncio.to_thread(layout.native.merge, SID, change, expires))
         return bool(await layout.store.merge(SID, change, expires))
 
     assert all(await asyncio.gather(*(one(i) for i in range(10))))
-    loaded = await layout.call("load", SID)
+    loaded = await layout.store.load(SID)
     assert loaded is not None
     assert {key: loaded.data[key] for key in loaded.data if key != COOKIE} == {f"k{i}": i for i in range(10)}
 
 
 async def test_merge_and_touch_never_resurrect_a_deleted_session(layout: Layout) -> None:
     """After a delete (a logout on either side), merge and touch report False and write nothing."""
-    await layout.call("save", SID, record({COOKIE: dict(COOKIE_OBJECT), "a": 1}))
-    await layout.call("delete", SID)
-    assert not await layout.call("merge", SID, Change(set={"a": 2}), time.time() + 60)
-    assert not await layout.call("touch", SID, time.time() + 60)
-    assert await layout.call("load_touch", SID, 60, None) is None
+    await layout.store.save(SID, record({COOKIE: dict(COOKIE_OBJECT), "a": 1}))
+    await layout.store.delete(SID)
+    assert not await layout.store.merge(SID, Change(set={"a": 2}), time.time() + 60)
+    assert not await layout.store.touch(SID, time.time() + 60)
+    assert await layout.store.load_touch(SID, 60, None) is None
     assert layout.stored(SID) is None
 
 
 async def test_touch_moves_the_json_expiry_with_the_store_expiry(layout: Layout) -> None:
     """touch and load_touch move cookie.expires in the JSON and the TTL / expires field together."""
-    await layout.call("save", SID, record({COOKIE: dict(COOKIE_OBJECT)}, ttl=30))
-    assert await layout.call("touch", SID, time.time() + 900)
-    touched = await layout.call("load_touch", SID, 1800, None)
+    await layout.store.save(SID, record({COOKIE: dict(COOKIE_OBJECT)}, ttl=30))
+    assert await layout.store.touch(SID, time.time() + 900)
+    touched = await layout.store.load_touch(SID, 1800, None)
     assert touched is not None
     found = layout.stored(SID)
     assert found is not None
@@ -224,7 +227,7 @@ async def test_touch_moves_the_json_expiry_with_the_store_expiry(layout: Layout)
 async def test_a_browser_session_cookie_keeps_a_null_expiry(layout: Layout) -> None:
     """A record whose cookie has no maxAge keeps expires null; only the store's expiry moves."""
     layout.plant(SID, '{"cookie":{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"},"a":1}')
-    assert await layout.call("touch", SID, time.time() + 900)
+    assert await layout.store.touch(SID, time.time() + 900)
     found = layout.stored(SID)
     assert found is not None
     assert json.loads(found[0])[COOKIE]["expires"] is None
@@ -262,12 +265,12 @@ async def test_a_record_with_no_store_expiry_lives_until_its_cookie_expires(
     stamp = expires()
     text = _without_store_expiry(stamp)
     layout.plant(SID, text, ttl=None)
-    loaded = await layout.call("load", SID)
+    loaded = await layout.store.load(SID)
     if not lives:
         assert loaded is None
-        assert not await layout.call("merge", SID, Change(set={"a": 1}), time.time() + 60)
-        assert not await layout.call("touch", SID, time.time() + 60)
-        assert await layout.call("load_touch", SID, 60, None) is None
+        assert not await layout.store.merge(SID, Change(set={"a": 1}), time.time() + 60)
+        assert not await layout.store.touch(SID, time.time() + 60)
+        assert await layout.store.load_touch(SID, 60, None) is None
         assert layout.text(SID) == text
         assert layout.store_expiry(SID) is None
         return
@@ -278,7 +281,7 @@ async def test_a_record_with_no_store_expiry_lives_until_its_cookie_expires(
     else:
         assert abs(loaded.expires - expected) < 0.001
     assert loaded.data["passport"] == {"user": "u"}
-    assert await layout.call("merge", SID, Change(set={"a": 1}), time.time() + 600)
+    assert await layout.store.merge(SID, Change(set={"a": 1}), time.time() + 600)
     store_expiry = layout.store_expiry(SID)
     assert store_expiry is not None
     assert store_expiry > time.time() + 500
@@ -287,7 +290,7 @@ async def test_a_record_with_no_store_expiry_lives_until_its_cookie_expires(
 async def test_the_store_expiry_wins_over_the_cookies(layout: Layout) -> None:
     """A TTL or an expires field wins over a past cookie.expires (connect-*'s touch moves only the store's)."""
     layout.plant(SID, _without_store_expiry(iso_date(time.time() - 3600)), ttl=60)
-    loaded = await layout.call("load", SID)
+    loaded = await layout.store.load(SID)
     assert loaded is not None
     assert abs(loaded.expires - (time.time() + 60)) < 2
 
@@ -298,8 +301,8 @@ async def test_malformed_records_load_as_nothing_and_are_left_alone(
 ) -> None:
     """A value that is not an express-session record loads as None, is never merged into, and is logged."""
     layout.plant(SID, text)
-    assert await layout.call("load", SID) is None
-    assert not await layout.call("merge", SID, Change(set={"b": 2}), time.time() + 60)
+    assert await layout.store.load(SID) is None
+    assert not await layout.store.merge(SID, Change(set={"b": 2}), time.time() + 60)
     found = layout.stored(SID)
     assert found is not None
     assert found[0] == text
@@ -308,22 +311,22 @@ async def test_malformed_records_load_as_nothing_and_are_left_alone(
 
 async def test_the_layouts_keep_no_user_index(layout: Layout) -> None:
     """index_user does nothing; listing or revoking a user's sessions raises ConfigError naming the layout."""
-    await layout.call("save", SID, record({COOKIE: dict(COOKIE_OBJECT)}))
-    await layout.call("index_user", "42", SID, time.time() + 60)
+    await layout.store.save(SID, record({COOKIE: dict(COOKIE_OBJECT)}))
+    await layout.store.index_user("42", SID, time.time() + 60)
     with pytest.raises(ConfigError, match="layout"):
-        await layout.call("user_sessions", "42")
+        await layout.store.user_sessions("42")
     with pytest.raises(ConfigError, match="layout"):
-        await layout.call("revoke_user", "42")
+        await layout.store.revoke_user("42")
     with pytest.raises(ConfigError, match="absolute_timeout"):
-        await layout.call("load_touch", SID, 60, 3600)
+        await layout.store.load_touch(SID, 60, 3600)
 
 
 async def test_save_replacing_an_old_id_deletes_it(layout: Layout) -> None:
     """save(replaces=old) (a login's regenerate) writes the new record and deletes the old one."""
-    await layout.call("save", OTHER, record({COOKIE: dict(COOKIE_OBJECT)}))
-    await layout.call("save", SID, record({COOKIE: dict(COOKIE_OBJECT), "passport": {"user": "a"}}), replaces=OTHER)
+    await layout.store.save(OTHER, record({COOKIE: dict(COOKIE_OBJECT)}))
+    await layout.store.save(SID, record({COOKIE: dict(COOKIE_OBJECT), "passport": {"user": "a"}}), replaces=OTHER)
     assert layout.stored(OTHER) is None
-    assert await layout.call("load", SID) is not None
+    assert await layout.store.load(SID) is not None
 
 
 # -- backend specifics and options -------------------------------------------------------------------
@@ -386,7 +389,7 @@ async def test_mongo_layout_creates_connect_mongos_ttl_index(mongo_server: Any, 
     raw: MongoClient[dict[str, Any]] = MongoClient(mongo_server.url, tz_aware=True)
     try:
         layout = Layout("mongo", store, raw[database]["sessions"])
-        await layout.call("save", SID, record({COOKIE: dict(COOKIE_OBJECT)}))
+        await layout.store.save(SID, record({COOKIE: dict(COOKIE_OBJECT)}))
         assert listener.sent == [CONNECT_MONGO_INDEX]
         indexes = {index["name"]: index for index in layout.raw.list_indexes()}
         assert set(indexes) == {"_id_", "expires_1"}
@@ -424,10 +427,8 @@ async def test_mongo_merge_gives_up_after_bounded_retries(mongo_server: Any) -> 
     """A merge that loses the compare-and-swap CAS_ATTEMPTS times raises StoreError instead of looping."""
     async with _mongo_layout(mongo_server, "sync") as opened:
         opened.plant(SID, json.dumps({COOKIE: COOKIE_OBJECT}))
-        store: MongoStore = opened.store
-        store._ready()
-        raced = _AlwaysRaced(store._collection)
-        store._collection = raced  # type: ignore[assignment]
+        store: MongoStore = opened.native
+        raced = replace_collection(store, _AlwaysRaced)
         with pytest.raises(StoreError, match="merges in a row"):
             store.merge(SID, Change(set={"a": 1}), time.time() + 60)
         assert raced.attempts == CAS_ATTEMPTS

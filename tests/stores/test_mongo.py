@@ -18,10 +18,11 @@ from typing import Any, cast
 
 import pytest
 from bson import Binary, ObjectId
-from pymongo import AsyncMongoClient, MongoClient, monitoring
+from pymongo import AsyncMongoClient, MongoClient
 from pymongo.errors import AutoReconnect, ConnectionFailure, NetworkTimeout, OperationFailure
 
 from _mongo import ExternalMongoServer, Flavour, MongoServer, make_mongo_store, mongo_server_fixture  # noqa: F401
+from _stores import HOUR, CommandCounter, live, new_sid
 from persession import ConfigError, NotSerializable, StoreError, StoreUnavailable
 from persession.records import Change, Record
 from persession.stores import store_from_url
@@ -36,7 +37,6 @@ from persession.stores.mongo import (
 )
 from persession.stores.mongo._errors import _map_errors
 
-HOUR = 3600.0
 FLAVOURS = [pytest.param("sync", id="sync"), pytest.param("async", id="async")]
 needs_server = [pytest.mark.anyio, pytest.mark.server]
 
@@ -49,38 +49,6 @@ async def run(result: Any) -> Any:
     if inspect.isawaitable(result):
         return await result
     return result
-
-
-def new_sid() -> str:
-    """A session id no other test uses."""
-    return uuid.uuid4().hex
-
-
-def live(data: dict[str, Any], ttl: float = HOUR) -> Record:
-    """A record created a minute ago that expires ``ttl`` seconds from now."""
-    now = time.time()
-    return Record(data, created=now - 60, accessed=now - 60, expires=now + ttl)
-
-
-class CommandCounter(monitoring.CommandListener):
-    """Counts the commands a client sends (one started event per round trip)."""
-
-    def __init__(self) -> None:
-        self.names: list[str] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        self.names.append(event.command_name)
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
-    def take(self) -> list[str]:
-        """The command names seen since the last call."""
-        names, self.names = self.names, []
-        return names
 
 
 @pytest.fixture(params=FLAVOURS)

@@ -25,7 +25,6 @@ import redis
 
 from _redis import (  # noqa: F401  (the *_fixture names are fixtures)
     RedisServer,
-    command_calls,
     invalidation_arrived,
     key_prefix_fixture,
     raw_client_fixture,
@@ -33,6 +32,7 @@ from _redis import (  # noqa: F401  (the *_fixture names are fixtures)
     redis_servers_fixture,
     unique_prefix,
 )
+from _stores import command_calls, own_pool
 from persession.exceptions import ConfigError
 from persession.records import Change, Record
 from persession.stores.redis import AsyncRedisStore, RedisStore
@@ -50,7 +50,7 @@ def record(data: dict[str, Any] | None = None) -> Record:
 
 def hgetalls(client: redis.Redis) -> int:
     """How many HGETALL commands the server has run (scripts' included)."""
-    return command_calls(client, "hgetall")
+    return command_calls(client)["hgetall"]
 
 
 @pytest.fixture(name="cached")
@@ -299,8 +299,7 @@ def test_a_reply_invalidated_while_in_flight_is_not_kept(
     """
     cached.save("s1", record())
     cached.save("s2", record())
-    pool = cached._pool
-    assert pool is not None
+    pool = own_pool(cached)
     receive = pool.receive
     raced = []
 

@@ -25,7 +25,6 @@ import redis
 from _redis import (  # noqa: F401  (the *_fixture names are fixtures)
     RedisServer,
     busy_connections,
-    command_calls,
     dying_server_fixture,
     invalidation_arrived,
     key_prefix_fixture,
@@ -34,6 +33,7 @@ from _redis import (  # noqa: F401  (the *_fixture names are fixtures)
     redis_servers_fixture,
 )
 from _servers import free_port
+from _stores import command_calls, idle_sockets, pending_reads
 from persession.core import Action, Plan
 from persession.exceptions import StoreError, StoreUnavailable
 from persession.records import Change, Record
@@ -106,11 +106,11 @@ def test_the_answer_is_the_store_when_the_load_was_sent(store: RedisStore, raw: 
 
 def test_result_twice_reads_once_and_repeats_the_outcome(store: RedisStore, raw: redis.Redis) -> None:
     store.save("s1", record())
-    before = command_calls(raw, "hgetall")
+    before = command_calls(raw)["hgetall"]
     pending = store.prefetch("s1")
     first, second = pending.result(), pending.result()
     assert first is second
-    assert command_calls(raw, "hgetall") - before == 1
+    assert command_calls(raw)["hgetall"] - before == 1
 
 
 def test_a_key_of_another_type_is_a_missing_session_and_logged(
@@ -135,9 +135,8 @@ def test_script_flushed_before_a_refreshing_prefetch_falls_back_to_eval(store: R
 def test_a_killed_idle_connection_is_retried_on_a_fresh_one(store: RedisStore, raw: redis.Redis) -> None:
     store.save("s1", record())
     assert store.load("s1") is not None  # leaves one idle connection in the pool
-    assert store._pool is not None
-    (idle,) = store._pool._idle
-    host, port = idle._sock.getsockname()[:2]
+    (idle,) = idle_sockets(store)
+    host, port = idle.getsockname()[:2]
     assert raw.client_kill(f"{host}:{port}")
     got = store.prefetch("s1").result()
     assert got is not None
@@ -218,13 +217,13 @@ def cached_fixture(redis_server: RedisServer, prefix: str) -> Iterator[RedisStor
 def test_cached_prefetch_sends_nothing_the_second_time(cached: RedisStore, raw: redis.Redis) -> None:
     cached.save("s1", record())
     assert cached.prefetch("s1").result() is not None  # read and kept
-    before = command_calls(raw, "hgetall")
+    before = command_calls(raw)["hgetall"]
     pending = cached.prefetch("s1")
     assert busy_connections(cached) == 0, "a cached session needs no connection"
     got = pending.result()
     assert got is not None
     assert got.data == DATA
-    assert command_calls(raw, "hgetall") == before
+    assert command_calls(raw)["hgetall"] == before
 
 
 def test_a_change_while_the_answer_waits_is_seen_by_the_next_load(
@@ -251,11 +250,11 @@ def test_refreshing_prefetch_does_not_keep_a_stale_entry(cached: RedisStore, raw
     assert cached.prefetch("s1").result() is not None  # cached
     refreshed = cached.prefetch("s1", (3600.0, None)).result()
     assert refreshed is not None
-    before = command_calls(raw, "hgetall")
+    before = command_calls(raw)["hgetall"]
     got = cached.prefetch("s1").result()
     assert got is not None
     assert got.expires == pytest.approx(refreshed.expires, abs=0.01)
-    assert command_calls(raw, "hgetall") == before + 1, "the refresh forgot the cached copy"
+    assert command_calls(raw)["hgetall"] == before + 1, "the refresh forgot the cached copy"
 
 
 def test_a_failed_answer_leaves_no_pending_read_in_the_cache(prefix: str) -> None:
@@ -270,8 +269,7 @@ def test_a_failed_answer_leaves_no_pending_read_in_the_cache(prefix: str) -> Non
             server.kill()
             with pytest.raises(StoreUnavailable):
                 pending.result()
-            assert store._cache is not None
-            assert f"{prefix}s1" not in store._cache._pending
+            assert f"{prefix}s1" not in pending_reads(store)
             assert busy_connections(store) == 0
         finally:
             store.close()
@@ -330,12 +328,12 @@ def test_other_plans_are_carried_out_at_once(store: RedisStore, action: Action) 
 
 def test_a_sent_merge_answered_twice_runs_once(store: RedisStore, raw: redis.Redis) -> None:
     store.save("s1", record())
-    before = command_calls(raw, "evalsha")
+    before = command_calls(raw)["evalsha"]
     pending = store.send_plan(merge_plan("s1", Change(set={"visits": 1})))
     assert pending is not None
     pending.result()
     pending.result()
-    assert command_calls(raw, "evalsha") - before == 1
+    assert command_calls(raw)["evalsha"] - before == 1
 
 
 def test_a_sent_merge_after_script_flush_falls_back_to_eval(store: RedisStore, raw: redis.Redis) -> None:
@@ -396,11 +394,11 @@ def test_cached_sent_merge_keeps_the_merged_record(cached: RedisStore, raw: redi
     pending = cached.send_plan(merge_plan("s1", Change(set={"visits": 3})))
     assert pending is not None
     pending.result()
-    before = command_calls(raw, "hgetall")
+    before = command_calls(raw)["hgetall"]
     got = cached.prefetch("s1").result()
     assert got is not None
     assert got.data["visits"] == 3
-    assert command_calls(raw, "hgetall") == before, "the merge's answer refreshed the cache"
+    assert command_calls(raw)["hgetall"] == before, "the merge's answer refreshed the cache"
 
 
 def test_cached_sent_touch_forgets_the_cached_record(cached: RedisStore, raw: redis.Redis) -> None:
@@ -409,8 +407,8 @@ def test_cached_sent_touch_forgets_the_cached_record(cached: RedisStore, raw: re
     pending = cached.send_plan(Plan(Action.TOUCH, sid="s1", expires=time.time() + 3600))
     assert pending is not None
     pending.result()
-    before = command_calls(raw, "hgetall")
+    before = command_calls(raw)["hgetall"]
     got = cached.prefetch("s1").result()
     assert got is not None
     assert got.expires > time.time() + 3000
-    assert command_calls(raw, "hgetall") == before + 1
+    assert command_calls(raw)["hgetall"] == before + 1

@@ -1,8 +1,8 @@
 """``load_touch``: a rolling session loaded and refreshed in one round trip, on every store kind and flavour.
 
 Each store comes wrapped in a :class:`Kit`: the async store protocol plus
-``load_touch`` (a sync store goes through :class:`RollingSyncAdapter`, so both
-twins run the same test body), and the store itself for backend checks.
+``load_touch`` (a sync store goes through ``_stores.adapt``, so both twins run
+the same test body), and the store itself for backend checks.
 SQLite runs twice: with ``UPDATE ... RETURNING`` and with the transaction used
 before SQLite 3.35 (forced).
 """
@@ -20,15 +20,13 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 import redis
 import redis.asyncio
-import redis.asyncio.connection
 import redis.cluster
-import redis.connection
-from pymongo import MongoClient, monitoring
+from pymongo import MongoClient
 
 import persession.stores
 from _mongo import make_mongo_store, mongo_server_fixture  # noqa: F401  (the fixture)
@@ -38,6 +36,17 @@ from _redis import (  # noqa: F401  (the *_fixture names are fixtures)
     redis_servers_fixture,
     unique_prefix,
 )
+from _stores import (
+    HOUR,
+    AsyncCountingConnection,
+    CommandCounter,
+    CountingConnection,
+    adapt,
+    command_calls,
+    delta,
+    live,
+    new_sid,
+)
 from persession.records import Change, Record
 from persession.stores import (
     AsyncMemoryStore,
@@ -46,7 +55,6 @@ from persession.stores import (
     MemoryStore,
     RollingLoad,
     SqliteStore,
-    Store,
 )
 from persession.stores import sqlite as sqlite_module
 from persession.stores.mongo import AsyncMongoStore, MongoStore
@@ -55,57 +63,12 @@ from persession.stores.redis import AsyncRedisStore, RedisStore
 
 pytestmark = pytest.mark.anyio
 
-HOUR = 3600.0
 IDLE = HOUR
-
-
-def new_sid() -> str:
-    """A session id no other test uses, in the default signer's alphabet."""
-    return uuid.uuid4().hex + "AbC_-xyz123"
-
-
-def live(data: dict[str, Any] | None = None, *, age: float = 60.0, ttl: float = 600.0) -> Record:
-    """A record created and last accessed ``age`` seconds ago that expires ``ttl`` seconds from now."""
-    now = time.time()
-    return Record({"n": 1} if data is None else data, created=now - age, accessed=now - age, expires=now + ttl)
+#: How long the records these tests save live: shorter than IDLE, so a refresh visibly moves the expiry.
+TTL = 600.0
 
 
 # --- the stores under test ------------------------------------------------------------------------
-
-
-class RollingSyncAdapter:
-    """Test-only: the async store protocol, ``load_touch`` included, over a synchronous store.
-
-    (The contract suite's ``SyncAdapter`` lives in a conftest, which a test
-    module cannot import under ``--import-mode=importlib``; this is the same
-    adapter with the new verb, as ``test_user_index.py`` does for the index.)
-    """
-
-    def __init__(self, store: Store) -> None:
-        #: The wrapped synchronous store.
-        self.sync = store
-
-    async def load(self, sid: str) -> Record | None:
-        return self.sync.load(sid)
-
-    async def load_touch(self, sid: str, idle: float, absolute: float | None) -> Record | None:
-        assert isinstance(self.sync, RollingLoad)
-        return self.sync.load_touch(sid, idle, absolute)
-
-    async def save(self, sid: str, record: Record, *, replaces: str | None = None) -> None:
-        self.sync.save(sid, record, replaces=replaces)
-
-    async def merge(self, sid: str, change: Change, expires: float) -> bool:
-        return self.sync.merge(sid, change, expires)
-
-    async def touch(self, sid: str, expires: float) -> bool:
-        return self.sync.touch(sid, expires)
-
-    async def delete(self, sid: str) -> None:
-        self.sync.delete(sid)
-
-    async def close(self) -> None:
-        self.sync.close()
 
 
 @dataclass
@@ -136,7 +99,7 @@ SERVER_KINDS = {kind for kind in KINDS if kind.startswith(("redis", "mongo"))}
 
 
 def _kit(kind: str, store: Any) -> Kit:
-    return Kit(kind, RollingSyncAdapter(store) if kind.endswith("-sync") else store, store)
+    return Kit(kind, adapt(store), store)
 
 
 @contextlib.asynccontextmanager
@@ -214,7 +177,7 @@ def test_protocols_are_exported_and_optional() -> None:
 
 async def test_load_touch_returns_the_record_with_moved_expiry_and_accessed(kit: Kit) -> None:
     """The record comes back with its data and created unchanged, accessed now and expires now + idle."""
-    sid, record = new_sid(), live({"user": 42, "cart": ["a", "b"]})
+    sid, record = new_sid(), live({"user": 42, "cart": ["a", "b"]}, ttl=TTL)
     await kit.store.save(sid, record)
     before = time.time()
     refreshed = await kit.store.load_touch(sid, IDLE, None)
@@ -230,7 +193,7 @@ async def test_load_touch_returns_the_record_with_moved_expiry_and_accessed(kit:
 async def test_load_touch_persists_the_new_times(kit: Kit) -> None:
     """A later load returns exactly the record load_touch returned: the new times were written."""
     sid = new_sid()
-    await kit.store.save(sid, live())
+    await kit.store.save(sid, live(ttl=TTL))
     refreshed = await kit.store.load_touch(sid, IDLE, None)
     assert refreshed is not None
     assert await kit.store.load(sid) == refreshed
@@ -238,7 +201,7 @@ async def test_load_touch_persists_the_new_times(kit: Kit) -> None:
 
 async def test_load_touch_caps_the_expiry_at_the_absolute_timeout(kit: Kit) -> None:
     """With an absolute timeout closer than the idle one, the expiry becomes exactly created + absolute."""
-    sid, record = new_sid(), live(age=1000.0)
+    sid, record = new_sid(), live(age=1000.0, ttl=TTL)
     await kit.store.save(sid, record)
     refreshed = await kit.store.load_touch(sid, IDLE, 1500.0)
     assert refreshed is not None
@@ -250,7 +213,7 @@ async def test_load_touch_caps_the_expiry_at_the_absolute_timeout(kit: Kit) -> N
 async def test_load_touch_ignores_a_distant_absolute_timeout(kit: Kit) -> None:
     """An absolute timeout further away than the idle one leaves the expiry at now + idle."""
     sid = new_sid()
-    await kit.store.save(sid, live(age=10.0))
+    await kit.store.save(sid, live(age=10.0, ttl=TTL))
     refreshed = await kit.store.load_touch(sid, IDLE, 30 * 24 * HOUR)
     assert refreshed is not None
     assert refreshed.expires == refreshed.accessed + IDLE
@@ -288,7 +251,7 @@ async def test_load_touch_never_resurrects_an_expired_session(kit: Kit) -> None:
 async def test_load_touch_never_resurrects_a_deleted_session(kit: Kit) -> None:
     """After a logout deletes the record, load_touch gives None and writes nothing back."""
     sid = new_sid()
-    await kit.store.save(sid, live())
+    await kit.store.save(sid, live(ttl=TTL))
     await kit.store.delete(sid)
     assert await kit.store.load_touch(sid, IDLE, None) is None
     assert await kit.store.load(sid) is None
@@ -298,7 +261,7 @@ async def test_load_touch_never_resurrects_a_deleted_session(kit: Kit) -> None:
 async def test_load_touch_writes_only_the_times(kit: Kit) -> None:
     """Merges interleaved with load_touch calls all survive: load_touch never writes data back."""
     sid = new_sid()
-    await kit.store.save(sid, live({}))
+    await kit.store.save(sid, live({}, ttl=TTL))
     expires = time.time() + HOUR
     calls = []
     for i in range(20):
@@ -415,7 +378,7 @@ def raw_collection(kit: Kit, request: pytest.FixtureRequest) -> Iterator[Any]:
 async def test_mongo_load_touch_computes_the_date_as_python_does(kit: Kit, request: pytest.FixtureRequest) -> None:
     """MongoDB: the server-computed capped expiry's date (the TTL index's field) is the one Python would write."""
     _mongo_kit(kit)
-    sid, record = new_sid(), live(age=1000.0)
+    sid, record = new_sid(), live(age=1000.0, ttl=TTL)
     await kit.store.save(sid, record)
     refreshed = await kit.store.load_touch(sid, IDLE, 1500.25)
     assert refreshed is not None
@@ -465,7 +428,7 @@ async def test_mongo_malformed_documents_behave_as_in_load(
 async def test_sqlite_malformed_data_behaves_as_in_load(kit: Kit, caplog: pytest.LogCaptureFixture) -> None:
     """SQLite: a row whose data is not a JSON object gives None and load's warning."""
     sid, now = new_sid(), time.time()
-    await kit.store.save(new_sid(), live())  # creates the file and its tables
+    await kit.store.save(new_sid(), live(ttl=TTL))  # creates the file and its tables
     with contextlib.closing(sqlite3.connect(kit.native.path)) as connection, connection:
         connection.execute(
             "INSERT INTO persession_sessions (id, data, created, accessed, expires) VALUES (?, ?, ?, ?, ?)",
@@ -500,7 +463,7 @@ async def _sqlite_connection(kit: Kit) -> sqlite3.Connection:
 async def test_sqlite_load_touch_is_one_statement(kit: Kit) -> None:
     """SQLite 3.35+: one UPDATE ... RETURNING; the fallback: one transaction of SELECT and UPDATE."""
     sid = new_sid()
-    await kit.store.save(sid, live())
+    await kit.store.save(sid, live(ttl=TTL))
     connection = await _sqlite_connection(kit)
     statements: list[str] = []
     connection.set_trace_callback(statements.append)
@@ -525,7 +488,7 @@ async def test_sqlite_load_touch_is_one_statement(kit: Kit) -> None:
 async def test_sqlite_load_touch_commits_at_once(kit: Kit) -> None:
     """SQLite: once load_touch returns, another connection sees the new expiry and can take the write lock."""
     sid = new_sid()
-    await kit.store.save(sid, live())
+    await kit.store.save(sid, live(ttl=TTL))
     refreshed = await kit.store.load_touch(sid, IDLE, None)
     assert refreshed is not None
     with contextlib.closing(sqlite3.connect(kit.native.path, timeout=0, isolation_level=None)) as other:
@@ -545,43 +508,6 @@ def test_sqlite_returning_is_used_whenever_the_library_has_it(tmp_path: Path) ->
         store.close()
 
 
-class CountingConnection(redis.connection.Connection):
-    """A connection that counts the requests it sends (one per round trip)."""
-
-    sent: ClassVar[list[bytes]] = []
-
-    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        chunks = command if isinstance(command, list) else [command]
-        CountingConnection.sent.append(b"".join(bytes(chunk) for chunk in chunks)[:40])
-        super().send_packed_command(command, check_health)
-
-
-class AsyncCountingConnection(redis.asyncio.connection.Connection):
-    """The asyncio twin of :class:`CountingConnection`."""
-
-    sent: ClassVar[list[bytes]] = []
-
-    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        chunks = command if isinstance(command, list) else [command]
-        AsyncCountingConnection.sent.append(b"".join(bytes(chunk) for chunk in chunks)[:40])
-        await super().send_packed_command(command, check_health)
-
-
-def command_calls(clients: list[redis.Redis]) -> dict[str, int]:
-    """Calls per command from INFO commandstats, summed over ``clients``' servers (INFO left out)."""
-    totals: dict[str, int] = {}
-    for client in clients:
-        for name, value in client.info("commandstats").items():
-            if name != "cmdstat_info":
-                totals[name.removeprefix("cmdstat_")] = totals.get(name.removeprefix("cmdstat_"), 0) + value["calls"]
-    return totals
-
-
-def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
-    """Commands whose call counts changed, and by how much."""
-    return {name: after[name] - before.get(name, 0) for name in after if after[name] != before.get(name, 0)}
-
-
 @pytest.mark.server
 @pytest.mark.parametrize("flavour", ["sync", "async"])
 async def test_redis_single_load_touch_is_one_evalsha(redis_servers: RedisServers, flavour: str) -> None:
@@ -593,10 +519,10 @@ async def test_redis_single_load_touch_is_one_evalsha(redis_servers: RedisServer
         if flavour == "sync":
             client = redis.Redis.from_url(server.url, connection_class=CountingConnection)
             store: Any = RedisStore(client, prefix=prefix)
-            store.save(sid, live())
+            store.save(sid, live(ttl=TTL))
             store.load_touch(sid, IDLE, None)  # warm up: connection and the script's first EVAL
             store.load_touch(sid, IDLE, 1000.0)
-            before = command_calls([observer])
+            before = command_calls(observer)
             CountingConnection.sent.clear()
             assert store.load_touch(sid, IDLE, 1000.0) is not None
             sent = list(CountingConnection.sent)
@@ -604,14 +530,14 @@ async def test_redis_single_load_touch_is_one_evalsha(redis_servers: RedisServer
         else:
             aclient = redis.asyncio.Redis.from_url(server.url, connection_class=AsyncCountingConnection)
             store = AsyncRedisStore(aclient, prefix=prefix)
-            await store.save(sid, live())
+            await store.save(sid, live(ttl=TTL))
             await store.load_touch(sid, IDLE, None)
-            before = command_calls([observer])
+            before = command_calls(observer)
             AsyncCountingConnection.sent.clear()
             assert await store.load_touch(sid, IDLE, None) is not None
             sent = list(AsyncCountingConnection.sent)
             await aclient.aclose()
-        stats = delta(before, command_calls([observer]))
+        stats = delta(before, command_calls(observer))
         observer.delete(prefix + sid)
     assert len(sent) == 1
     assert b"EVALSHA" in sent[0].upper()
@@ -637,42 +563,22 @@ async def test_redis_cluster_load_touch_is_one_evalsha(redis_servers: RedisServe
         if flavour == "sync":
             client = cluster.client()
             store: Any = RedisStore(client, prefix=prefix)
-            store.save(sid, live())
+            store.save(sid, live(ttl=TTL))
             store.load_touch(sid, IDLE, 1000.0)  # warm up: slots, connection, the script's first EVAL
-            before = command_calls(nodes)  # type: ignore[arg-type]
+            before = command_calls(*nodes)  # type: ignore[arg-type]
             assert store.load_touch(sid, IDLE, 1000.0) is not None
             client.close()
         else:
             aclient = cluster.async_client()
             store = AsyncRedisStore(aclient, prefix=prefix)
-            await store.save(sid, live())
+            await store.save(sid, live(ttl=TTL))
             await store.load_touch(sid, IDLE, 1000.0)
-            before = command_calls(nodes)  # type: ignore[arg-type]
+            before = command_calls(*nodes)  # type: ignore[arg-type]
             assert await store.load_touch(sid, IDLE, 1000.0) is not None
             await aclient.aclose()
-        stats = delta(before, command_calls(nodes))  # type: ignore[arg-type]
+        stats = delta(before, command_calls(*nodes))  # type: ignore[arg-type]
         observer.delete(prefix + sid)
     assert stats == LOAD_TOUCH_STATS
-
-
-class CommandCounter(monitoring.CommandListener):
-    """Counts the commands a client sends (one started event per round trip)."""
-
-    def __init__(self) -> None:
-        self.names: list[str] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        self.names.append(event.command_name)
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
-    def take(self) -> list[str]:
-        names, self.names = self.names, []
-        return names
 
 
 @pytest.mark.server
@@ -680,17 +586,14 @@ class CommandCounter(monitoring.CommandListener):
 async def test_mongo_load_touch_is_one_find_and_modify(mongo_server: Any, flavour: str) -> None:
     """MongoDB: load_touch is one findAndModify, with or without the absolute cap, and for a missing id."""
     counter = CommandCounter()
-    async with make_mongo_store(flavour, "rolling_rt", event_listeners=[counter]) as store:  # type: ignore[call-overload]
+    async with make_mongo_store(flavour, "rolling_rt", event_listeners=[counter]) as native:  # type: ignore[call-overload]
+        store: Any = adapt(native)
         sid = new_sid()
-
-        async def call(result: Any) -> Any:
-            return await result if asyncio.iscoroutine(result) else result
-
-        await call(store.save(sid, live()))
+        await store.save(sid, live(ttl=TTL))
         assert counter.take() == ["createIndexes", "update"]
-        assert await call(store.load_touch(sid, IDLE, None)) is not None
+        assert await store.load_touch(sid, IDLE, None) is not None
         assert counter.take() == ["findAndModify"]
-        assert await call(store.load_touch(sid, IDLE, 1000.0)) is not None
+        assert await store.load_touch(sid, IDLE, 1000.0) is not None
         assert counter.take() == ["findAndModify"]
-        assert await call(store.load_touch(new_sid(), IDLE, 1000.0)) is None
+        assert await store.load_touch(new_sid(), IDLE, 1000.0) is None
         assert counter.take() == ["findAndModify"]

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from _stores import HOUR, live
 from persession.exceptions import ConfigError, StoreError, StoreUnavailable
 from persession.records import Change, Record
 from persession.stores import (
@@ -26,14 +27,7 @@ from persession.stores import (
     store_from_url,
 )
 
-HOUR = 3600.0
 TABLE = "persession_sessions"
-
-
-def live(data: dict[str, Any]) -> Record:
-    """A record created a minute ago that expires in an hour."""
-    now = time.time()
-    return Record(data, created=now - 60, accessed=now - 60, expires=now + HOUR)
 
 
 @contextlib.contextmanager

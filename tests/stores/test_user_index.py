@@ -1,8 +1,8 @@
 """The per-user session index and Redis revocations, on every store kind and flavour, against real servers.
 
 Each store is wrapped in :class:`Kit`: the async index protocol (a sync store
-goes through :class:`SyncIndexAdapter`, so both twins run the same test body)
-plus a way to look at the raw index behind the store's back.
+goes through ``_stores.adapt``, so both twins run the same test body) plus a
+way to look at the raw index behind the store's back.
 """
 
 from __future__ import annotations
@@ -15,14 +15,11 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 import redis
 import redis.asyncio
-import redis.asyncio.connection
-import redis.connection
-from pymongo import monitoring
 
 import persession
 import persession.stores
@@ -35,6 +32,17 @@ from _redis import (  # noqa: F401  (the *_fixture names are fixtures)
     redis_server_fixture,
     redis_servers_fixture,
     unique_prefix,
+)
+from _stores import (
+    HOUR,
+    AsyncCountingConnection,
+    CommandCounter,
+    CountingConnection,
+    adapt,
+    command_calls,
+    delta,
+    live,
+    new_sid,
 )
 from persession.config import SessionConfig
 from persession.core import Action, Plan, SessionEngine
@@ -58,26 +66,15 @@ from persession.stores.redis import AsyncRedisStore, RedisStore
 
 pytestmark = pytest.mark.anyio
 
-HOUR = 3600.0
 #: How long a test waits for something another client or process does.
 DEADLINE = 10.0
-
-
-def new_sid() -> str:
-    """A session id no other test uses, in the default signer's alphabet."""
-    return uuid.uuid4().hex + "AbC_-xyz123"
+#: Seconds since a test record's last access: unlike its age, so a store that lists created as accessed fails.
+ACTIVE = 1.5
 
 
 def new_user(label: str = "u") -> str:
     """A user id no other test uses (stores on shared servers keep data between tests)."""
     return f"{label}-{uuid.uuid4().hex[:10]}"
-
-
-def live(*, age: float = 60.0, ttl: float = HOUR, created: float | None = None) -> Record:
-    """A record created ``age`` seconds ago (or at ``created``) that expires ``ttl`` seconds from now."""
-    now = time.time()
-    start = now - age if created is None else created
-    return Record({"n": 1}, created=start, accessed=now - 1.5, expires=now + ttl)
 
 
 def info(sid: str, record: Record) -> SessionInfo:
@@ -86,44 +83,6 @@ def info(sid: str, record: Record) -> SessionInfo:
 
 
 # --- the stores under test ------------------------------------------------------------------------
-
-
-class SyncIndexAdapter:
-    """Test-only: the async store and index protocols over a synchronous store."""
-
-    def __init__(self, store: Store) -> None:
-        #: The wrapped synchronous store.
-        self.sync = store
-
-    async def load(self, sid: str) -> Record | None:
-        return self.sync.load(sid)
-
-    async def save(self, sid: str, record: Record, *, replaces: str | None = None) -> None:
-        self.sync.save(sid, record, replaces=replaces)
-
-    async def merge(self, sid: str, change: Change, expires: float) -> bool:
-        return self.sync.merge(sid, change, expires)
-
-    async def touch(self, sid: str, expires: float) -> bool:
-        return self.sync.touch(sid, expires)
-
-    async def delete(self, sid: str) -> None:
-        self.sync.delete(sid)
-
-    async def close(self) -> None:
-        self.sync.close()
-
-    async def index_user(self, user: str, sid: str, expires: float) -> None:
-        assert isinstance(self.sync, UserIndex)
-        self.sync.index_user(user, sid, expires)
-
-    async def user_sessions(self, user: str) -> list[SessionInfo]:
-        assert isinstance(self.sync, UserIndex)
-        return self.sync.user_sessions(user)
-
-    async def revoke_user(self, user: str) -> list[str]:
-        assert isinstance(self.sync, UserIndex)
-        return self.sync.revoke_user(user)
 
 
 @dataclass
@@ -220,9 +179,7 @@ async def open_kit(kind: str, request: pytest.FixtureRequest, tmp_path: Path) ->
 
 
 def _kit(kind: str, store: Any, entries: Callable[[str], set[str]]) -> Kit:
-    if kind.endswith("-sync"):
-        return Kit(kind, SyncIndexAdapter(store), store, entries)
-    return Kit(kind, store, None, entries)
+    return Kit(kind, adapt(store), store if kind.endswith("-sync") else None, entries)
 
 
 @pytest.fixture(
@@ -236,7 +193,7 @@ async def kit(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[K
 
 async def saved(kit: Kit, user: str | None, record: Record | None = None) -> tuple[str, Record]:
     """Save a new session (indexed under ``user`` unless None); return its id and record."""
-    sid, record = new_sid(), record if record is not None else live()
+    sid, record = new_sid(), record if record is not None else live(idle=ACTIVE)
     await kit.store.save(sid, record)
     if user is not None:
         await kit.store.index_user(user, sid, record.expires)
@@ -280,7 +237,7 @@ async def test_user_sessions_are_oldest_first(kit: Kit) -> None:
     """Sessions are listed by created, oldest first, whatever order they were indexed in."""
     user = new_user()
     now = time.time()
-    made = [await saved(kit, user, live(created=now - age)) for age in (50.0, 500.0, 5.0, 5000.0)]
+    made = [await saved(kit, user, live(created=now - age, idle=ACTIVE)) for age in (50.0, 500.0, 5.0, 5000.0)]
     listed = await kit.store.user_sessions(user)
     assert [entry.sid for entry in listed] == [sid for sid, _ in sorted(made, key=lambda pair: pair[1].created)]
     assert listed == sorted((info(sid, record) for sid, record in made), key=lambda entry: entry.created)
@@ -375,7 +332,7 @@ async def test_deleted_sessions_drop_out_and_are_pruned(kit: Kit) -> None:
 async def test_expired_sessions_drop_out(kit: Kit) -> None:
     """A session that expires on its own (in real time) is no longer listed or revoked."""
     user = new_user()
-    await saved(kit, user, live(ttl=0.4))
+    await saved(kit, user, live(ttl=0.4, idle=ACTIVE))
     kept, kept_record = await saved(kit, user)
     await asyncio.sleep(0.6)
     assert await kit.store.user_sessions(user) == [info(kept, kept_record)]
@@ -407,8 +364,8 @@ async def test_indexing_prunes_dead_entries(kit: Kit) -> None:
 async def test_active_sessions_outlive_their_first_expiry_in_the_index(kit: Kit) -> None:
     """A session kept alive by touch or merge past its login-time expiry stays listed and revocable."""
     user = new_user()
-    touched, _ = await saved(kit, user, live(ttl=0.5))
-    merged, _ = await saved(kit, user, live(ttl=0.5))
+    touched, _ = await saved(kit, user, live(ttl=0.5, idle=ACTIVE))
+    merged, _ = await saved(kit, user, live(ttl=0.5, idle=ACTIVE))
     later = time.time() + HOUR
     assert await kit.store.touch(touched, later) is True
     assert await kit.store.merge(merged, Change({"fresh": True}, cleared=True), later) is True
@@ -425,7 +382,7 @@ async def test_saving_over_an_indexed_session_keeps_it_indexed(kit: Kit) -> None
     """Rewriting a session's whole record under the same id leaves it in its user's index."""
     user = new_user()
     sid, _ = await saved(kit, user)
-    again = live(age=5.0)
+    again = live(age=5.0, idle=ACTIVE)
     await kit.store.save(sid, again)
     assert await kit.store.user_sessions(user) == [info(sid, again)]
     assert await kit.store.revoke_user(user) == [sid]
@@ -564,7 +521,7 @@ def test_sqlite_index_table_and_purge(tmp_path: Path) -> None:
 
 def saved_sync(store: SqliteStore, user: str) -> tuple[str, Record]:
     """Save and index a new session on a sync store."""
-    sid, record = new_sid(), live()
+    sid, record = new_sid(), live(idle=ACTIVE)
     store.save(sid, record)
     store.index_user(user, sid, record.expires)
     return sid, record
@@ -575,27 +532,6 @@ def count_rows(connection: sqlite3.Connection) -> int:
     return int(connection.execute("SELECT count(*) FROM app_sessions_users").fetchone()[0])
 
 
-class CommandCounter(monitoring.CommandListener):
-    """Records the name of every command a MongoDB client sends."""
-
-    def __init__(self) -> None:
-        self.names: list[str] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        self.names.append(event.command_name)
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
-    def take(self) -> list[str]:
-        """The commands sent since the last call."""
-        names, self.names = self.names, []
-        return names
-
-
 @pytest.mark.server
 @pytest.mark.parametrize("flavour", ["sync", "async"])
 async def test_mongo_index_commands_and_indexes(mongo_server: Any, flavour: str) -> None:
@@ -604,7 +540,7 @@ async def test_mongo_index_commands_and_indexes(mongo_server: Any, flavour: str)
     async with make_mongo_store(flavour, "user_index_rt", event_listeners=[counter]) as store:
         kit = _kit(f"mongo-{flavour}", store, lambda user: set())
         user = new_user()
-        sid, record = new_sid(), live()
+        sid, record = new_sid(), live(idle=ACTIVE)
         await kit.store.save(sid, record)
         assert counter.take() == ["createIndexes", "update"]
         await kit.store.index_user(user, sid, record.expires)
@@ -624,39 +560,6 @@ async def test_mongo_index_commands_and_indexes(mongo_server: Any, flavour: str)
 
 
 # --- Redis: round trips ---------------------------------------------------------------------------
-
-
-class CountingConnection(redis.connection.Connection):
-    """A connection that counts the requests it sends (one per round trip)."""
-
-    sent: ClassVar[list[bytes]] = []
-
-    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        chunks = command if isinstance(command, list) else [command]
-        CountingConnection.sent.append(b"".join(bytes(chunk) for chunk in chunks)[:60])
-        super().send_packed_command(command, check_health)
-
-
-class AsyncCountingConnection(redis.asyncio.connection.Connection):
-    """The asyncio twin of :class:`CountingConnection`."""
-
-    sent: ClassVar[list[bytes]] = []
-
-    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        chunks = command if isinstance(command, list) else [command]
-        AsyncCountingConnection.sent.append(b"".join(bytes(chunk) for chunk in chunks)[:60])
-        await super().send_packed_command(command, check_health)
-
-
-def command_calls(client: redis.Redis) -> dict[str, int]:
-    """Calls per command from INFO commandstats (the INFO calls themselves left out)."""
-    stats = client.info("commandstats")
-    return {name.removeprefix("cmdstat_"): value["calls"] for name, value in stats.items() if name != "cmdstat_info"}
-
-
-def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
-    """Commands whose call counts changed, and by how much."""
-    return {name: after[name] - before.get(name, 0) for name in after if after[name] != before.get(name, 0)}
 
 
 INDEX_OPERATIONS = ("index_user", "user_sessions", "revoke_user", "delete")
@@ -692,7 +595,7 @@ async def test_redis_round_trips_of_the_index_sync() -> None:
         client = redis.Redis.from_pool(pool)
         store = RedisStore(client, prefix="rt:")
         try:
-            record = live()
+            record = live(idle=ACTIVE)
             for sid in ("warm", "a", "b", "c"):
                 store.save(sid, record)
             # Warm up: the connection, and the first EVAL of each script.
@@ -733,7 +636,7 @@ async def test_redis_round_trips_of_the_index_async() -> None:
         client = redis.asyncio.Redis.from_pool(pool)
         store = AsyncRedisStore(client, prefix="rt:")
         try:
-            record = live()
+            record = live(idle=ACTIVE)
             for sid in ("warm", "a", "b", "c"):
                 await store.save(sid, record)
             await store.index_user("warm-user", "warm", record.expires)
@@ -769,7 +672,7 @@ def test_redis_index_key_layout_and_ttl(redis_server: RedisServer) -> None:
     store = RedisStore.from_url(redis_server.url, prefix=prefix)
     try:
         with redis_server.client() as raw:
-            short, long_ = live(ttl=100.0), live(ttl=1000.0)
+            short, long_ = live(ttl=100.0, idle=ACTIVE), live(ttl=1000.0, idle=ACTIVE)
             store.save("s1", short)
             store.save("s2", long_)
             store.index_user("42", "s1", short.expires)

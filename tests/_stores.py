@@ -1,0 +1,311 @@
+"""Store test helpers: records, the sync-to-async adapter, command counters, and the private reach-ins.
+
+Every store test module imports what it needs from here (``pythonpath``
+includes ``tests/``; a conftest cannot be imported under
+``--import-mode=importlib``)::
+
+    from _stores import HOUR, adapt, live, new_sid
+
+    store = adapt(SqliteStore(path))  # an async store is returned as it is
+    await store.save(new_sid(), live({"user": 42}))
+
+- **Records**: :func:`new_sid`, :func:`live`, :func:`expired`, :data:`HOUR`.
+- **The adapter**: :func:`adapt` puts a synchronous store behind the async
+  protocols it has a sync twin of (:class:`SyncAdapter`), so one test body
+  checks both flavours and drift between them shows up as a failure.
+- **Counting**: :class:`CountingConnection` / :class:`AsyncCountingConnection`
+  count the requests a redis-py client sends (one per round trip),
+  :func:`command_calls` and :func:`delta` what a Redis server ran, and
+  :class:`CommandCounter` the commands a PyMongo client sends.
+- **Reach-ins**: :func:`own_pool`, :func:`own_mux`, :func:`own_address`,
+  :func:`idle_sockets`, :func:`client_cache` and :func:`pending_reads` are
+  the only places the store tests touch a Redis store's private attributes,
+  so that moving those edits this file alone (``tests/_mongo.py`` has
+  Mongo's). They are typed loosely on purpose: naming the classes would tie
+  this file to the modules that define them.
+"""
+
+from __future__ import annotations
+
+import collections
+import inspect
+import socket
+import time
+import uuid
+from collections.abc import Collection
+from typing import Any, ClassVar
+
+import redis
+import redis.asyncio.connection
+import redis.connection
+from pymongo import monitoring
+
+from persession.records import Change, Record, SessionInfo
+from persession.stores import AsyncStore, RollingLoad, Store, UserIndex
+from persession.stores.redis import AsyncRedisStore, RedisStore
+
+__all__ = [
+    "HOUR",
+    "new_sid",
+    "live",
+    "expired",
+    "SyncAdapter",
+    "adapt",
+    "CountingConnection",
+    "AsyncCountingConnection",
+    "command_calls",
+    "delta",
+    "CommandCounter",
+    "own_pool",
+    "own_mux",
+    "own_address",
+    "idle_sockets",
+    "client_cache",
+    "pending_reads",
+]
+
+HOUR = 3600.0
+
+
+# --- records --------------------------------------------------------------------------------------
+
+
+def new_sid() -> str:
+    """A session id no other test uses (stores on shared servers keep records), in the default signer's alphabet."""
+    return uuid.uuid4().hex + "AbC_-xyz123"
+
+
+def live(
+    data: dict[str, Any] | None = None,
+    *,
+    age: float = 60.0,
+    ttl: float = HOUR,
+    created: float | None = None,
+    idle: float | None = None,
+) -> Record:
+    """A record created ``age`` seconds ago (or at ``created``) that expires ``ttl`` seconds from now.
+
+    It was last accessed ``idle`` seconds ago (default: ``age``, when it was
+    created). ``data`` defaults to ``{"n": 1}``.
+    """
+    now = time.time()
+    start = now - age if created is None else created
+    accessed = now - (age if idle is None else idle)
+    return Record({"n": 1} if data is None else data, created=start, accessed=accessed, expires=now + ttl)
+
+
+def expired(data: dict[str, Any]) -> Record:
+    """A record whose expiry is already in the past."""
+    now = time.time()
+    return Record(data, created=now - 2 * HOUR, accessed=now - HOUR, expires=now - 10)
+
+
+# --- the adapter ----------------------------------------------------------------------------------
+
+
+class SyncAdapter:
+    """Test-only: the async store protocol over a synchronous store (build one with :func:`adapt`)."""
+
+    def __init__(self, store: Store) -> None:
+        #: The wrapped synchronous store.
+        self.sync = store
+
+    async def load(self, sid: str) -> Record | None:
+        return self.sync.load(sid)
+
+    async def save(self, sid: str, record: Record, *, replaces: str | None = None) -> None:
+        self.sync.save(sid, record, replaces=replaces)
+
+    async def merge(self, sid: str, change: Change, expires: float) -> bool:
+        return self.sync.merge(sid, change, expires)
+
+    async def touch(self, sid: str, expires: float) -> bool:
+        return self.sync.touch(sid, expires)
+
+    async def delete(self, sid: str) -> None:
+        self.sync.delete(sid)
+
+    async def close(self) -> None:
+        self.sync.close()
+
+
+class _LoadTouch:
+    """``AsyncRollingLoad`` over a sync ``RollingLoad``."""
+
+    sync: Any
+
+    async def load_touch(self, sid: str, idle: float, absolute: float | None) -> Record | None:
+        record: Record | None = self.sync.load_touch(sid, idle, absolute)
+        return record
+
+
+class _Index:
+    """``AsyncUserIndex`` over a sync ``UserIndex``."""
+
+    sync: Any
+
+    async def index_user(self, user: str, sid: str, expires: float) -> None:
+        self.sync.index_user(user, sid, expires)
+
+    async def user_sessions(self, user: str) -> list[SessionInfo]:
+        sessions: list[SessionInfo] = self.sync.user_sessions(user)
+        return sessions
+
+    async def revoke_user(self, user: str) -> list[str]:
+        revoked: list[str] = self.sync.revoke_user(user)
+        return revoked
+
+
+class _RollingAdapter(_LoadTouch, SyncAdapter):
+    pass
+
+
+class _IndexAdapter(_Index, SyncAdapter):
+    pass
+
+
+class _RollingIndexAdapter(_LoadTouch, _Index, SyncAdapter):
+    pass
+
+
+# Keyed by (has load_touch, has the user index): a runtime protocol's isinstance walks attributes,
+# so the adapter offers a verb only when the store has it, and isinstance on the adapter tells the truth.
+_ADAPTERS: dict[tuple[bool, bool], type[SyncAdapter]] = {
+    (False, False): SyncAdapter,
+    (True, False): _RollingAdapter,
+    (False, True): _IndexAdapter,
+    (True, True): _RollingIndexAdapter,
+}
+
+
+def adapt(store: Store | AsyncStore) -> AsyncStore:
+    """The async protocols of ``store``: an async store as it is, a sync one in a :class:`SyncAdapter`.
+
+    The adapter has ``load_touch`` only if the store is a ``RollingLoad``, and
+    ``index_user``, ``user_sessions`` and ``revoke_user`` only if it is a
+    ``UserIndex``; the wrapped store is its ``sync`` attribute.
+    """
+    if inspect.iscoroutinefunction(getattr(store, "load", None)):
+        assert isinstance(store, AsyncStore)
+        return store
+    assert isinstance(store, Store), f"not a store: {type(store).__name__}"
+    adapter = _ADAPTERS[isinstance(store, RollingLoad), isinstance(store, UserIndex)](store)
+    assert isinstance(adapter, AsyncStore)
+    return adapter
+
+
+# --- counting: Redis ------------------------------------------------------------------------------
+
+
+def _head(command: Any) -> bytes:
+    chunks = command if isinstance(command, list) else [command]
+    return b"".join(bytes(chunk) for chunk in chunks)[:60]
+
+
+class CountingConnection(redis.connection.Connection):
+    """A redis-py connection that records the start of every request it sends (one per round trip).
+
+    Give it to a pool (``connection_class=CountingConnection``); clear
+    :attr:`sent` before the calls to count.
+    """
+
+    sent: ClassVar[list[bytes]] = []
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        CountingConnection.sent.append(_head(command))
+        super().send_packed_command(command, check_health)
+
+
+class AsyncCountingConnection(redis.asyncio.connection.Connection):
+    """The asyncio twin of :class:`CountingConnection`."""
+
+    sent: ClassVar[list[bytes]] = []
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        AsyncCountingConnection.sent.append(_head(command))
+        await super().send_packed_command(command, check_health)
+
+
+def command_calls(*clients: redis.Redis) -> collections.Counter[str]:
+    """Calls per command from ``INFO commandstats``, summed over the clients' servers (INFO itself left out).
+
+    Scripts' own commands are counted too; a command never run counts 0.
+    """
+    totals: collections.Counter[str] = collections.Counter()
+    for client in clients:
+        for name, value in client.info("commandstats").items():
+            if name != "cmdstat_info":
+                totals[name.removeprefix("cmdstat_")] += value["calls"]
+    return totals
+
+
+def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """Commands whose call counts changed between two :func:`command_calls`, and by how much."""
+    return {name: after[name] - before.get(name, 0) for name in after if after[name] != before.get(name, 0)}
+
+
+# --- counting: MongoDB ----------------------------------------------------------------------------
+
+
+class CommandCounter(monitoring.CommandListener):
+    """The name of every command a PyMongo client sends (one started event per round trip).
+
+    Give it to the client (``event_listeners=[counter]``).
+    """
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.names.append(event.command_name)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+    def take(self) -> list[str]:
+        """The command names sent since the last call."""
+        names, self.names = self.names, []
+        return names
+
+
+# --- reach-ins: a Redis store's own connections and cache -----------------------------------------
+
+
+def own_pool(store: RedisStore) -> Any:
+    """The pool of persession's own connections of a store built from a URL; fails the test if it has none."""
+    pool = store._pool
+    assert pool is not None, "the store has no connections of its own"
+    return pool
+
+
+def own_mux(store: AsyncRedisStore) -> Any:
+    """The asyncio twin of :func:`own_pool`: the store's own multiplexed connection."""
+    mux = store._mux
+    assert mux is not None, "the store has no connection of its own"
+    return mux
+
+
+def own_address(store: RedisStore | AsyncRedisStore) -> Any:
+    """Where and how a store's own connections connect (host, db, timeouts, TLS context...)."""
+    return own_pool(store).address if isinstance(store, RedisStore) else own_mux(store).address
+
+
+def idle_sockets(store: RedisStore) -> list[socket.socket]:
+    """The sockets of the connections idle in a store's own pool, oldest first."""
+    return [connection._sock for connection in own_pool(store)._idle]
+
+
+def client_cache(store: RedisStore | AsyncRedisStore) -> Any:
+    """The client-side cache of a store built with ``client_cache=N``; fails the test if it has none."""
+    cache = store._cache
+    assert cache is not None, "the store has no client_cache"
+    return cache
+
+
+def pending_reads(store: RedisStore) -> Collection[str]:
+    """The keys whose reads the cache is waiting for (their replies may still be kept)."""
+    pending: Collection[str] = client_cache(store)._pending
+    return pending
