@@ -17,7 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -42,9 +42,19 @@ from _redis import (  # noqa: F401  (the *_fixture names are fixtures)
     redis_servers_fixture,
     unique_prefix,
 )
+from _stores import (
+    HOUR,
+    AsyncCountingConnection,
+    CountingConnection,
+    command_calls,
+    delta,
+    live,
+    new_sid,
+    own_address,
+)
 from persession.exceptions import ConfigError, NotSerializable, StoreError, StoreUnavailable
 from persession.records import Change, Record
-from persession.stores import _resp, store_from_url
+from persession.stores import store_from_url
 from persession.stores.redis import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
@@ -54,23 +64,12 @@ from persession.stores.redis import (
     DEFAULT_SOCKET_TIMEOUT,
     AsyncRedisStore,
     RedisStore,
+    _own,
 )
 
 pytestmark = pytest.mark.server
 
-HOUR = 3600.0
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def new_sid() -> str:
-    """A session id no other test uses."""
-    return uuid.uuid4().hex
-
-
-def live(data: dict[str, Any], ttl: float = HOUR) -> Record:
-    """A record created a minute ago that expires ``ttl`` seconds from now."""
-    now = time.time()
-    return Record(data, created=now - 60, accessed=now - 60, expires=now + ttl)
 
 
 @pytest.fixture
@@ -280,39 +279,6 @@ async def test_merge_racing_delete_never_resurrects(astore: AsyncRedisStore, raw
 
 
 # --- round trips ----------------------------------------------------------------------------------
-
-
-class CountingConnection(redis.connection.Connection):
-    """A connection that counts the requests it sends (one per round trip)."""
-
-    sent: ClassVar[list[bytes]] = []
-
-    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        chunks = command if isinstance(command, list) else [command]
-        CountingConnection.sent.append(b"".join(bytes(chunk) for chunk in chunks)[:40])
-        super().send_packed_command(command, check_health)
-
-
-class AsyncCountingConnection(redis.asyncio.connection.Connection):
-    """The asyncio twin of :class:`CountingConnection`."""
-
-    sent: ClassVar[list[bytes]] = []
-
-    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        chunks = command if isinstance(command, list) else [command]
-        AsyncCountingConnection.sent.append(b"".join(bytes(chunk) for chunk in chunks)[:40])
-        await super().send_packed_command(command, check_health)
-
-
-def command_calls(client: redis.Redis) -> dict[str, int]:
-    """Calls per command from INFO commandstats (the INFO calls themselves left out)."""
-    stats = client.info("commandstats")
-    return {name.removeprefix("cmdstat_"): value["calls"] for name, value in stats.items() if name != "cmdstat_info"}
-
-
-def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
-    """Commands whose call counts changed, and by how much."""
-    return {name: after[name] - before.get(name, 0) for name in after if after[name] != before.get(name, 0)}
 
 
 def test_round_trips_per_operation_sync() -> None:
@@ -713,8 +679,8 @@ def test_redis_url_through_store_from_url(redis_server: RedisServer, prefix: str
         store.save(sid, live({"a": 1}))
         assert store.load(sid) is not None
         assert store.client is None  # persession's own RESP connections, not a redis-py client
-        assert isinstance(store._pool, _resp.SyncPool)
-        address = store._pool.address
+        assert isinstance(store._pool, _own.SyncPool)
+        address = own_address(store)
         url = urlsplit(redis_server.url)  # the shared server, or PERSESSION_REDIS_URL's
         assert (address.host, address.port, address.path) == (url.hostname, url.port or 6379, None)
         assert address.db == int(url.path.strip("/") or 0)
@@ -736,7 +702,7 @@ def test_url_query_overrides_the_timeouts(redis_server: RedisServer) -> None:
     store = RedisStore.from_url(f"{redis_server.url}?{query}", socket_connect_timeout=0.125, prefix=unique_prefix())
     try:
         assert store.client is None
-        address = store._pool.address
+        address = own_address(store)
         assert (address.socket_timeout, address.connect_timeout) == (0.5, 0.125)
         assert (address.retries, address.max_connections, address.pool_timeout) == (3, 7, 0.75)
         assert store.load(new_sid()) is None
@@ -769,7 +735,7 @@ async def test_rediss_url_builds_a_tls_client_without_connecting() -> None:
     store = store_from_url("rediss://:s3cret@cache.example.org:6380/3", prefix="tls:", client_name="tls-test")
     assert isinstance(store, RedisStore)
     assert store.client is None
-    address = store._pool.address
+    address = own_address(store)
     assert (address.host, address.port, address.db, address.username, address.password, address.path) == (
         "cache.example.org",
         6380,
@@ -785,8 +751,8 @@ async def test_rediss_url_builds_a_tls_client_without_connecting() -> None:
     assert address.client_name == "tls-test"
     twin = store.to_async()
     assert twin.client is None
-    assert isinstance(twin._mux, _resp.AsyncMux)
-    twin_address = twin._mux.address
+    assert isinstance(twin._mux, _own.AsyncMux)
+    twin_address = own_address(twin)
     assert isinstance(twin_address.ssl_context, ssl.SSLContext)
     assert twin_address.ssl_context.verify_mode == ssl.CERT_REQUIRED
     # The twin has the same URL and keyword options (its TLS context is a new one).
@@ -800,7 +766,7 @@ def test_rediss_url_can_turn_certificate_checks_off() -> None:
     """rediss://...?ssl_cert_reqs=none (a self-signed test server) verifies neither certificate nor hostname."""
     store = RedisStore.from_url("rediss://cache.example.org/0?ssl_cert_reqs=none")
     try:
-        context = store._pool.address.ssl_context
+        context = own_address(store).ssl_context
         assert context is not None
         assert (context.verify_mode, context.check_hostname) == (ssl.CERT_NONE, False)
     finally:
@@ -817,8 +783,8 @@ async def test_to_async_twin_keeps_query_and_keyword_options(redis_server: Redis
     twin = store.to_async()
     try:
         assert twin.client is None
-        assert twin._mux.address == store._pool.address
-        assert (twin._mux.address.socket_timeout, twin._mux.address.db) == (0.75, 5)
+        assert own_address(twin) == own_address(store)
+        assert (own_address(twin).socket_timeout, own_address(twin).db) == (0.75, 5)
         sid = new_sid()
         await twin.save(sid, live({"from": "twin"}))
         loaded = store.load(sid)
@@ -842,7 +808,7 @@ def test_unix_socket_url_really_connects(tmp_path: Path) -> None:
         assert isinstance(store, RedisStore)
         try:
             assert store.client is None
-            address = store._pool.address
+            address = own_address(store)
             assert (address.path, address.host, address.db) == (str(socket_path), None, 2)
             sid = new_sid()
             record = live({"over": "unix"})
@@ -925,7 +891,7 @@ def test_close_closes_only_clients_the_store_built(redis_server: RedisServer, ra
     name = f"persession-close-{uuid.uuid4().hex[:8]}"
     owned = RedisStore.from_url(redis_server.url, client_name=name)
     assert owned.client is None
-    assert owned._pool.address.client_name == name
+    assert own_address(owned).client_name == name
     assert owned.load(new_sid()) is None
 
     def connected() -> int:

@@ -153,8 +153,6 @@ try:
     import redis.exceptions
     import redis.retry
     import redis.sentinel  # noqa: F401  (every line binds the name redis, unused here)
-
-    from .. import _resp  # noqa: F401
 except ImportError as _missing:  # pragma: no cover - exercised in a subprocess
     raise ConfigError(
         "store", f'the Redis stores need redis-py>=5 ({_missing}): pip install "persession-web[redis]"'

@@ -13,7 +13,6 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from ...exceptions import ConfigError, StoreUnavailable
 from ...records import Change, Record, SessionInfo
-from .. import _resp
 from ._cache import _AsyncClientCache, _check_client_cache
 from ._connect_redis import (
     _NO_CHANGE,
@@ -42,6 +41,7 @@ from ._hashes import (
 )
 from ._index import _REVOKED, _delete_ops, _index_flow, _list_flow, _revoke_flow, _text
 from ._ops import _Batch, _check_prefix, _Flow, _Op, _Step
+from ._own import AsyncMux, ReplyError
 from ._own_transport import _command, _is_noscript, _raise_errors
 from ._url import _async_sentinel_client, _check_client, _lean_address, _parse_url, _SentinelTarget, _split_layout
 
@@ -71,7 +71,7 @@ class AsyncRedisStore:
     def _setup(
         self,
         client: AsyncClient | None,
-        mux: _resp.AsyncMux | None,
+        mux: AsyncMux | None,
         prefix: str | None,
         clock: Callable[[], float],
         layout: Layout,
@@ -110,7 +110,7 @@ class AsyncRedisStore:
         _check_client_cache(client_cache)
         if not isinstance(target, _SentinelTarget):
             store = cls.__new__(cls)
-            mux = _resp.AsyncMux(_lean_address(target, client_options))
+            mux = AsyncMux(_lean_address(target, client_options))
             store._setup(None, mux, prefix, clock, layout)
             store._owned = [mux.aclose]
             if client_cache:
@@ -209,7 +209,7 @@ class AsyncRedisStore:
         with _map_errors:
             try:
                 raw = await self._hgetall(self._prefix + sid)
-            except ResponseError as error:
+            except (ReplyError, ResponseError) as error:  # own connections' or redis-py's
                 if not _is_wrong_type(error):
                     raise
                 _malformed(self._prefix, "the key is not a hash")

@@ -8,8 +8,8 @@ import threading
 from typing import Any, cast
 
 from ...exceptions import ConfigError
-from .. import _resp
 from ._ops import _Arg, _Step
+from ._own import Address, AsyncMux, Invalidations, SyncPool, fork_count
 from ._own_transport import _command, _is_noscript, _raise_errors
 
 
@@ -19,7 +19,7 @@ class _CacheEntries:
     Keeps up to ``size`` ``HGETALL`` replies (raw, decoded afresh on every
     hit, so no request can change another's data), least recently used first
     out. Redis tracks the keys our connections read (``CLIENT TRACKING ON
-    REDIRECT ... NOLOOP``) and tells :class:`~persession.stores._resp.Invalidations`
+    REDIRECT ... NOLOOP``) and tells :class:`~persession.stores.redis._own.Invalidations`
     when another connection changes one; every lookup first drains those
     messages. Redis writes a change's answer and its invalidations in the same
     pass of its event loop, so a lookup that starts after that pass (any
@@ -34,18 +34,18 @@ class _CacheEntries:
     starts over.
     """
 
-    def __init__(self, address: _resp.Address, size: int) -> None:
+    def __init__(self, address: Address, size: int) -> None:
         self._address = address
         self._size = size
         self._lock = threading.Lock()
         self._entries: collections.OrderedDict[str, list[Any]] = collections.OrderedDict()
         self._pending: dict[str, object] = {}
-        self._invalidations: _resp.Invalidations | None = None
+        self._invalidations: Invalidations | None = None
 
     def _drained(self) -> bool:
         """Apply the invalidations that have arrived; ``False`` when their connection must be (re)opened."""
         invalidations = self._invalidations
-        if invalidations is None or invalidations.forks != _resp.fork_count() or invalidations.lost:
+        if invalidations is None or invalidations.forks != fork_count() or invalidations.lost:
             return False
         keys = invalidations.drain()
         if keys is None:  # FLUSHALL, or the connection was lost: everything
@@ -118,7 +118,7 @@ def _check_client_cache(size: object) -> None:
         raise ConfigError("client_cache", f"must be a number of sessions (an int >= 0), not {size!r}")
 
 
-def _tracking(invalidations: _resp.Invalidations) -> tuple[tuple[_Arg, ...], ...]:
+def _tracking(invalidations: Invalidations) -> tuple[tuple[_Arg, ...], ...]:
     return (("CLIENT", "TRACKING", "ON", "REDIRECT", invalidations.client_id, "NOLOOP"),)
 
 
@@ -129,7 +129,7 @@ class _ClientCache(_CacheEntries):
     the pool retires every connection made before, which redirect elsewhere.
     """
 
-    def __init__(self, pool: _resp.SyncPool, size: int) -> None:
+    def __init__(self, pool: SyncPool, size: int) -> None:
         super().__init__(pool.address, size)
         self._pool = pool
 
@@ -137,7 +137,7 @@ class _ClientCache(_CacheEntries):
         with self._lock:
             if not self._drained():
                 self._retire()
-                invalidations = _resp.Invalidations(self._address)
+                invalidations = Invalidations(self._address)
                 self._pool.renew(_tracking(invalidations))
                 self._invalidations = invalidations
             return self._lookup(key)
@@ -153,7 +153,7 @@ class _AsyncClientCache(_CacheEntries):
     Until that has answered, reads are not cached.
     """
 
-    def __init__(self, mux: _resp.AsyncMux, size: int) -> None:
+    def __init__(self, mux: AsyncMux, size: int) -> None:
         super().__init__(mux.address, size)
         self._mux = mux
         self._opening = False
@@ -169,7 +169,7 @@ class _AsyncClientCache(_CacheEntries):
             self._opening = True
         try:
             loop = asyncio.get_running_loop()
-            invalidations = await loop.run_in_executor(None, _resp.Invalidations, self._address)
+            invalidations = await loop.run_in_executor(None, Invalidations, self._address)
             try:
                 self._mux.setup = _tracking(invalidations)
                 _raise_errors(await self._mux.execute(self._mux.setup), tolerant=False)

@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NoReturn
 
 from redis.crc import key_slot
-from redis.exceptions import ResponseError
 
 from ...records import Change, Record
 from ._constants import _ACCESSED, _CREATED, _EXPIRES, security_log
@@ -67,7 +66,8 @@ def _malformed(prefix: str, reason: str) -> None:
     security_log.warning("malformed session record under Redis prefix %r ignored: %s", prefix, reason)
 
 
-def _is_wrong_type(error: ResponseError) -> bool:
+def _is_wrong_type(error: BaseException) -> bool:
+    """A reply error of a key that is not a hash (redis-py's or the own connections')."""
     return str(error).startswith("WRONGTYPE")
 
 

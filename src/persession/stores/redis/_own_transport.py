@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from redis.exceptions import ResponseError
-
-from .. import _resp
 from ._ops import _Arg, _Step
+from ._own import ReplyError, error_reply
 
 
 def _command(step: _Step, *, cached: bool) -> tuple[_Arg, ...]:
@@ -19,14 +17,14 @@ def _command(step: _Step, *, cached: bool) -> tuple[_Arg, ...]:
 
 
 def _is_noscript(reply: Any) -> bool:
-    return isinstance(reply, ResponseError) and str(reply).startswith("NOSCRIPT")
+    return isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT")
 
 
 def _raise_errors(replies: list[Any], tolerant: bool) -> list[Any]:
-    """Error replies raised (the first one) or, with ``tolerant``, typed as redis-py would."""
+    """Error replies raised (the first one) or, with ``tolerant``, given their class (:func:`._own.error_reply`)."""
     for index, reply in enumerate(replies):
-        if isinstance(reply, ResponseError):
-            error = _resp.error_reply(str(reply))
+        if isinstance(reply, ReplyError):
+            error = error_reply(str(reply))
             if not tolerant:
                 raise error
             replies[index] = error

@@ -5,15 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from redis.exceptions import ResponseError
-
 from ...exceptions import StoreError
 from ...records import Change, Record
-from .. import _resp
 from ._cache import _ClientCache
 from ._errors import _map_errors
 from ._hashes import _is_wrong_type, _load_touch_result, _malformed, _merge_step, _record
 from ._ops import _Arg, _Step
+from ._own import ReplyError, Sent, SyncPool
 from ._own_transport import _command, _is_noscript, _raise_errors
 
 _T = TypeVar("_T")
@@ -28,7 +26,7 @@ class _Awaited(Generic[_T]):
 
     __slots__ = ("outcome", "sent", "store")
 
-    def __init__(self, store: _SplitRequests, sent: _resp.Sent | None, outcome: _T | StoreError) -> None:
+    def __init__(self, store: _SplitRequests, sent: Sent | None, outcome: _T | StoreError) -> None:
         self.store = store
         self.sent = sent
         self.outcome = outcome
@@ -47,7 +45,7 @@ class _Awaited(Generic[_T]):
             raise outcome
         return outcome
 
-    def _read(self, sent: _resp.Sent) -> _T:
+    def _read(self, sent: Sent) -> _T:
         raise NotImplementedError  # pragma: no cover - every subclass reads its answer
 
 
@@ -59,7 +57,7 @@ class _Prefetch(_Awaited["Record | None"]):
     def __init__(
         self,
         store: _SplitRequests,
-        sent: _resp.Sent | None,
+        sent: Sent | None,
         *,
         key: str = "",
         step: _Step | None = None,
@@ -83,7 +81,7 @@ class _Prefetch(_Awaited["Record | None"]):
         except StoreError as error:
             return cls(store, None, outcome=error)
 
-    def _read(self, sent: _resp.Sent) -> Record | None:
+    def _read(self, sent: Sent) -> Record | None:
         return self.store._receive(self, sent)
 
 
@@ -95,7 +93,7 @@ class _PendingStep(_Awaited[bool]):
     def __init__(
         self,
         store: _SplitRequests,
-        sent: _resp.Sent,
+        sent: Sent,
         step: _Step,
         commands: tuple[tuple[_Arg, ...], ...],
         key: str | None = None,
@@ -109,7 +107,7 @@ class _PendingStep(_Awaited[bool]):
         self.key = key
         self.token = token
 
-    def _read(self, sent: _resp.Sent) -> bool:
+    def _read(self, sent: Sent) -> bool:
         return self.store._confirm(self, sent)
 
 
@@ -122,13 +120,13 @@ class _SplitRequests:
     lines: the code is the store's, unchanged.
     """
 
-    _pool: _resp.SyncPool | None
+    _pool: SyncPool | None
     _cache: _ClientCache | None
     _prefix: str
     _clock: Callable[[], float]
     _cluster: bool
 
-    def _receive(self, prefetch: _Prefetch, sent: _resp.Sent) -> Record | None:
+    def _receive(self, prefetch: _Prefetch, sent: Sent) -> Record | None:
         """:meth:`prefetch`'s second half: read the answer it sent for (and keep it in the cache)."""
         assert self._pool is not None  # noqa: S101  (prefetch sends only on a pool)
         cache = self._cache
@@ -141,7 +139,7 @@ class _SplitRequests:
                         (reply,) = self._pool.execute((_command(step, cached=False),))
                     (reply,) = _raise_errors([reply], tolerant=False)
                     return _load_touch_result(self._prefix, reply, prefetch.now)
-                if isinstance(reply, ResponseError):
+                if isinstance(reply, ReplyError):
                     (reply,) = _raise_errors([reply], tolerant=True)
                     if not _is_wrong_type(reply):
                         raise reply
@@ -182,7 +180,7 @@ class _SplitRequests:
                 raise
         return _PendingStep(self, sent, step, commands, refresh, token)
 
-    def _confirm(self, pending: _PendingStep, sent: _resp.Sent) -> bool:
+    def _confirm(self, pending: _PendingStep, sent: Sent) -> bool:
         """:meth:`_send`'s second half: read the answer (and keep a merged record in the cache)."""
         assert self._pool is not None  # noqa: S101  (only stores with a pool send)
         cache = self._cache

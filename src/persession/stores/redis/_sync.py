@@ -12,7 +12,6 @@ from redis.exceptions import NoScriptError, ResponseError
 from ...core import Action, Plan
 from ...exceptions import ConfigError
 from ...records import Change, Record, SessionInfo
-from .. import _resp
 from ..base import PendingLoad, PendingWrite, _need, run_plan
 from ._async import AsyncRedisStore
 from ._cache import _check_client_cache, _ClientCache
@@ -43,6 +42,7 @@ from ._hashes import (
 )
 from ._index import _delete_ops, _index_flow, _list_flow, _revoke_flow
 from ._ops import _Batch, _check_prefix, _Flow, _Op, _Step
+from ._own import SyncPool
 from ._own_transport import _command, _is_noscript, _raise_errors
 from ._pending import _Prefetch, _SplitRequests
 from ._url import _check_client, _lean_address, _parse_url, _sentinel_client, _SentinelTarget, _Source, _split_layout
@@ -88,7 +88,7 @@ class RedisStore(_SplitRequests):
     def _setup(
         self,
         client: SyncClient | None,
-        pool: _resp.SyncPool | None,
+        pool: SyncPool | None,
         prefix: str | None,
         clock: Callable[[], float],
         layout: Layout,
@@ -162,7 +162,7 @@ class RedisStore(_SplitRequests):
         _check_client_cache(client_cache)
         if not isinstance(target, _SentinelTarget):
             store = cls.__new__(cls)
-            pool = _resp.SyncPool(_lean_address(target, client_options))
+            pool = SyncPool(_lean_address(target, client_options))
             store._setup(None, pool, prefix, clock, layout)
             store._owned = [pool.close]
             if client_cache:

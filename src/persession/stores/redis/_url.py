@@ -17,7 +17,6 @@ import redis.sentinel
 from redis.backoff import NoBackoff
 
 from ...exceptions import ConfigError
-from .. import _resp
 from ._connect_redis import _check_layout
 from ._constants import (
     _SCHEMES,
@@ -29,6 +28,7 @@ from ._constants import (
     DEFAULT_SOCKET_TIMEOUT,
     Layout,
 )
+from ._own import Address, parse_url
 
 
 def _split_layout(url: str, layout: Layout | None) -> tuple[str, Layout]:
@@ -202,7 +202,7 @@ def _async_sentinel_client(
     return client, owned
 
 
-def _lean_address(url: str, options: Mapping[str, Any]) -> _resp.Address:
+def _lean_address(url: str, options: Mapping[str, Any]) -> Address:
     defaults = {
         "socket_connect_timeout": DEFAULT_CONNECT_TIMEOUT,
         "socket_timeout": DEFAULT_SOCKET_TIMEOUT,
@@ -210,4 +210,4 @@ def _lean_address(url: str, options: Mapping[str, Any]) -> _resp.Address:
         "max_connections": DEFAULT_MAX_CONNECTIONS,
         "pool_timeout": DEFAULT_POOL_TIMEOUT,
     }
-    return _resp.parse_url(url, options, defaults)
+    return parse_url(url, options, defaults)
