@@ -6,7 +6,6 @@ import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,7 +21,7 @@ from persession import ConfigError, Record, SessionConfig, SessionNotAvailable, 
 from persession.asgi import SessionMiddleware, get_session
 from persession.records import Change
 from persession.signing import ItsdangerousSigner, new_session_id
-from persession.stores import AsyncMemoryStore, AsyncSqliteStore, MemoryStore, SqliteStore, store_from_url
+from persession.stores import AsyncMemoryStore, MemoryStore
 
 pytestmark = pytest.mark.anyio
 
@@ -580,66 +579,6 @@ async def test_sync_store_with_to_async_shares_its_records() -> None:
     record = sync_store.load(sid)
     assert record is not None
     assert record.data == {"colour": "blue"}
-
-
-@pytest.mark.parametrize(
-    "kind", ["memory", "sqlite", pytest.param("redis", marks=pytest.mark.server)], ids=["memory", "sqlite", "redis"]
-)
-async def test_store_url_is_built_as_store_from_url_then_its_async_twin(
-    kind: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    """store="<url>" is store_from_url(url).to_async(): a value set by one request is read back by the next."""
-    from persession.stores.redis import AsyncRedisStore
-
-    path = tmp_path / "sessions.db"
-    if kind == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        url = server.url
-    else:
-        url = "memory://" if kind == "memory" else f"sqlite://{path}"
-    app = middleware(url)
-    expected = {"memory": AsyncMemoryStore, "sqlite": AsyncSqliteStore, "redis": AsyncRedisStore}[kind]
-    assert type(app.store) is expected
-    sid = None
-    try:
-        async with serve(app) as get:
-            cookie = await new_session(get, colour="blue")
-            sid = sid_of(cookie)
-            assert sid is not None
-            response = await get("/get", f"session={cookie}")
-        assert response.status_code == 200
-        assert response.json() == {"session": {"colour": "blue"}}
-        if kind == "sqlite":  # the file the URL names holds the session
-            on_disk = SqliteStore(path)
-            record = on_disk.load(sid)
-            on_disk.close()
-            assert record is not None
-            assert record.data == {"colour": "blue"}
-    finally:
-        if kind == "redis" and sid is not None:
-            assert isinstance(app.store, AsyncRedisStore)
-            with server.client() as raw:
-                raw.delete(f"{app.store.prefix}{sid}")
-        await app.store.close()
-
-
-@pytest.mark.parametrize(
-    "url",
-    [
-        pytest.param("not a url", id="no scheme"),
-        pytest.param("ftp://example.com/sessions", id="unsupported scheme"),
-        pytest.param("sqlite://host/sessions.db", id="sqlite with a host"),
-        pytest.param("sqlite:///tmp/x.db?colour=blue", id="unknown sqlite parameter"),
-        pytest.param("redis://:secret@/0", id="redis without a host"),
-    ],
-)
-def test_malformed_store_url_raises_the_config_error_of_store_from_url(url: str) -> None:
-    """A store URL the middleware cannot use raises exactly the ConfigError store_from_url raises."""
-    with pytest.raises(ConfigError) as expected:
-        store_from_url(url)
-    with pytest.raises(ConfigError) as caught:
-        SessionMiddleware(starlette_app(), secret=SECRET, store=url)
-    assert (caught.value.option, str(caught.value)) == (expected.value.option, str(expected.value))
 
 
 # -- configuration errors ---------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,7 +23,7 @@ from persession.integrations.flask import (
     init_app,
 )
 from persession.records import Change, Record
-from persession.stores import MemoryStore, SqliteStore, store_from_url
+from persession.stores import MemoryStore
 from persession.wsgi import ENVIRON_KEY, SessionMiddleware
 
 SECRET = "flask-integration-secret"
@@ -360,62 +359,6 @@ def test_init_app_needs_a_secret_and_runs_once() -> None:
     assert app.wsgi_app is middleware
     with pytest.raises(ConfigError, match="already"):
         init_app(app, secret=SECRET, store=MemoryStore())
-
-
-@pytest.mark.parametrize(
-    "kind", ["memory", "sqlite", pytest.param("redis", marks=pytest.mark.server)], ids=["memory", "sqlite", "redis"]
-)
-def test_store_url_is_built_as_store_from_url(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    """init_app(app, store="<url>") stores flask.session where store_from_url(url) would: the next request reads it."""
-    from persession.stores.redis import RedisStore
-
-    path = tmp_path / "sessions.db"
-    if kind == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        url = server.url
-    else:
-        url = "memory://" if kind == "memory" else f"sqlite://{path}"
-    app = Flask(__name__)
-    middleware = init_app(app, secret=SECRET, store=url)
-    assert type(middleware.store) is {"memory": MemoryStore, "sqlite": SqliteStore, "redis": RedisStore}[kind]
-
-    @app.get("/")
-    def index() -> dict[str, Any]:
-        session["visits"] = session.get("visits", 0) + 1
-        return {"visits": session["visits"]}
-
-    sid = None
-    try:
-        with app.test_client() as client:
-            assert [client.get("/").json for _ in range(2)] == [{"visits": 1}, {"visits": 2}]
-            cookie = session_cookie(client)
-        assert cookie is not None
-        unsigned = middleware.engine.signer.unsign(cookie)
-        assert unsigned is not None
-        sid = unsigned.sid
-        if kind == "sqlite":  # the file the URL names holds the session
-            on_disk = SqliteStore(path)
-            record = on_disk.load(sid)
-            on_disk.close()
-            assert record is not None
-            assert record.data == {"visits": 2}
-    finally:
-        if kind == "redis" and sid is not None:
-            assert isinstance(middleware.store, RedisStore)
-            with server.client() as raw:
-                raw.delete(f"{middleware.store.prefix}{sid}")
-        middleware.store.close()
-
-
-def test_malformed_store_url_raises_the_config_error_of_store_from_url() -> None:
-    """init_app with a store URL it cannot use raises the ConfigError store_from_url raises, and installs nothing."""
-    with pytest.raises(ConfigError) as expected:
-        store_from_url("sqlite://host/sessions.db")
-    app = Flask(__name__)
-    with pytest.raises(ConfigError) as caught:
-        init_app(app, secret=SECRET, store="sqlite://host/sessions.db")
-    assert (caught.value.option, str(caught.value)) == (expected.value.option, str(expected.value))
-    assert "persession" not in app.extensions
 
 
 def test_import_persession_does_not_import_flask() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +16,7 @@ from _redis import RedisServer, redis_server_fixture, redis_servers_fixture  # n
 from persession import ConfigError, Record, SessionConfig, SessionNotAvailable, SessionReadOnly, StoreUnavailable
 from persession.records import Change
 from persession.signing import ItsdangerousSigner, new_session_id
-from persession.stores import AsyncMemoryStore, MemoryStore, SqliteStore, store_from_url
+from persession.stores import AsyncMemoryStore, MemoryStore
 from persession.wsgi import SessionMiddleware, get_session
 
 SECRET = "test-secret"
@@ -492,63 +491,6 @@ def test_lazy_start_response_store_failure_answers_503(store: CountingStore, fai
     recovered = get("/", f"session={cookie}")
     assert_unavailable(response)
     assert recovered.data == b"2"
-
-
-@pytest.mark.parametrize(
-    "kind", ["memory", "sqlite", pytest.param("redis", marks=pytest.mark.server)], ids=["memory", "sqlite", "redis"]
-)
-def test_store_url_is_built_as_store_from_url(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    """store="<url>" is store_from_url(url): a value set by one request is read back by the next."""
-    from persession.stores.redis import RedisStore
-
-    path = tmp_path / "sessions.db"
-    if kind == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        url = server.url
-    else:
-        url = "memory://" if kind == "memory" else f"sqlite://{path}"
-    app = middleware(url)
-    assert type(app.store) is {"memory": MemoryStore, "sqlite": SqliteStore, "redis": RedisStore}[kind]
-    sid = None
-    try:
-        get = serve(app)
-        cookie = new_session(get, colour="blue")
-        sid = sid_of(cookie)
-        assert sid is not None
-        response = get("/get", f"session={cookie}")
-        assert response.status_code == 200
-        assert response.get_json() == {"session": {"colour": "blue"}}
-        if kind == "sqlite":  # the file the URL names holds the session
-            on_disk = SqliteStore(path)
-            record = on_disk.load(sid)
-            on_disk.close()
-            assert record is not None
-            assert record.data == {"colour": "blue"}
-    finally:
-        if kind == "redis" and sid is not None:
-            assert isinstance(app.store, RedisStore)
-            with server.client() as raw:
-                raw.delete(f"{app.store.prefix}{sid}")
-        app.store.close()
-
-
-@pytest.mark.parametrize(
-    "url",
-    [
-        pytest.param("not a url", id="no scheme"),
-        pytest.param("ftp://example.com/sessions", id="unsupported scheme"),
-        pytest.param("sqlite://host/sessions.db", id="sqlite with a host"),
-        pytest.param("sqlite:///tmp/x.db?colour=blue", id="unknown sqlite parameter"),
-        pytest.param("redis://:secret@/0", id="redis without a host"),
-    ],
-)
-def test_malformed_store_url_raises_the_config_error_of_store_from_url(url: str) -> None:
-    """A store URL the middleware cannot use raises exactly the ConfigError store_from_url raises."""
-    with pytest.raises(ConfigError) as expected:
-        store_from_url(url)
-    with pytest.raises(ConfigError) as caught:
-        SessionMiddleware(flask_app().wsgi_app, secret=SECRET, store=url)
-    assert (caught.value.option, str(caught.value)) == (expected.value.option, str(expected.value))
 
 
 # -- configuration errors --------------------------------------------------------------------
