@@ -22,7 +22,8 @@ The API, for ``tests/stores/test_mongo.py`` and the contract suite::
   yielding a :class:`~persession.stores.mongo.MongoStore` (``"sync"``) or an
   :class:`~persession.stores.mongo.AsyncMongoStore` (``"async"``) on a
   collection of a database of its own, named after ``namespace`` plus a random
-  suffix. The store sits on a client the factory creates (pass
+  suffix, in ``layout=`` (default ``"persession"``, or ``"connect-mongo"``).
+  The store sits on a client the factory creates (pass
   ``event_listeners=[...]`` or other client options as keywords); on exit it
   closes the store, drops that database and nothing else, and closes the
   client. Call it inside the test's event loop (``AsyncMongoClient`` is bound
@@ -50,7 +51,7 @@ from typing import Any, Literal, TypeVar, overload
 import pytest
 
 from _servers import IN_CI, ServerProcess, free_port
-from persession.stores.mongo import AsyncMongoStore, MongoStore
+from persession.stores.mongo import AsyncMongoStore, Layout, MongoStore
 
 #: Names an external server to use instead of starting SecantusDB, e.g. ``mongodb://127.0.0.1:27017/``.
 ENV_URL = "PERSESSION_MONGO_URL"
@@ -180,39 +181,59 @@ def _database_name(namespace: str) -> str:
 
 @overload
 def make_mongo_store(
-    flavour: Literal["sync"], namespace: str, *, url: str | None = None, **client_kwargs: Any
+    flavour: Literal["sync"],
+    namespace: str,
+    *,
+    url: str | None = None,
+    layout: Layout = "persession",
+    **client_kwargs: Any,
 ) -> AbstractAsyncContextManager[MongoStore]: ...
 @overload
 def make_mongo_store(
-    flavour: Literal["async"], namespace: str, *, url: str | None = None, **client_kwargs: Any
+    flavour: Literal["async"],
+    namespace: str,
+    *,
+    url: str | None = None,
+    layout: Layout = "persession",
+    **client_kwargs: Any,
 ) -> AbstractAsyncContextManager[AsyncMongoStore]: ...
 @overload
 def make_mongo_store(
-    flavour: Flavour, namespace: str, *, url: str | None = None, **client_kwargs: Any
+    flavour: Flavour,
+    namespace: str,
+    *,
+    url: str | None = None,
+    layout: Layout = "persession",
+    **client_kwargs: Any,
 ) -> AbstractAsyncContextManager[MongoStore | AsyncMongoStore]: ...
 def make_mongo_store(
-    flavour: Flavour, namespace: str, *, url: str | None = None, **client_kwargs: Any
+    flavour: Flavour,
+    namespace: str,
+    *,
+    url: str | None = None,
+    layout: Layout = "persession",
+    **client_kwargs: Any,
 ) -> AbstractAsyncContextManager[MongoStore | AsyncMongoStore]:
-    """A store of ``flavour`` on a fresh database named after ``namespace`` (see the module docs)."""
+    """A store of ``flavour`` and ``layout`` on a fresh database named after ``namespace`` (see the module docs)."""
     if flavour not in ("sync", "async"):
         raise ValueError(f"flavour is 'sync' or 'async', not {flavour!r}")
     if url is None:
         if _shared is None:
             raise RuntimeError("request the mongo_server fixture before make_mongo_store(), or pass url=")
         url = _shared.url
-    return _mongo_store(flavour, namespace, url, {**CLIENT_OPTIONS, **client_kwargs})
+    return _mongo_store(flavour, namespace, url, layout, {**CLIENT_OPTIONS, **client_kwargs})
 
 
 @contextlib.asynccontextmanager
 async def _mongo_store(
-    flavour: Flavour, namespace: str, url: str, client_kwargs: dict[str, Any]
+    flavour: Flavour, namespace: str, url: str, layout: Layout, client_kwargs: dict[str, Any]
 ) -> AsyncIterator[MongoStore | AsyncMongoStore]:
     from pymongo import AsyncMongoClient, MongoClient
 
     database = _database_name(namespace)
     if flavour == "sync":
         client: MongoClient[Any] = MongoClient(url, **client_kwargs)
-        store = MongoStore(client[database]["sessions"])
+        store = MongoStore(client[database]["sessions"], layout=layout)
         try:
             yield store
         finally:
@@ -223,7 +244,7 @@ async def _mongo_store(
                 client.close()
     else:
         aclient: AsyncMongoClient[Any] = AsyncMongoClient(url, **client_kwargs)
-        astore = AsyncMongoStore(aclient[database]["sessions"])
+        astore = AsyncMongoStore(aclient[database]["sessions"], layout=layout)
         try:
             yield astore
         finally:

@@ -7,19 +7,20 @@
 
 - ``flavour``: ``"sync"`` gives a :class:`~persession.stores.redis.RedisStore`,
   ``"async"`` an :class:`~persession.stores.redis.AsyncRedisStore`;
-- ``kind``: ``"single"`` (one redis-server, through a ``redis://`` URL),
-  ``"cluster"`` (three masters, through a ``RedisCluster`` client) or
-  ``"sentinel"`` (a master found by redis-sentinel, through a
+- ``kind``: ``"single"`` (one redis-server, through a ``redis://`` URL: the
+  store's own connections), ``"client"`` (the same server, through a redis-py
+  client passed in), ``"cluster"`` (three masters, through a ``RedisCluster``
+  client) or ``"sentinel"`` (a master found by redis-sentinel, through a
   ``redis+sentinel://`` URL);
 - ``namespace``: a label for the key prefix, which also gets a random part, so
   no two stores see each other's keys. Nothing is ever flushed; on exit the
-  store's keys are deleted and its client closed.
+  store's keys are deleted and its client closed;
+- ``layout``: ``"persession"`` (default) or ``"connect-redis"``.
 
 For the contract suite (``tests/stores/conftest.py``)::
 
     from _redis import redis_contract_factories, redis_servers_fixture  # noqa: F401  (fixture)
-    FACTORIES.update(redis_contract_factories(SyncAdapter))     # ids "redis-single-sync", ...
-    MARKS.update(dict.fromkeys(REDIS_KINDS_IDS, [pytest.mark.server]))
+    KINDS = {..., **redis_contract_factories(adapt)}  # ids "redis-single-sync", "connect-redis-own-sync", ...
 
 **Servers** start on first use and stop when the test session ends (the
 session-scoped ``redis_servers`` fixture, or at exit). Fixtures
@@ -56,7 +57,6 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -69,11 +69,14 @@ import redis.cluster
 import redis.sentinel
 
 from _servers import ServerProcess, free_port, require_binary
+from _stores import EXACT, Expect, StoreKind, express
 from persession.stores import AsyncStore, Store
-from persession.stores.redis import AsyncRedisStore, RedisStore
+from persession.stores.redis import AsyncRedisStore, Layout, RedisStore
 
 __all__ = [
     "CACHED_FACTORY_IDS",
+    "CONNECT_REDIS",
+    "CONNECT_TRANSPORTS",
     "busy_connections",
     "command_calls",
     "dying_server_fixture",
@@ -97,9 +100,9 @@ __all__ = [
 ]
 
 Flavour = Literal["sync", "async"]
-Kind = Literal["single", "cluster", "sentinel"]
+Kind = Literal["single", "client", "cluster", "sentinel"]
 AnyRedisStore = RedisStore | AsyncRedisStore
-KINDS: tuple[Kind, ...] = ("single", "cluster", "sentinel")
+KINDS: tuple[Kind, ...] = ("single", "client", "cluster", "sentinel")
 FLAVOURS: tuple[Flavour, ...] = ("sync", "async")
 
 INSTALL_HINT = "install Redis (apt-get install redis-server redis-sentinel, or brew install redis)"
@@ -515,33 +518,45 @@ async def make_redis_store(
     *,
     servers: RedisServers | None = None,
     client_cache: int = 0,
+    layout: Layout = "persession",
 ) -> AsyncIterator[AnyRedisStore]:
-    """A fresh Redis store of ``kind`` and ``flavour`` under a unique key prefix (see the module docs).
+    """A fresh Redis store of ``kind``, ``flavour`` and ``layout`` under a unique key prefix (see the module docs).
 
-    On exit the store is closed, the cluster client (if any) closed, and the
+    On exit the store is closed, the client passed in (if any) closed, and the
     prefix's keys deleted.
     """
     servers = servers if servers is not None else SERVERS
     prefix = unique_prefix(namespace)
     store: AnyRedisStore
     cleanup: Callable[[], redis.Redis | redis.cluster.RedisCluster]
-    cluster_client: redis.cluster.RedisCluster | redis.asyncio.cluster.RedisCluster | None = None
+    client: Any = None
     if kind == "cluster":
         cluster = servers.cluster()
         cleanup = cluster.client
         if flavour == "sync":
-            cluster_client = cluster.client()
-            store = RedisStore(cluster_client, prefix=prefix)
+            client = cluster.client()
+            store = RedisStore(client, prefix=prefix, layout=layout)
         else:
-            cluster_client = cluster.async_client()
-            store = AsyncRedisStore(cluster_client, prefix=prefix)
+            client = cluster.async_client()
+            store = AsyncRedisStore(client, prefix=prefix, layout=layout)
+    elif kind == "client":
+        server = servers.single()
+        cleanup = server.client
+        if flavour == "sync":
+            client = server.client()
+            store = RedisStore(client, prefix=prefix, layout=layout)
+        else:
+            client = redis.asyncio.Redis.from_url(
+                server.url, socket_timeout=CLIENT_TIMEOUT, socket_connect_timeout=CLIENT_TIMEOUT
+            )
+            store = AsyncRedisStore(client, prefix=prefix, layout=layout)
     else:
         server = servers.single() if kind == "single" else servers.sentinel()
         cleanup = servers.single().client if kind == "single" else _sentinel_master_client(servers.sentinel())
         if flavour == "sync":
-            store = RedisStore.from_url(server.url, prefix=prefix, client_cache=client_cache)
+            store = RedisStore.from_url(server.url, prefix=prefix, client_cache=client_cache, layout=layout)
         else:
-            store = AsyncRedisStore.from_url(server.url, prefix=prefix, client_cache=client_cache)
+            store = AsyncRedisStore.from_url(server.url, prefix=prefix, client_cache=client_cache, layout=layout)
     try:
         yield store
     finally:
@@ -549,12 +564,12 @@ async def make_redis_store(
             await store.close()
         else:
             store.close()
-        if isinstance(cluster_client, redis.asyncio.cluster.RedisCluster):
-            await cluster_client.aclose()
-        elif cluster_client is not None:
-            cluster_client.close()
-        with cleanup() as client:
-            _delete_keys(client, prefix)
+        if client is not None and flavour == "async":
+            await client.aclose()
+        elif client is not None:
+            client.close()
+        with cleanup() as raw:
+            _delete_keys(raw, prefix)
 
 
 def _sentinel_master_client(sentinel: RedisSentinel) -> Callable[[], redis.Redis]:
@@ -568,45 +583,57 @@ def _sentinel_master_client(sentinel: RedisSentinel) -> Callable[[], redis.Redis
     return build
 
 
-#: Contract-suite ids of the Redis factories: ``redis-<kind>-<flavour>``.
+#: Contract-suite kinds of the stores in the connect-redis layout: ``connect-redis-<transport>-<flavour>``.
+CONNECT_TRANSPORTS: dict[str, Kind] = {
+    "own": "single",
+    "client": "client",
+    "cluster": "cluster",
+    "sentinel": "sentinel",
+}
+#: connect-redis reads its expiry back as a PTTL, relative to when the load was sent: that moment and the
+#: server's differ by the requests' trips (milliseconds, more on a loaded machine); an expiry bug in
+#: connect-redis' units (EX seconds, a TTL counted twice) is a second or more off.
+CONNECT_REDIS_TOLERANCE = 0.1
+CONNECT_REDIS: Expect = express(CONNECT_REDIS_TOLERANCE)
+
+#: Contract-suite ids of the Redis factories: ``redis-<kind>-<flavour>``, ``connect-redis-<transport>-<flavour>``.
 #: The stores with client-side caching (``client_cache``, single server) run the contract too.
 CACHED_FACTORY_IDS: tuple[str, ...] = tuple(f"redis-cached-{flavour}" for flavour in FLAVOURS)
 REDIS_FACTORY_IDS: tuple[str, ...] = (
     *(f"redis-{kind}-{flavour}" for kind in KINDS for flavour in FLAVOURS),
     *CACHED_FACTORY_IDS,
+    *(f"connect-redis-{transport}-{flavour}" for transport in CONNECT_TRANSPORTS for flavour in FLAVOURS),
 )
 
 
-def redis_contract_factories(
-    adapt: Callable[[Store], AsyncStore],
-) -> dict[str, Callable[[pytest.FixtureRequest, Path], AbstractAsyncContextManager[AsyncStore]]]:
-    """Factories for ``tests/stores/conftest.py``'s ``FACTORIES``, keyed by :data:`REDIS_FACTORY_IDS`.
+def redis_contract_factories(adapt: Callable[[Store], AsyncStore]) -> dict[str, StoreKind]:
+    """The Redis kinds for ``tests/stores/conftest.py``'s ``KINDS``, keyed by :data:`REDIS_FACTORY_IDS`.
 
-    ``adapt`` wraps a synchronous store in the async protocol (the suite's
-    ``SyncAdapter``). The requesting module must see the ``redis_servers``
-    fixture (import ``redis_servers_fixture`` from this module).
+    ``adapt`` wraps a synchronous store in the async protocol (``_stores.adapt``).
+    The requesting module must see the ``redis_servers`` fixture (import
+    ``redis_servers_fixture`` from this module).
     """
 
-    def factory(flavour: Flavour, kind: Kind) -> Callable[..., AbstractAsyncContextManager[AsyncStore]]:
+    def kind(
+        flavour: Flavour, transport: Kind, *, layout: Layout = "persession", client_cache: int = 0, expect: Expect
+    ) -> StoreKind:
         @contextlib.asynccontextmanager
         async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncStore]:
             servers: RedisServers = request.getfixturevalue("redis_servers")
-            async with make_redis_store(flavour, kind, "contract", servers=servers) as store:
+            async with make_redis_store(
+                flavour, transport, "contract", servers=servers, client_cache=client_cache, layout=layout
+            ) as store:
                 yield store if isinstance(store, AsyncRedisStore) else adapt(store)
 
-        return open_store
+        return StoreKind(open_store, expect, server=True)
 
-    def cached(flavour: Flavour) -> Callable[..., AbstractAsyncContextManager[AsyncStore]]:
-        @contextlib.asynccontextmanager
-        async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncStore]:
-            servers: RedisServers = request.getfixturevalue("redis_servers")
-            async with make_redis_store(flavour, "single", "contract", servers=servers, client_cache=1000) as store:
-                yield store if isinstance(store, AsyncRedisStore) else adapt(store)
-
-        return open_store
-
-    factories = {f"redis-{kind}-{flavour}": factory(flavour, kind) for kind in KINDS for flavour in FLAVOURS}
-    return {**factories, **{f"redis-cached-{flavour}": cached(flavour) for flavour in FLAVOURS}}
+    kinds = {f"redis-{k}-{f}": kind(f, k, expect=EXACT) for k in KINDS for f in FLAVOURS}
+    kinds.update({f"redis-cached-{f}": kind(f, "single", client_cache=1000, expect=EXACT) for f in FLAVOURS})
+    for transport, k in CONNECT_TRANSPORTS.items():
+        for f in FLAVOURS:
+            kinds[f"connect-redis-{transport}-{f}"] = kind(f, k, layout="connect-redis", expect=CONNECT_REDIS)
+    assert tuple(kinds) == REDIS_FACTORY_IDS
+    return kinds
 
 
 def invalidation_arrived(store: AnyRedisStore) -> None:

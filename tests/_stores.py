@@ -10,6 +10,10 @@ includes ``tests/``; a conftest cannot be imported under
     await store.save(new_sid(), live({"user": 42}))
 
 - **Records**: :func:`new_sid`, :func:`live`, :func:`expired`, :data:`HOUR`.
+- **What a kind may be expected to do**: :class:`Expect` (:data:`EXACT` for
+  persession's own layout, :func:`express` for the connect-* layouts), read
+  by :func:`same_record`, :func:`same_expiry` and :func:`user_data`;
+  :class:`StoreKind` is one entry of the contract suite's kinds.
 - **The adapter**: :func:`adapt` puts a synchronous store behind the async
   protocols it has a sync twin of (:class:`SyncAdapter`), so one test body
   checks both flavours and drift between them shows up as a failure.
@@ -21,7 +25,7 @@ includes ``tests/``; a conftest cannot be imported under
   :func:`idle_sockets`, :func:`client_cache` and :func:`pending_reads` are
   the only places the store tests touch a Redis store's private attributes,
   so that moving those edits this file alone (``tests/_mongo.py`` has
-  Mongo's). They are typed loosely on purpose: naming the classes would tie
+  Mongo's); :func:`without_returning` is SQLite's. They are typed loosely on purpose: naming the classes would tie
   this file to the modules that define them.
 """
 
@@ -32,16 +36,21 @@ import inspect
 import socket
 import time
 import uuid
-from collections.abc import Collection
+from collections.abc import Callable, Collection
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
+import pytest
 import redis
 import redis.asyncio.connection
 import redis.connection
 from pymongo import monitoring
 
+from persession.codecs import COOKIE
 from persession.records import Change, Record, SessionInfo
-from persession.stores import AsyncStore, RollingLoad, Store, UserIndex
+from persession.stores import AsyncSqliteStore, AsyncStore, RollingLoad, SqliteStore, Store, UserIndex
 from persession.stores.redis import AsyncRedisStore, RedisStore
 
 __all__ = [
@@ -49,6 +58,14 @@ __all__ = [
     "new_sid",
     "live",
     "expired",
+    "Expect",
+    "EXACT",
+    "express",
+    "same_record",
+    "same_expiry",
+    "user_data",
+    "StoreOpener",
+    "StoreKind",
     "SyncAdapter",
     "adapt",
     "CountingConnection",
@@ -62,6 +79,7 @@ __all__ = [
     "idle_sockets",
     "client_cache",
     "pending_reads",
+    "without_returning",
 ]
 
 HOUR = 3600.0
@@ -98,6 +116,108 @@ def expired(data: dict[str, Any]) -> Record:
     """A record whose expiry is already in the past."""
     now = time.time()
     return Record(data, created=now - 2 * HOUR, accessed=now - HOUR, expires=now - 10)
+
+
+# --- what the contract may expect of a store kind -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What the store contract may expect of one store kind; the defaults (:data:`EXACT`) expect everything.
+
+    A contract test that a kind cannot pass for a documented reason runs only
+    on the kinds whose ``Expect`` allows it (``@pytest.mark.expects(...)`` in
+    ``tests/stores/conftest.py``), so the test ids show what runs where.
+    """
+
+    #: The store keeps a record's ``created`` and ``accessed`` as saved (connect-*: both read as now). Default True.
+    keeps_times: bool = True
+    #: Data members the store owns and adds on load, left out of comparisons (express: ``cookie``). Default none.
+    reserved_keys: frozenset[str] = frozenset()
+    #: How far a loaded ``expires`` may be from the saved one, in seconds. Default 0: exactly equal.
+    expiry_tolerance: float = 0.0
+    #: The store keeps a per-user index (``user_sessions``, ``revoke_user``). Default True.
+    indexes: bool = True
+    #: ``load_touch`` counts an absolute timeout from ``created``. Default True.
+    absolute_timeout: bool = True
+    #: A merge is one atomic operation on the server, so any number of concurrent merges of one session all
+    #: land. Default True. connect-mongo merges by compare-and-swap, at most ``CAS_ATTEMPTS`` attempts: a
+    #: merge loses an attempt only to another merge that landed, so up to that many concurrent merges of one
+    #: session all land, and more may raise ``StoreError``.
+    atomic_merges: bool = True
+
+    @property
+    def exact(self) -> bool:
+        """Whether a loaded record must equal the saved one, field for field."""
+        return self.keeps_times and not self.reserved_keys and self.expiry_tolerance == 0
+
+
+#: persession's own layout on every backend: records load back exactly as saved.
+EXACT = Expect()
+
+
+def express(expiry_tolerance: float, *, atomic_merges: bool = True) -> Expect:
+    """The connect-redis and connect-mongo layouts: express-session's JSON, shared with Node.
+
+    The record is express-session's session object: it carries a ``cookie``
+    member the store adds when the data has none, and no times but the
+    store's expiry (created and accessed load as now). The layouts keep no
+    user index and no creation time to count an absolute timeout from.
+    ``expiry_tolerance``: connect-redis reads its expiry back as a TTL in
+    milliseconds relative to the moment the load was sent, connect-mongo as a
+    BSON date (milliseconds). ``atomic_merges``: see :attr:`Expect.atomic_merges`.
+    """
+    return Expect(
+        keeps_times=False,
+        reserved_keys=frozenset({COOKIE}),
+        expiry_tolerance=expiry_tolerance,
+        indexes=False,
+        absolute_timeout=False,
+        atomic_merges=atomic_merges,
+    )
+
+
+def user_data(record: Record, expect: Expect) -> dict[str, Any]:
+    """``record``'s data without the members the store owns (all of it for an :data:`EXACT` kind)."""
+    return {key: value for key, value in record.data.items() if key not in expect.reserved_keys}
+
+
+def same_expiry(loaded: float, saved: float, expect: Expect) -> bool:
+    """Whether a loaded expiry is the saved one: equal, or within the kind's ``expiry_tolerance``."""
+    if expect.expiry_tolerance == 0:
+        return loaded == saved
+    return abs(loaded - saved) <= expect.expiry_tolerance
+
+
+def same_record(loaded: Record | None, saved: Record, expect: Expect) -> bool:
+    """Whether ``loaded`` is ``saved`` as the kind keeps it: ``==`` for an :data:`EXACT` kind.
+
+    Otherwise: the same data but the store's own members, the same expiry
+    within the tolerance, and the same ``created`` and ``accessed`` if the
+    kind keeps them.
+    """
+    if loaded is None:
+        return False
+    if expect.exact:
+        return loaded == saved
+    if expect.keeps_times and (loaded.created, loaded.accessed) != (saved.created, saved.accessed):
+        return False
+    return user_data(loaded, expect) == user_data(saved, expect) and same_expiry(loaded.expires, saved.expires, expect)
+
+
+#: Opens a store for one contract test: ``(request, tmp_path) -> async context manager`` of its async protocols.
+StoreOpener = Callable[[pytest.FixtureRequest, Path], AbstractAsyncContextManager[AsyncStore]]
+
+
+@dataclass(frozen=True)
+class StoreKind:
+    """One kind of store the contract suite runs on: how to open one, and what to expect of it."""
+
+    open: StoreOpener
+    #: What the contract may expect of it. Default :data:`EXACT`.
+    expect: Expect = EXACT
+    #: It needs a server process (the test gets ``pytest.mark.server``). Default False.
+    server: bool = False
 
 
 # --- the adapter ----------------------------------------------------------------------------------
@@ -309,3 +429,11 @@ def pending_reads(store: RedisStore) -> Collection[str]:
     """The keys whose reads the cache is waiting for (their replies may still be kept)."""
     pending: Collection[str] = client_cache(store)._pending
     return pending
+
+
+# --- reach-ins: SQLite ----------------------------------------------------------------------------
+
+
+def without_returning(store: SqliteStore | AsyncSqliteStore) -> None:
+    """Make a SQLite store use the transactions it falls back to before SQLite 3.35 (no ``RETURNING``)."""
+    store._db.returning = False

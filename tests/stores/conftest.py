@@ -1,32 +1,40 @@
-"""The parametrised ``store`` fixture: every store kind, both flavours, one async protocol.
+"""The contract suite's ``store`` fixture: store x flavour x layout x transport, one async protocol.
 
-The contract suite is written once against :class:`~persession.stores.AsyncStore`.
-A synchronous store is wrapped by ``_stores.adapt`` in a test-only
-``SyncAdapter``, whose ``async`` methods call the sync ones, so the same test
-body checks both twins and drift between them shows up as a failure.
+The contract suite (``test_contract*.py``) is written once against
+:class:`~persession.stores.AsyncStore`. A synchronous store is wrapped by
+``_stores.adapt`` in a test-only ``SyncAdapter``, whose ``async`` methods call
+the sync ones, so the same test body checks both twins and drift between them
+shows up as a failure.
 
-To add a kind (Redis, MongoDB), add a factory to :data:`FACTORIES`: a callable
-taking the fixture request and a fresh ``tmp_path`` and returning an async
-context manager that yields a ready store and closes it on exit. Marks for the
-kind (``pytest.mark.redis``) go in :data:`MARKS`.
+Each entry of :data:`KINDS` (a ``_stores.StoreKind``) opens a store for one
+test (an async context manager yielding a ready store and closing it on exit)
+and says what the contract may expect of it (a ``_stores.Expect``). The
+``expect`` fixture hands a test its kind's ``Expect``.
+
+A test whose assertions do not apply to every kind is marked
+``@pytest.mark.expects("keeps_times")`` (``Expect`` attributes that must be
+true) or ``@pytest.mark.expects(indexes=False)`` (values they must have): it is
+collected only for the kinds that match, so nothing is skipped silently and
+the test ids say which kinds run it.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
 
 from _mongo import make_mongo_store, mongo_server_fixture  # noqa: F401  (the fixture)
-from _redis import REDIS_FACTORY_IDS, redis_contract_factories, redis_servers_fixture  # noqa: F401  (the fixture)
-from _stores import adapt
+from _redis import redis_contract_factories, redis_servers_fixture  # noqa: F401  (the fixture)
+from _stores import Expect, StoreKind, StoreOpener, adapt, express, without_returning
 from persession.stores import AsyncMemoryStore, AsyncSqliteStore, AsyncStore, MemoryStore, SqliteStore
+from persession.stores.mongo import Layout
 
-#: Builds a store for one test: ``(request, tmp_path) -> async context manager``.
-StoreFactory = Callable[[pytest.FixtureRequest, Path], AbstractAsyncContextManager[AsyncStore]]
+#: connect-mongo keeps its expiry as a BSON date (milliseconds), and merges by compare-and-swap.
+CONNECT_MONGO = express(0.002, atomic_merges=False)
 
 
 @contextlib.asynccontextmanager
@@ -37,56 +45,86 @@ async def _closing(store: AsyncStore) -> AsyncIterator[AsyncStore]:
         await store.close()
 
 
-def _memory_sync(request: pytest.FixtureRequest, tmp_path: Path) -> AbstractAsyncContextManager[AsyncStore]:
-    return _closing(adapt(MemoryStore()))
+def _memory(flavour: str) -> StoreOpener:
+    def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AbstractAsyncContextManager[AsyncStore]:
+        return _closing(adapt(MemoryStore()) if flavour == "sync" else AsyncMemoryStore())
+
+    return open_store
 
 
-def _memory_async(request: pytest.FixtureRequest, tmp_path: Path) -> AbstractAsyncContextManager[AsyncStore]:
-    return _closing(AsyncMemoryStore())
+def _sqlite(flavour: str, *, returning: bool = True) -> StoreOpener:
+    def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AbstractAsyncContextManager[AsyncStore]:
+        path = tmp_path / "sessions.db"
+        store = SqliteStore(path) if flavour == "sync" else AsyncSqliteStore(path)
+        if not returning:  # as on SQLite before 3.35, whatever this one is
+            without_returning(store)
+        return _closing(adapt(store))
+
+    return open_store
 
 
-def _sqlite_sync(request: pytest.FixtureRequest, tmp_path: Path) -> AbstractAsyncContextManager[AsyncStore]:
-    return _closing(adapt(SqliteStore(tmp_path / "sessions.db")))
-
-
-def _sqlite_async(request: pytest.FixtureRequest, tmp_path: Path) -> AbstractAsyncContextManager[AsyncStore]:
-    return _closing(AsyncSqliteStore(tmp_path / "sessions.db"))
-
-
-#: Every store kind the contract suite runs against, by test id.
-FACTORIES: dict[str, StoreFactory] = {
-    "memory-sync": _memory_sync,
-    "memory-async": _memory_async,
-    "sqlite-sync": _sqlite_sync,
-    "sqlite-async": _sqlite_async,
-}
-
-
-def _mongo(flavour: str) -> StoreFactory:
+def _mongo(flavour: str, layout: Layout = "persession") -> StoreOpener:
     @contextlib.asynccontextmanager
     async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncStore]:
         request.getfixturevalue("mongo_server")
-        async with make_mongo_store("sync" if flavour == "sync" else "async", "contract") as opened:
+        async with make_mongo_store("sync" if flavour == "sync" else "async", "contract", layout=layout) as opened:
             yield adapt(opened)
 
     return open_store
 
 
-FACTORIES.update(redis_contract_factories(adapt))
-FACTORIES["mongo-sync"] = _mongo("sync")
-FACTORIES["mongo-async"] = _mongo("async")
-
-#: Marks for kinds that need a server process.
-MARKS: dict[str, Collection[pytest.MarkDecorator]] = {
-    kind: [pytest.mark.server] for kind in (*REDIS_FACTORY_IDS, "mongo-sync", "mongo-async")
+#: Every store kind the contract suite runs on, by test id: ``<backend or layout>[-<transport>]-<flavour>``.
+KINDS: dict[str, StoreKind] = {
+    "memory-sync": StoreKind(_memory("sync")),
+    "memory-async": StoreKind(_memory("async")),
+    "sqlite-sync": StoreKind(_sqlite("sync")),
+    "sqlite-async": StoreKind(_sqlite("async")),
+    "sqlite-fallback-sync": StoreKind(_sqlite("sync", returning=False)),
+    "sqlite-fallback-async": StoreKind(_sqlite("async", returning=False)),
+    **redis_contract_factories(adapt),
+    "mongo-sync": StoreKind(_mongo("sync"), server=True),
+    "mongo-async": StoreKind(_mongo("async"), server=True),
+    "connect-mongo-sync": StoreKind(_mongo("sync", "connect-mongo"), CONNECT_MONGO, server=True),
+    "connect-mongo-async": StoreKind(_mongo("async", "connect-mongo"), CONNECT_MONGO, server=True),
 }
 
-# Built once, when this conftest is imported: register new kinds in FACTORIES and MARKS above this line.
-STORE_PARAMS = [pytest.param(kind, id=kind, marks=MARKS.get(kind, ())) for kind in FACTORIES]
+
+def _matches(expect: Expect, marker: pytest.Mark) -> bool:
+    wanted = {**dict.fromkeys(marker.args, True), **marker.kwargs}
+    unknown = set(wanted) - set(Expect.__dataclass_fields__)
+    assert not unknown, f"expects() names no Expect attribute {sorted(unknown)}"
+    return all(getattr(expect, name) == value for name, value in wanted.items())
 
 
-@pytest.fixture(params=STORE_PARAMS)
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "expects(*flags, **values): run a store contract test only on the kinds whose Expect matches"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # Only the contract modules: the other store tests bring their own ``store`` fixtures.
+    if "store" not in metafunc.fixturenames or not metafunc.definition.path.name.startswith("test_contract"):
+        return
+    marker = metafunc.definition.get_closest_marker("expects")
+    params = [
+        pytest.param(name, id=name, marks=[pytest.mark.server] if kind.server else [])
+        for name, kind in KINDS.items()
+        if marker is None or _matches(kind.expect, marker)
+    ]
+    assert params, f"{metafunc.definition.name}: no store kind matches {marker}"
+    metafunc.parametrize("store", params, indirect=True)
+
+
+@pytest.fixture
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncStore]:
     """A fresh, empty store of each kind, closed after the test."""
-    async with FACTORIES[request.param](request, tmp_path) as opened:
+    async with KINDS[request.param].open(request, tmp_path) as opened:
         yield opened
+
+
+@pytest.fixture
+def expect(request: pytest.FixtureRequest) -> Expect:
+    """What the contract may expect of this test's store kind."""
+    kind: str = request.node.callspec.params["store"]
+    return KINDS[kind].expect

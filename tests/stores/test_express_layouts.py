@@ -4,6 +4,9 @@ What express-session and its stores read is checked end to end against Node in
 ``tests/test_express_interop.py``; this file checks the store side alone: the
 stored shapes, the merges (atomic script on Redis, compare-and-swap on
 MongoDB), the no-resurrection guard, malformed records, and the options.
+What the layouts share with every store (and that they keep no user index
+nor creation time) runs on every transport in the contract suite
+(``test_contract*.py``, the ``connect-*`` kinds).
 """
 
 from __future__ import annotations
@@ -307,18 +310,6 @@ async def test_malformed_records_load_as_nothing_and_are_left_alone(
     assert found is not None
     assert found[0] == text
     assert "malformed" in caplog.text
-
-
-async def test_the_layouts_keep_no_user_index(layout: Layout) -> None:
-    """index_user does nothing; listing or revoking a user's sessions raises ConfigError naming the layout."""
-    await layout.store.save(SID, record({COOKIE: dict(COOKIE_OBJECT)}))
-    await layout.store.index_user("42", SID, time.time() + 60)
-    with pytest.raises(ConfigError, match="layout"):
-        await layout.store.user_sessions("42")
-    with pytest.raises(ConfigError, match="layout"):
-        await layout.store.revoke_user("42")
-    with pytest.raises(ConfigError, match="absolute_timeout"):
-        await layout.store.load_touch(SID, 60, 3600)
 
 
 async def test_save_replacing_an_old_id_deletes_it(layout: Layout) -> None:

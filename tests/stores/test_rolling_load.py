@@ -1,4 +1,9 @@
-"""``load_touch``: a rolling session loaded and refreshed in one round trip, on every store kind and flavour.
+"""``load_touch``: a rolling session loaded and refreshed in one round trip, the backend details.
+
+What ``load_touch`` returns and writes, on every store kind, layout and
+transport, is the contract suite's (``test_contract_rolling.py``); this file
+keeps what each backend does behind it (TTLs, round trips, malformed records,
+SQL).
 
 Each store comes wrapped in a :class:`Kit`: the async store protocol plus
 ``load_touch`` (a sync store goes through ``_stores.adapt``, so both twins run
@@ -47,7 +52,7 @@ from _stores import (
     live,
     new_sid,
 )
-from persession.records import Change, Record
+from persession.records import Record
 from persession.stores import (
     AsyncMemoryStore,
     AsyncRollingLoad,
@@ -170,109 +175,6 @@ def test_protocols_are_exported_and_optional() -> None:
 
     assert not isinstance(PlainStore(), RollingLoad)
     assert not isinstance(PlainStore(), AsyncRollingLoad)
-
-
-# --- what load_touch returns and writes -------------------------------------------------------------
-
-
-async def test_load_touch_returns_the_record_with_moved_expiry_and_accessed(kit: Kit) -> None:
-    """The record comes back with its data and created unchanged, accessed now and expires now + idle."""
-    sid, record = new_sid(), live({"user": 42, "cart": ["a", "b"]}, ttl=TTL)
-    await kit.store.save(sid, record)
-    before = time.time()
-    refreshed = await kit.store.load_touch(sid, IDLE, None)
-    after = time.time()
-    assert refreshed is not None
-    assert refreshed.data == {"user": 42, "cart": ["a", "b"]}
-    assert refreshed.created == record.created
-    assert before <= refreshed.accessed <= after
-    assert refreshed.expires == refreshed.accessed + IDLE  # the store's now, to the bit
-    assert refreshed.expires > record.expires
-
-
-async def test_load_touch_persists_the_new_times(kit: Kit) -> None:
-    """A later load returns exactly the record load_touch returned: the new times were written."""
-    sid = new_sid()
-    await kit.store.save(sid, live(ttl=TTL))
-    refreshed = await kit.store.load_touch(sid, IDLE, None)
-    assert refreshed is not None
-    assert await kit.store.load(sid) == refreshed
-
-
-async def test_load_touch_caps_the_expiry_at_the_absolute_timeout(kit: Kit) -> None:
-    """With an absolute timeout closer than the idle one, the expiry becomes exactly created + absolute."""
-    sid, record = new_sid(), live(age=1000.0, ttl=TTL)
-    await kit.store.save(sid, record)
-    refreshed = await kit.store.load_touch(sid, IDLE, 1500.0)
-    assert refreshed is not None
-    assert refreshed.expires == record.created + 1500.0  # computed by the store from the stored created
-    assert refreshed.accessed > record.accessed
-    assert await kit.store.load(sid) == refreshed
-
-
-async def test_load_touch_ignores_a_distant_absolute_timeout(kit: Kit) -> None:
-    """An absolute timeout further away than the idle one leaves the expiry at now + idle."""
-    sid = new_sid()
-    await kit.store.save(sid, live(age=10.0, ttl=TTL))
-    refreshed = await kit.store.load_touch(sid, IDLE, 30 * 24 * HOUR)
-    assert refreshed is not None
-    assert refreshed.expires == refreshed.accessed + IDLE
-
-
-async def test_load_touch_past_the_absolute_timeout_returns_none_for_good(kit: Kit) -> None:
-    """A session past its absolute limit (though not yet expired) is not returned, and is dead afterwards."""
-    sid = new_sid()
-    await kit.store.save(sid, live(age=2000.0, ttl=600.0))
-    assert await kit.store.load_touch(sid, IDLE, 1000.0) is None
-    assert await kit.store.load(sid) is None
-    assert await kit.store.touch(sid, time.time() + HOUR) is False
-    assert await kit.store.load_touch(sid, IDLE, None) is None
-
-
-async def test_load_touch_of_a_missing_session_returns_none_and_creates_nothing(kit: Kit) -> None:
-    """An id that was never saved gives None, and no record appears under it."""
-    sid = new_sid()
-    assert await kit.store.load_touch(sid, IDLE, None) is None
-    assert await kit.store.load_touch(sid, IDLE, 1000.0) is None
-    assert await kit.store.load(sid) is None
-    assert await kit.store.touch(sid, time.time() + HOUR) is False
-
-
-async def test_load_touch_never_resurrects_an_expired_session(kit: Kit) -> None:
-    """A record already past its expiry gives None and stays dead: load_touch never extends it."""
-    sid = new_sid()
-    now = time.time()
-    await kit.store.save(sid, Record({"n": 1}, created=now - 2 * HOUR, accessed=now - HOUR, expires=now - 10))
-    assert await kit.store.load_touch(sid, IDLE, None) is None
-    assert await kit.store.load(sid) is None
-    assert await kit.store.merge(sid, Change({"x": 1}), now + HOUR) is False
-
-
-async def test_load_touch_never_resurrects_a_deleted_session(kit: Kit) -> None:
-    """After a logout deletes the record, load_touch gives None and writes nothing back."""
-    sid = new_sid()
-    await kit.store.save(sid, live(ttl=TTL))
-    await kit.store.delete(sid)
-    assert await kit.store.load_touch(sid, IDLE, None) is None
-    assert await kit.store.load(sid) is None
-    assert await kit.store.touch(sid, time.time() + HOUR) is False
-
-
-async def test_load_touch_writes_only_the_times(kit: Kit) -> None:
-    """Merges interleaved with load_touch calls all survive: load_touch never writes data back."""
-    sid = new_sid()
-    await kit.store.save(sid, live({}, ttl=TTL))
-    expires = time.time() + HOUR
-    calls = []
-    for i in range(20):
-        calls.append(kit.store.merge(sid, Change({f"k{i}": i}), expires))
-        calls.append(kit.store.load_touch(sid, IDLE, None))
-    outcomes = await asyncio.gather(*calls)
-    assert all(outcome is True for outcome in outcomes[0::2])
-    assert all(isinstance(outcome, Record) for outcome in outcomes[1::2])
-    final = await kit.store.load(sid)
-    assert final is not None
-    assert final.data == {f"k{i}": i for i in range(20)}
 
 
 # --- backend details --------------------------------------------------------------------------------
