@@ -9,7 +9,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,9 +51,10 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def client(tmp_path: Path, clock: Clock) -> Client:
-    middleware = SessionMiddleware(app, secret=SECRET, store=SqliteStore(tmp_path / "s.db"), clock=clock)
-    return Client(middleware, use_cookies=False)
+def client(tmp_path: Path, clock: Clock) -> Iterator[Client]:
+    store = SqliteStore(tmp_path / "s.db")
+    yield Client(SessionMiddleware(app, secret=SECRET, store=store, clock=clock), use_cookies=False)
+    store.close()  # Python 3.13 warns of a SQLite connection collected open
 
 
 def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
