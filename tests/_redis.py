@@ -591,9 +591,10 @@ CONNECT_TRANSPORTS: dict[str, Kind] = {
     "sentinel": "sentinel",
 }
 #: connect-redis reads its expiry back as a PTTL, relative to when the load was sent: that moment and the
-#: server's differ by the requests' trips (milliseconds, more on a loaded machine); an expiry bug in
-#: connect-redis' units (EX seconds, a TTL counted twice) is a second or more off.
-CONNECT_REDIS_TOLERANCE = 0.1
+#: server's differ by the requests' trips: milliseconds alone, up to 150 ms seen on Cluster with two test
+#: runs sharing this 2-core machine; an expiry bug in connect-redis' units (a TTL counted twice, or in
+#: seconds where milliseconds go) is an hour or 1000x off.
+CONNECT_REDIS_TOLERANCE = 0.5
 CONNECT_REDIS: Expect = express(CONNECT_REDIS_TOLERANCE)
 
 #: Contract-suite ids of the Redis factories: ``redis-<kind>-<flavour>``, ``connect-redis-<transport>-<flavour>``.
