@@ -364,12 +364,14 @@ async def test_indexing_prunes_dead_entries(kit: Kit) -> None:
 async def test_active_sessions_outlive_their_first_expiry_in_the_index(kit: Kit) -> None:
     """A session kept alive by touch or merge past its login-time expiry stays listed and revocable."""
     user = new_user()
-    touched, _ = await saved(kit, user, live(ttl=0.5, idle=ACTIVE))
-    merged, _ = await saved(kit, user, live(ttl=0.5, idle=ACTIVE))
+    # 1.5 s: room for two indexed saves and a touch on a slow Cluster under coverage (0.5 s was not).
+    touched, first = await saved(kit, user, live(ttl=1.5, idle=ACTIVE))
+    merged, second = await saved(kit, user, live(ttl=1.5, idle=ACTIVE))
     later = time.time() + HOUR
     assert await kit.store.touch(touched, later) is True
     assert await kit.store.merge(merged, Change({"fresh": True}, cleared=True), later) is True
-    await asyncio.sleep(0.8)  # past the expiry both sessions had when they were indexed
+    # Past the expiry both sessions had when they were indexed.
+    await asyncio.sleep(max(first.expires, second.expires) + 0.3 - time.time())
     listed = await kit.store.user_sessions(user)
     assert {entry.sid for entry in listed} == {touched, merged}
     assert all(entry.expires == later for entry in listed)
