@@ -69,7 +69,7 @@ import redis.cluster
 import redis.sentinel
 
 from _servers import ServerProcess, free_port, require_binary
-from _stores import EXACT, Expect, StoreKind, express
+from _stores import EXACT, Expect, StoreKind, client_cache, express, own_pool
 from persession.stores import AsyncStore, Store
 from persession.stores.redis import AsyncRedisStore, Layout, RedisStore
 
@@ -648,9 +648,7 @@ def invalidation_arrived(store: AnyRedisStore) -> None:
     loads in one thread waits for it here (a blocking select: the socket is
     not an event loop's).
     """
-    cache = store._cache
-    assert cache is not None, "the store has no client_cache"
-    invalidations = cache._invalidations
+    invalidations = client_cache(store).invalidations
     assert invalidations is not None, "the cache has no invalidation connection yet"
     readable, _, _ = select.select([invalidations._connection._sock], [], [], 5)
     assert readable, "no invalidation arrived"
@@ -664,8 +662,8 @@ def command_calls(client: redis.Redis, command: str) -> int:
 
 def busy_connections(store: RedisStore) -> int:
     """A store's own pooled connections that are out: sent on, their answer not read yet."""
-    assert store._pool is not None, "the store has no connections of its own"
-    return store._pool._busy
+    busy: int = own_pool(store)._busy
+    return busy
 
 
 @pytest.fixture(name="prefix")

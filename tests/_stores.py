@@ -27,30 +27,51 @@ includes ``tests/``; a conftest cannot be imported under
   so that moving those edits this file alone (``tests/_mongo.py`` has
   Mongo's); :func:`without_returning` is SQLite's. They are typed loosely on purpose: naming the classes would tie
   this file to the modules that define them.
+- **Raw access**: :class:`RawIndex` reads a store's user index straight from
+  its backend (:class:`MemoryIndex`, :class:`SqliteIndex`,
+  :class:`RedisIndex`, :class:`MongoIndex`), and :class:`RawExpress` reads
+  and plants express-layout records as Node's store would
+  (:class:`RedisExpress`, :class:`MongoExpress`); :func:`unwrap` takes a
+  sync store back out of its adapter. :class:`MemoryIndex` is the one
+  reach-in into a memory store (its table: there is no backend to read).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import inspect
 import socket
+import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Collection
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 import redis
 import redis.asyncio.connection
+import redis.cluster
 import redis.connection
-from pymongo import monitoring
+from pymongo import MongoClient, monitoring
 
 from persession.codecs import COOKIE
 from persession.records import Change, Record, SessionInfo
-from persession.stores import AsyncSqliteStore, AsyncStore, RollingLoad, SqliteStore, Store, UserIndex
+from persession.stores import (
+    AsyncMemoryStore,
+    AsyncSqliteStore,
+    AsyncStore,
+    MemoryStore,
+    RollingLoad,
+    SqliteStore,
+    Store,
+    UserIndex,
+)
+from persession.stores.mongo import AsyncMongoStore, MongoStore
 from persession.stores.redis import AsyncRedisStore, RedisStore
 
 __all__ = [
@@ -80,6 +101,15 @@ __all__ = [
     "client_cache",
     "pending_reads",
     "without_returning",
+    "unwrap",
+    "RawIndex",
+    "MemoryIndex",
+    "SqliteIndex",
+    "RedisIndex",
+    "MongoIndex",
+    "RawExpress",
+    "RedisExpress",
+    "MongoExpress",
 ]
 
 HOUR = 3600.0
@@ -396,14 +426,16 @@ class CommandCounter(monitoring.CommandListener):
 
 def own_pool(store: RedisStore) -> Any:
     """The pool of persession's own connections of a store built from a URL; fails the test if it has none."""
-    pool = store._pool
+    transport = store._transport
+    pool = getattr(transport, "pool", None) or getattr(transport, "_pool", None)
     assert pool is not None, "the store has no connections of its own"
     return pool
 
 
 def own_mux(store: AsyncRedisStore) -> Any:
     """The asyncio twin of :func:`own_pool`: the store's own multiplexed connection."""
-    mux = store._mux
+    transport = store._transport
+    mux = getattr(transport, "mux", None) or getattr(transport, "_mux", None)
     assert mux is not None, "the store has no connection of its own"
     return mux
 
@@ -420,7 +452,7 @@ def idle_sockets(store: RedisStore) -> list[socket.socket]:
 
 def client_cache(store: RedisStore | AsyncRedisStore) -> Any:
     """The client-side cache of a store built with ``client_cache=N``; fails the test if it has none."""
-    cache = store._cache
+    cache = getattr(store._transport, "_entries", None)
     assert cache is not None, "the store has no client_cache"
     return cache
 
@@ -437,3 +469,171 @@ def pending_reads(store: RedisStore) -> Collection[str]:
 def without_returning(store: SqliteStore | AsyncSqliteStore) -> None:
     """Make a SQLite store use the transactions it falls back to before SQLite 3.35 (no ``RETURNING``)."""
     store._db.returning = False
+
+
+# --- raw access: what a store keeps, read (and written) behind its back -------------------------
+
+
+def unwrap(store: AsyncStore) -> Store | AsyncStore:
+    """The store :func:`adapt` was given: a sync store out of its :class:`SyncAdapter`, an async one as it is."""
+    return store.sync if isinstance(store, SyncAdapter) else store
+
+
+class RawIndex:
+    """A store's per-user index read straight from its backend, with a client of the test's own.
+
+    One subclass per backend: :class:`MemoryIndex`, :class:`SqliteIndex`,
+    :class:`RedisIndex`, :class:`MongoIndex`. Close it after the test (it may
+    hold a client).
+    """
+
+    #: The entries are part of the session records (MongoDB: a ``user`` field of the document), so the
+    #: backend's own expiry removes them with the record and the store never prunes them. Default False.
+    in_records: ClassVar[bool] = False
+
+    def entries(self, user: str) -> set[str]:
+        """The session ids the index holds for ``user``, live or not."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Close the client this view opened (default: it opened none)."""
+
+
+class MemoryIndex(RawIndex):
+    """A memory store's index: the one reach-in into its table (it has no backend to read instead)."""
+
+    def __init__(self, store: MemoryStore | AsyncMemoryStore) -> None:
+        self._users: dict[str, set[str]] = store._table.users
+
+    def entries(self, user: str) -> set[str]:
+        return set(self._users.get(user, set()))
+
+
+class SqliteIndex(RawIndex):
+    """A SQLite store's index table (``<table>_users``), read on a connection of its own."""
+
+    def __init__(self, path: Path, table: str = "persession_sessions") -> None:
+        self._path = path
+        self._query = f"SELECT sid FROM {table}_users WHERE user = ?"  # noqa: S608  (the test's own name)
+
+    def entries(self, user: str) -> set[str]:
+        with contextlib.closing(sqlite3.connect(self._path)) as connection:
+            return {row[0] for row in connection.execute(self._query, (user,))}
+
+
+class RedisIndex(RawIndex):
+    """A Redis store's index sets (``<prefix>user:<user>``), read with a redis-py client it closes."""
+
+    def __init__(self, client: redis.Redis | redis.cluster.RedisCluster, prefix: str) -> None:
+        self._client = client
+        self._prefix = prefix
+
+    def entries(self, user: str) -> set[str]:
+        members = self._client.smembers(f"{self._prefix}user:{user}")
+        return {member.decode() if isinstance(member, bytes) else member for member in members}
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class MongoIndex(RawIndex):
+    """A MongoDB store's index: the ``user`` field of its documents, read with a PyMongo client of its own."""
+
+    in_records = True
+
+    def __init__(self, url: str, store: MongoStore | AsyncMongoStore) -> None:
+        self._client: MongoClient[dict[str, Any]] = MongoClient(url, tz_aware=True)
+        self._collection = self._client[store.collection.database.name][store.collection.name]
+
+    def entries(self, user: str) -> set[str]:
+        return {document["_id"] for document in self._collection.find({"user": user}, {"_id": 1})}
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class RawExpress:
+    """A store's records in an express layout (connect-redis, connect-mongo), as Node's store reads and writes them.
+
+    :class:`RedisExpress` and :class:`MongoExpress` are the backends. Close it
+    after the test (it holds a client).
+    """
+
+    def text(self, sid: str) -> str | None:
+        """The stored JSON text of ``sid``, ``None`` if there is no record."""
+        raise NotImplementedError
+
+    def store_expiry(self, sid: str) -> float | None:
+        """The store's own expiry of ``sid`` (Unix time), ``None`` when it keeps none; the record must exist."""
+        raise NotImplementedError
+
+    def plant(self, sid: str, text: str, ttl: float | None = 60) -> None:
+        """Store ``text`` as Node's store would (connect-redis' SET PX, connect-mongo's upsert).
+
+        ``ttl=None``: with no store expiry (connect-redis' ``disableTTL``, a
+        connect-mongo document without ``expires``). Default 60 seconds.
+        """
+        raise NotImplementedError
+
+    def stored(self, sid: str) -> tuple[str, float] | None:
+        """The stored JSON text and the store's expiry (Redis TTL, Mongo ``expires``); ``None`` if no record."""
+        text = self.text(sid)
+        if text is None:
+            return None
+        expiry = self.store_expiry(sid)
+        assert expiry is not None, "the record has no store expiry"
+        return text, expiry
+
+    def close(self) -> None:
+        """Close the client."""
+        raise NotImplementedError
+
+
+class RedisExpress(RawExpress):
+    """connect-redis' records: a string at ``<prefix><sid>`` with a TTL, through a redis-py client it closes."""
+
+    def __init__(self, client: redis.Redis | redis.cluster.RedisCluster, prefix: str) -> None:
+        self._client = client
+        self._prefix = prefix
+
+    def text(self, sid: str) -> str | None:
+        raw = self._client.get(self._prefix + sid)
+        return raw.decode() if isinstance(raw, bytes) else raw
+
+    def store_expiry(self, sid: str) -> float | None:
+        pttl = int(self._client.pttl(self._prefix + sid))
+        assert pttl != -2, "no such key"
+        return None if pttl == -1 else time.time() + pttl / 1000
+
+    def plant(self, sid: str, text: str, ttl: float | None = 60) -> None:
+        self._client.set(self._prefix + sid, text, px=None if ttl is None else int(ttl * 1000))
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class MongoExpress(RawExpress):
+    """connect-mongo's documents (``session`` text, ``expires`` date), through a PyMongo client of its own."""
+
+    def __init__(self, url: str, store: MongoStore | AsyncMongoStore) -> None:
+        self._client: MongoClient[dict[str, Any]] = MongoClient(url, tz_aware=True)
+        #: The store's collection, as a PyMongo client of the test's sees it.
+        self.collection = self._client[store.collection.database.name][store.collection.name]
+
+    def text(self, sid: str) -> str | None:
+        document = self.collection.find_one({"_id": sid})
+        return None if document is None else str(document["session"])
+
+    def store_expiry(self, sid: str) -> float | None:
+        document = self.collection.find_one({"_id": sid})
+        assert document is not None, "no such document"
+        return None if "expires" not in document else float(document["expires"].timestamp())
+
+    def plant(self, sid: str, text: str, ttl: float | None = 60) -> None:
+        fields: dict[str, Any] = {"session": text}
+        if ttl is not None:
+            fields["expires"] = datetime.fromtimestamp(time.time() + ttl, tz=timezone.utc)
+        self.collection.update_one({"_id": sid}, {"$set": fields}, upsert=True)
+
+    def close(self) -> None:
+        self._client.close()

@@ -51,6 +51,8 @@ from _stores import (
     live,
     new_sid,
     own_address,
+    own_mux,
+    own_pool,
 )
 from persession.exceptions import ConfigError, NotSerializable, StoreError, StoreUnavailable
 from persession.records import Change, Record
@@ -679,7 +681,7 @@ def test_redis_url_through_store_from_url(redis_server: RedisServer, prefix: str
         store.save(sid, live({"a": 1}))
         assert store.load(sid) is not None
         assert store.client is None  # persession's own RESP connections, not a redis-py client
-        assert isinstance(store._pool, _own.SyncPool)
+        assert isinstance(own_pool(store), _own.SyncPool)
         address = own_address(store)
         url = urlsplit(redis_server.url)  # the shared server, or PERSESSION_REDIS_URL's
         assert (address.host, address.port, address.path) == (url.hostname, url.port or 6379, None)
@@ -751,7 +753,7 @@ async def test_rediss_url_builds_a_tls_client_without_connecting() -> None:
     assert address.client_name == "tls-test"
     twin = store.to_async()
     assert twin.client is None
-    assert isinstance(twin._mux, _own.AsyncMux)
+    assert isinstance(own_mux(twin), _own.AsyncMux)
     twin_address = own_address(twin)
     assert isinstance(twin_address.ssl_context, ssl.SSLContext)
     assert twin_address.ssl_context.verify_mode == ssl.CERT_REQUIRED
@@ -988,3 +990,27 @@ def test_other_errors_pass_through_the_translation_untouched(error: BaseExceptio
     with pytest.raises(type(error)) as caught, _map_errors:
         raise error
     assert caught.value is error
+
+
+@pytest.mark.parametrize("connections", ["own", "redis-py"])
+def test_a_fresh_server_never_answers_noscript(connections: str) -> None:
+    """The layout's scripts are loaded when a connection opens (own) or before the first script (redis-py).
+
+    So the first login and the first write on a fresh server are one EVALSHA each, with no NOSCRIPT and no EVAL.
+    """
+    with RedisServer() as server, server.client() as observer:
+        store = RedisStore.from_url(server.url) if connections == "own" else RedisStore(server.client())
+        try:
+            before = command_calls(observer)
+            store.save("s", live({"a": 1}))
+            assert store.merge("s", Change({"b": 2}), time.time() + HOUR) is True
+            stats = delta(before, command_calls(observer))
+            errors = observer.info("errorstats")
+        finally:
+            store.close()
+            if store.client is not None:
+                store.client.close()
+    assert stats["evalsha"] == 2
+    assert "eval" not in stats
+    assert "errorstat_NOSCRIPT" not in errors
+    assert stats["script|load"] >= 2

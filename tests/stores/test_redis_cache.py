@@ -417,3 +417,45 @@ async def test_async_concurrent_loads_while_the_invalidation_connection_opens(
         assert seen.data["visits"] == 1
     finally:
         await store.close()
+
+
+def test_revoking_a_user_forgets_their_cached_sessions(cached: RedisStore) -> None:
+    """A revocation deletes sessions the script is not given as keys: the cache must not keep serving them."""
+    cached.save("s1", record())
+    cached.index_user("alice", "s1", time.time() + 3600)
+    assert cached.load("s1") is not None
+    assert cached.load("s1") is not None  # now from the cache
+    assert cached.revoke_user("alice") == ["s1"]
+    assert cached.load("s1") is None
+
+
+@pytest.mark.anyio
+async def test_revoking_a_user_forgets_their_cached_sessions_async(redis_server: RedisServer, prefix: str) -> None:
+    store = AsyncRedisStore.from_url(redis_server.url, prefix=prefix, client_cache=100)
+    try:
+        await store.save("s1", record())
+        await store.index_user("alice", "s1", time.time() + 3600)
+        for _ in range(3):  # the first loads open the invalidation connection; then it is cached
+            assert await store.load("s1") is not None
+        assert await store.revoke_user("alice") == ["s1"]
+        assert await store.load("s1") is None
+    finally:
+        await store.close()
+
+
+@pytest.mark.anyio
+async def test_the_asyncio_twin_keeps_the_client_cache(cached: RedisStore, raw: redis.Redis) -> None:
+    """``to_async()`` builds the twin with the same ``client_cache``: an unchanged session loads without Redis."""
+    twin = cached.to_async()
+    try:
+        cached.save("s1", record())
+        for _ in range(3):
+            assert await twin.load("s1") is not None
+        before = hgetalls(raw)
+        for _ in range(5):
+            loaded = await twin.load("s1")
+            assert loaded is not None
+            assert loaded.data == DATA
+        assert hgetalls(raw) == before
+    finally:
+        await twin.close()

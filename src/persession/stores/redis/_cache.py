@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import collections
 import threading
-from typing import Any, cast
+from collections.abc import AsyncIterator
+from typing import Any
 
 from ...exceptions import ConfigError
-from ._ops import _Arg, _Step
-from ._own import Address, AsyncMux, Invalidations, SyncPool, fork_count
-from ._own_transport import _command, _is_noscript, _raise_errors
+from ._ops import _Arg, _Call, _Op, _Read
+from ._own import Address, Invalidations, ReplyError, Sent, fork_count
+from ._own_transport import _commands, _OwnAsync, _OwnSync, _raise_errors
+from ._scripts import _Script
+from ._transport import _AsyncTransport, _SyncTransport
 
 
 class _CacheEntries:
-    """What :class:`_ClientCache` and :class:`_AsyncClientCache` share: the entries, the pending reads, the lock.
+    """The cache both caching transports keep: the entries, the pending reads, the lock.
 
     Keeps up to ``size`` ``HGETALL`` replies (raw, decoded afresh on every
     hit, so no request can change another's data), least recently used first
@@ -35,16 +38,16 @@ class _CacheEntries:
     """
 
     def __init__(self, address: Address, size: int) -> None:
-        self._address = address
+        self.address = address
         self._size = size
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
         self._entries: collections.OrderedDict[str, list[Any]] = collections.OrderedDict()
         self._pending: dict[str, object] = {}
-        self._invalidations: Invalidations | None = None
+        self.invalidations: Invalidations | None = None
 
-    def _drained(self) -> bool:
+    def drained(self) -> bool:
         """Apply the invalidations that have arrived; ``False`` when their connection must be (re)opened."""
-        invalidations = self._invalidations
+        invalidations = self.invalidations
         if invalidations is None or invalidations.forks != fork_count() or invalidations.lost:
             return False
         keys = invalidations.drain()
@@ -61,26 +64,26 @@ class _CacheEntries:
         self._entries.clear()
         self._pending.clear()
 
-    def _retire(self) -> None:
+    def retire(self) -> None:
         """Forget everything and drop the invalidation connection (a forked child's copy of it only)."""
         self._forget_all()
-        if self._invalidations is not None:
-            self._invalidations.close()
-        self._invalidations = None
+        if self.invalidations is not None:
+            self.invalidations.close()
+        self.invalidations = None
 
-    def _lookup(self, key: str) -> tuple[list[Any] | None, object | None]:
+    def lookup(self, key: str) -> tuple[list[Any] | None, object | None]:
         """Under the lock, drained: the cached reply, or a token to keep the read's reply with (``None``: do not)."""
         raw = self._entries.get(key)
         if raw is not None:
             self._entries.move_to_end(key)
             return raw, None
-        if self._invalidations is None:
+        if self.invalidations is None:
             return None, None
         token = self._pending[key] = object()
         return None, token
 
-    def _keep(self, key: str, token: object | None, raw: Any) -> None:
-        with self._lock:
+    def keep(self, key: str, token: object | None, raw: Any) -> None:
+        with self.lock:
             if token is None or self._pending.get(key) is not token:
                 return  # not tracked, or invalidated (or evicted) while the read was in flight
             del self._pending[key]
@@ -92,7 +95,7 @@ class _CacheEntries:
 
     def forget(self, keys: tuple[str, ...] | None) -> None:
         """Forget ``keys`` (a write of ours is about to change them, or just did), or everything for ``None``."""
-        with self._lock:
+        with self.lock:
             if keys is None:
                 self._forget_all()
                 return
@@ -100,51 +103,133 @@ class _CacheEntries:
                 self._entries.pop(key, None)
                 self._pending.pop(key, None)
 
-    def _settle(self, key: str, token: object | None, result: Any, raw: Any) -> Any:
+    def settle(self, key: str, token: object | None, result: Any, raw: Any) -> Any:
         """After a merge with an ``HGETALL`` behind it: keep what it read, or forget a session found gone."""
         if result:
-            self._keep(key, token, raw)
+            self.keep(key, token, raw)
         else:
             self.forget((key,))
         return result
 
     def close(self) -> None:
-        with self._lock:
-            self._retire()
+        with self.lock:
+            self.retire()
 
 
-def _check_client_cache(size: object) -> None:
+def _check_client_cache(size: object) -> int:
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
         raise ConfigError("client_cache", f"must be a number of sessions (an int >= 0), not {size!r}")
+    return size
 
 
 def _tracking(invalidations: Invalidations) -> tuple[tuple[_Arg, ...], ...]:
     return (("CLIENT", "TRACKING", "ON", "REDIRECT", invalidations.client_id, "NOLOOP"),)
 
 
-class _ClientCache(_CacheEntries):
-    """Client-side caching for a :class:`RedisStore` on its own connections (``client_cache=N``).
+def _forgets(op: _Op) -> tuple[str, ...] | None:
+    """The keys a cache must forget around ``op`` (``None``: everything: the op does not say which it changes)."""
+    if type(op) is _Call and op.wide:
+        return None
+    return op.keys
+
+
+class _Hit:
+    """What :meth:`_CachingSync.send` gives for a read: the cached reply, or the read sent and its token."""
+
+    __slots__ = ("raw", "sent", "token")
+
+    def __init__(self, raw: list[Any] | None, sent: Sent | None, token: object | None) -> None:
+        self.raw = raw
+        self.sent = sent
+        self.token = token
+
+
+class _CachingSync(_SyncTransport):
+    """Client-side caching (``client_cache=N``) around a :class:`RedisStore`'s own connections.
 
     See :class:`_CacheEntries`. When the invalidation connection is (re)opened,
     the pool retires every connection made before, which redirect elsewhere.
     """
 
-    def __init__(self, pool: SyncPool, size: int) -> None:
-        super().__init__(pool.address, size)
-        self._pool = pool
+    splits = True
+
+    def __init__(self, inner: _OwnSync, size: int) -> None:
+        self._entries = entries = _CacheEntries(inner.pool.address, size)
+        super().__init__(owned=(entries.close, inner.close), twin=inner._twin)
+        self._inner = inner
+        self._pool = inner.pool
+
+    def preload(self, scripts: tuple[_Script, ...]) -> None:
+        self._inner.preload(scripts)
 
     def _begin(self, key: str) -> tuple[list[Any] | None, object | None]:
-        with self._lock:
-            if not self._drained():
-                self._retire()
-                invalidations = Invalidations(self._address)
+        entries = self._entries
+        with entries.lock:
+            if not entries.drained():
+                entries.retire()
+                invalidations = Invalidations(entries.address)
                 self._pool.renew(_tracking(invalidations))
-                self._invalidations = invalidations
-            return self._lookup(key)
+                entries.invalidations = invalidations
+            return entries.lookup(key)
+
+    def run(self, op: _Op) -> Any:
+        return self.receive(op, self.send(op))
+
+    def send(self, op: _Op) -> Any:
+        entries = self._entries
+        if type(op) is _Read:
+            key = op.key
+            raw, token = self._begin(key)
+            if raw is not None:
+                return _Hit(raw, None, None)
+            try:
+                return _Hit(None, self._inner.send(op), token)
+            except BaseException:
+                entries.forget(op.keys)
+                raise
+        keys = _forgets(op)
+        entries.forget(keys)
+        try:
+            if type(op) is _Call and op.reads_back is not None:
+                # A merge: the merged record comes back in the same round trip.
+                _, token = self._begin(op.reads_back)
+                return _Hit(None, self._pool.send((*_commands(op), ("HGETALL", op.reads_back))), token)
+            return self._inner.send(op)
+        except BaseException:
+            entries.forget(keys)
+            raise
+
+    def receive(self, op: _Op, sent: Any) -> Any:
+        entries = self._entries
+        if type(op) is _Read:
+            if sent.sent is None:
+                return sent.raw
+            try:
+                reply = self._inner.receive(op, sent.sent)
+            except BaseException:
+                entries.forget(op.keys)
+                raise
+            if not isinstance(reply, Exception):
+                entries.keep(op.key, sent.token, reply)
+            return reply
+        keys = _forgets(op)
+        try:
+            if type(op) is _Call and op.reads_back is not None:
+                result, raw = self._pool.receive(sent.sent)
+                if isinstance(result, ReplyError):  # NOSCRIPT (the read ran before the script did) or a failure
+                    entries.forget(keys)
+                    return self._inner.answer(op, result)
+                return entries.settle(op.reads_back, sent.token, result, raw)
+            reply = self._inner.receive(op, sent)
+        except BaseException:
+            entries.forget(keys)
+            raise
+        entries.forget(keys)
+        return reply
 
 
-class _AsyncClientCache(_CacheEntries):
-    """Client-side caching for an :class:`AsyncRedisStore` on its own connection (``client_cache=N``).
+class _CachingAsync(_AsyncTransport):
+    """Client-side caching (``client_cache=N``) around an :class:`AsyncRedisStore`'s own connection.
 
     See :class:`_CacheEntries`. The invalidation connection is opened in a
     thread (its socket is only ever read without blocking); then the live
@@ -153,59 +238,75 @@ class _AsyncClientCache(_CacheEntries):
     Until that has answered, reads are not cached.
     """
 
-    def __init__(self, mux: AsyncMux, size: int) -> None:
-        super().__init__(mux.address, size)
-        self._mux = mux
+    def __init__(self, inner: _OwnAsync, size: int) -> None:
+        self._entries = entries = _CacheEntries(inner.mux.address, size)
+
+        async def close_entries() -> None:
+            entries.close()
+
+        super().__init__(owned=(close_entries, inner.close))
+        self._inner = inner
+        self._mux = inner.mux
         self._opening = False
 
+    def preload(self, scripts: tuple[_Script, ...]) -> None:
+        self._inner.preload(scripts)
+
+    def messages(self, channel: str, poll: float) -> AsyncIterator[bytes | str]:
+        return self._inner.messages(channel, poll)
+
     async def _begin(self, key: str) -> tuple[list[Any] | None, object | None]:
-        with self._lock:
-            ready = self._drained()
-            if ready:
-                return self._lookup(key)
-            self._retire()
+        entries = self._entries
+        with entries.lock:
+            if entries.drained():
+                return entries.lookup(key)
+            entries.retire()
             if self._opening:
                 return None, None  # another task is opening it: this read goes uncached
             self._opening = True
         try:
             loop = asyncio.get_running_loop()
-            invalidations = await loop.run_in_executor(None, Invalidations, self._address)
+            invalidations = await loop.run_in_executor(None, Invalidations, entries.address)
             try:
-                self._mux.setup = _tracking(invalidations)
-                _raise_errors(await self._mux.execute(self._mux.setup), tolerant=False)
+                _raise_errors(await self._mux.renew(_tracking(invalidations)), tolerant=False)
             except BaseException:
                 invalidations.close()
                 raise
-            with self._lock:
-                self._invalidations = invalidations
+            with entries.lock:
+                entries.invalidations = invalidations
         finally:
             self._opening = False
         return None, None  # this read was not tracked yet when it began: not cached
 
-    async def load(self, key: str) -> list[Any]:
-        """See :meth:`_ClientCache.load`."""
-        raw, token = await self._begin(key)
-        if raw is not None:
-            return raw
+    async def run(self, op: _Op) -> Any:
+        entries = self._entries
+        if type(op) is _Read:
+            key = op.key
+            raw, token = await self._begin(key)
+            if raw is not None:
+                return raw
+            try:
+                reply = await self._inner.run(op)
+            except BaseException:
+                entries.forget(op.keys)
+                raise
+            if not isinstance(reply, Exception):
+                entries.keep(key, token, reply)
+            return reply
+        keys = _forgets(op)
+        entries.forget(keys)
         try:
-            (reply,) = _raise_errors(await self._mux.execute((("HGETALL", key),)), tolerant=False)
+            if type(op) is _Call and op.reads_back is not None:
+                key = op.reads_back
+                _, token = await self._begin(key)
+                result, raw = await self._mux.execute((*_commands(op), ("HGETALL", key)))
+                if isinstance(result, ReplyError):  # see _CachingSync.receive
+                    entries.forget(keys)
+                    return await self._inner.answer(op, result)
+                return entries.settle(key, token, result, raw)
+            reply = await self._inner.run(op)
         except BaseException:
-            self.forget((key,))
+            entries.forget(keys)
             raise
-        self._keep(key, token, reply)
-        return cast("list[Any]", reply)
-
-    async def merge(self, key: str, step: _Step) -> Any:
-        """See :meth:`_ClientCache.merge`."""
-        self.forget((key,))
-        _, token = await self._begin(key)
-        read = ("HGETALL", key)
-        try:
-            replies = await self._mux.execute((_command(step, cached=True), read))
-            if _is_noscript(replies[0]):
-                replies = await self._mux.execute((_command(step, cached=False), read))
-            result, raw = _raise_errors(replies, tolerant=False)
-        except BaseException:
-            self.forget((key,))
-            raise
-        return self._settle(key, token, result, raw)
+        entries.forget(keys)
+        return reply

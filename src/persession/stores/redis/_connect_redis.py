@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, Final, NoReturn
 
 from redis.crc import key_slot
 
 from ...codecs import decode_express, encode_express, iso_date, record_expiry
 from ...exceptions import ConfigError, NotSerializable
-from ...records import Change, Record
+from ...records import Change, Record, SessionInfo
 from ._constants import _LAYOUTS, CONNECT_REDIS_PREFIX, DEFAULT_PREFIX, Layout
-from ._express_scripts import _CONNECT_SAVE, _CONNECT_WRITE
+from ._express_scripts import _CONNECT_LOAD, _CONNECT_SAVE, _CONNECT_WRITE
 from ._hashes import _malformed
-from ._ops import _Arg, _field, _Step, _ttl_ms
+from ._index import _delete_op
+from ._ops import _Arg, _Call, _Delete, _field, _Flow, _Op, _ttl_ms
 
 
 def _check_layout(layout: object) -> Layout:
@@ -46,7 +48,7 @@ def _connect_idle(now: float, idle: float, absolute: float | None) -> float:
 
 def _connect_save_steps(
     prefix: str, sid: str, record: Record, replaces: str | None, now: float, cluster: bool
-) -> tuple[_Step, ...]:
+) -> tuple[_Call | _Delete, ...]:
     key = prefix + sid
     old = prefix + replaces if replaces is not None and replaces != sid else None
     ttl = _ttl_ms(record.expires, now)
@@ -55,15 +57,15 @@ def _connect_save_steps(
     except UnicodeEncodeError as error:  # a lone surrogate
         raise NotSerializable("?", error) from None
     if ttl == 0:
-        return (_Step(None, (key,) if old is None else (key, old)),)
+        return (_Delete((key,) if old is None else (key, old)),)
     if old is None:
-        return (_Step(_CONNECT_SAVE, (key,), (text, ttl)),)
+        return (_Call(_CONNECT_SAVE, (key,), (text, ttl)),)
     if cluster and key_slot(key.encode()) != key_slot(old.encode()):
-        return (_Step(_CONNECT_SAVE, (key,), (text, ttl)), _Step(None, (old,)))
-    return (_Step(_CONNECT_SAVE, (key, old), (text, ttl)),)
+        return (_Call(_CONNECT_SAVE, (key,), (text, ttl)), _Delete((old,)))
+    return (_Call(_CONNECT_SAVE, (key, old), (text, ttl)),)
 
 
-def _connect_write_step(prefix: str, sid: str, change: Change, expires: float, now: float) -> _Step:
+def _connect_write_step(prefix: str, sid: str, change: Change, expires: float, now: float) -> _Call:
     deleted = [] if change.cleared else [_field(key)[1:] for key in change.deleted]
     args: list[_Arg] = [
         iso_date(expires),
@@ -76,7 +78,7 @@ def _connect_write_step(prefix: str, sid: str, change: Change, expires: float, n
     for key, value in change.set.items():
         name = _field(key)[1:]
         args += (name, _json_text(key, key), _json_text(key, value))
-    return _Step(_CONNECT_WRITE, (prefix + sid,), tuple(args))
+    return _Call(_CONNECT_WRITE, (prefix + sid,), tuple(args))
 
 
 def _connect_record(prefix: str, text: bytes | str, pttl: int, now: float) -> Record | None:
@@ -120,3 +122,59 @@ def _connect_touched(prefix: str, reply: Any, expires: float, now: float) -> Rec
 
 def _no_index(layout: str) -> NoReturn:
     raise ConfigError("layout", f"the {layout} layout keeps no per-user index (user_sessions, revoke_user)")
+
+
+class _ConnectRedis:
+    """The connect-redis layout: what each verb runs (express-session's JSON strings) and what it returns.
+
+    No user index; no creation time (``absolute_timeout`` is refused); loads
+    and writes are carried out at once, never split.
+    """
+
+    name: Final = "connect-redis"
+    splits: Final = False
+    cacheable: Final = False
+    scripts: Final = (_CONNECT_LOAD, _CONNECT_SAVE, _CONNECT_WRITE)
+
+    def __init__(self, prefix: str, clock: Callable[[], float], *, cluster: bool) -> None:
+        self.prefix = prefix
+        self._clock = clock
+        self._cluster = cluster
+        self._finish_write = self._written  # one bound method, not one per request
+
+    def load(self, sid: str) -> tuple[_Call, Callable[[Any], Record | None]]:
+        now = self._clock()
+        prefix = self.prefix
+        return _Call(_CONNECT_LOAD, (prefix + sid,)), lambda reply: _connect_load_result(prefix, reply, now)
+
+    def load_touch(self, sid: str, idle: float, absolute: float | None) -> tuple[_Call, Callable[[Any], Record | None]]:
+        now = self._clock()
+        expires = _connect_idle(now, idle, absolute)
+        prefix = self.prefix
+        op = _connect_write_step(prefix, sid, _NO_CHANGE, expires, now)
+        return op, lambda reply: _connect_touched(prefix, reply, expires, now)
+
+    def save(self, sid: str, record: Record, replaces: str | None) -> tuple[_Call | _Delete, ...]:
+        return _connect_save_steps(self.prefix, sid, record, replaces, self._clock(), self._cluster)
+
+    def merge(self, sid: str, change: Change, expires: float) -> tuple[_Call, Callable[[Any], bool]]:
+        return _connect_write_step(self.prefix, sid, change, expires, self._clock()), self._finish_write
+
+    def touch(self, sid: str, expires: float) -> tuple[_Call, Callable[[Any], bool]]:
+        # The JSON's cookie.expires moves with the TTL.
+        return _connect_write_step(self.prefix, sid, _NO_CHANGE, expires, self._clock()), self._finish_write
+
+    def _written(self, reply: Any) -> bool:
+        return _connect_write_result(self.prefix, reply)
+
+    def delete(self, sid: str) -> _Op:
+        return _delete_op(self.prefix, sid, self._cluster)
+
+    def index_user(self, user: str, sid: str) -> _Flow[None] | None:
+        return None  # no index to keep
+
+    def user_sessions(self, user: str) -> _Flow[list[SessionInfo]]:
+        _no_index(self.name)
+
+    def revoke_user(self, user: str) -> _Flow[list[str]]:
+        _no_index(self.name)

@@ -7,13 +7,15 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from ...records import SessionInfo
-from ._ops import _Batch, _Flow, _Op, _Step, _time
+from ._ops import _Batch, _Call, _Flow, _Op, _time
 from ._scripts import _ADD, _DELETE, _INDEX, _LIST, _PUBLISH, _REVOKE
 
 #: Goes between the prefix and the user id in an index key (see the package docs).
 _USER: Final = "user:"
 #: Goes after the prefix to make the revocation channel.
 _REVOKED: Final = "revoked"
+#: What the flows below may run (loaded when a connection opens).
+_INDEX_SCRIPTS: Final = (_ADD, _DELETE, _INDEX, _LIST, _PUBLISH, _REVOKE)
 
 
 def _user_key(prefix: str, user: str) -> str:
@@ -58,12 +60,12 @@ def _live_infos(sids: Sequence[str], replies: Sequence[Any], now: float) -> tupl
     return live, dead
 
 
-def _delete_ops(prefix: str, sid: str, cluster: bool) -> _Op:
+def _delete_op(prefix: str, sid: str, cluster: bool) -> _Op:
     """Delete one session and announce it, in one round trip."""
     key, channel = prefix + sid, prefix + _REVOKED
     if cluster:
-        return _Step(_DELETE, (key,), (channel, sid))
-    return _Batch((("DEL", key), ("PUBLISH", channel, sid)))
+        return _Call(_DELETE, (key,), (channel, sid))
+    return _Batch((("DEL", key), ("PUBLISH", channel, sid)), keys=(key,))
 
 
 def _members_flow(index: str) -> _Flow[list[str]]:
@@ -85,20 +87,20 @@ def _prune_flow(prefix: str, index: str, sids: list[str], now: float) -> _Flow[l
 def _index_flow(prefix: str, user: str, sid: str, now: float, cluster: bool) -> _Flow[None]:
     index, key = _user_key(prefix, user), prefix + sid
     if not cluster:
-        yield _Step(_INDEX, (key, index), (_time(now), prefix, sid))
+        yield _Call(_INDEX, (key, index), (_time(now), prefix, sid))
         return
     # Cluster: the session, the index and the other sessions are in different slots.
     (meta,) = yield _meta_reads(prefix, [sid])
     if isinstance(meta, Exception) or _info(sid, meta, now) is None:
         return
-    members = yield _Step(_ADD, (index,), (sid,))
+    members = yield _Call(_ADD, (index,), (sid,))
     yield from _prune_flow(prefix, index, sorted(_text(member) for member in members), now)
 
 
 def _list_flow(prefix: str, user: str, now: float, cluster: bool) -> _Flow[list[SessionInfo]]:
     index = _user_key(prefix, user)
     if not cluster:
-        rows = yield _Step(_LIST, (index,), (_time(now), prefix))
+        rows = yield _Call(_LIST, (index,), (_time(now), prefix))
         infos = [_info(row[0], row[1:], now) for row in rows]
         return _oldest_first([info for info in infos if info is not None])
     sids = yield from _members_flow(index)
@@ -109,7 +111,7 @@ def _list_flow(prefix: str, user: str, now: float, cluster: bool) -> _Flow[list[
 def _revoke_flow(prefix: str, user: str, now: float, cluster: bool) -> _Flow[list[str]]:
     index, channel = _user_key(prefix, user), prefix + _REVOKED
     if not cluster:
-        revoked = yield _Step(_REVOKE, (index,), (_time(now), prefix, channel))
+        revoked = yield _Call(_REVOKE, (index,), (_time(now), prefix, channel), wide=True)
         return sorted(_text(sid) for sid in revoked)
     # Cluster: until the index is empty, read its members, delete their sessions,
     # announce the live ones, and only then remove them from the index; a session
@@ -128,7 +130,7 @@ def _revoke_flow(prefix: str, user: str, now: float, cluster: bool) -> _Flow[lis
         live, _ = _live_infos(sids, replies[0::2], now)
         live_ids = [info.sid for info in live]
         if live_ids:
-            yield _Step(_PUBLISH, (), (channel, *live_ids))
+            yield _Call(_PUBLISH, (), (channel, *live_ids))
         yield _Batch((("SREM", index, *sids),))
         revoked_ids += live_ids
     return sorted(revoked_ids)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Generator, Mapping
-from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar
 
 from ...exceptions import ConfigError, NotSerializable
@@ -17,29 +16,73 @@ _T = TypeVar("_T")
 _Arg: TypeAlias = bytes | str | int
 
 
-@dataclass(frozen=True, slots=True)
-class _Step:
-    """One round trip: a script call, or a DEL of ``keys`` when ``script`` is None."""
+class _Call:
+    """One script call (``EVALSHA``, ``EVAL`` when the server lacks the script).
 
-    script: _Script | None
-    keys: tuple[str, ...]
-    args: tuple[_Arg, ...] = ()
+    For client-side caching: ``reads_back`` names the hash the script leaves
+    behind (a merge's), read in the same round trip to refresh the cached
+    copy; ``wide`` says the script changes sessions it is not given as keys
+    (a user's revocation), so the cache forgets everything.
+    """
+
+    __slots__ = ("args", "keys", "reads_back", "script", "wide")
+
+    def __init__(
+        self,
+        script: _Script,
+        keys: tuple[str, ...],
+        args: tuple[_Arg, ...] = (),
+        *,
+        reads_back: str | None = None,
+        wide: bool = False,
+    ) -> None:
+        self.script: _Script = script
+        self.keys: tuple[str, ...] = keys
+        self.args: tuple[_Arg, ...] = args
+        self.reads_back: str | None = reads_back
+        self.wide: bool = wide
 
 
-@dataclass(frozen=True, slots=True)
+class _Delete:
+    """``DEL keys``."""
+
+    __slots__ = ("keys",)
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self.keys: tuple[str, ...] = keys
+
+
+class _Read:
+    """``HGETALL key``: the flat reply, or (a key that is not a hash) the ``WRONGTYPE`` error, returned, not raised."""
+
+    __slots__ = ("key", "keys")
+
+    def __init__(self, key: str) -> None:
+        self.key: str = key
+        self.keys: tuple[str, ...] = (key,)
+
+
 class _Batch:
     """One round trip of plain commands, pipelined without a transaction (one per node in a cluster).
 
     The result is the list of replies. With ``tolerant``, a command's error is
     its reply (a ``WRONGTYPE`` read means "not a session"); otherwise it raises.
+    ``keys`` are the sessions it changes, for client-side caching; ``None``:
+    it does not say (the user-index operations), so a cache forgets everything.
     """
 
-    commands: tuple[tuple[_Arg, ...], ...]
-    tolerant: bool = False
+    __slots__ = ("commands", "keys", "tolerant")
+
+    def __init__(
+        self, commands: tuple[tuple[_Arg, ...], ...], tolerant: bool = False, keys: tuple[str, ...] | None = None
+    ) -> None:
+        self.commands: tuple[tuple[_Arg, ...], ...] = commands
+        self.tolerant: bool = tolerant
+        self.keys: tuple[str, ...] | None = keys
 
 
-#: What a flow (below) asks its store to run next.
-_Op: TypeAlias = _Step | _Batch
+#: What a store's transport runs: each is one round trip.
+_Op: TypeAlias = _Call | _Delete | _Read | _Batch
 #: A sequence of round trips whose later steps depend on earlier replies, written once for both
 #: flavours: the store sends each op's reply back in and returns the flow's value.
 _Flow: TypeAlias = Generator[_Op, Any, _T]

@@ -17,6 +17,7 @@ import redis.sentinel
 from redis.backoff import NoBackoff
 
 from ...exceptions import ConfigError
+from ._cache import _CachingAsync, _CachingSync
 from ._connect_redis import _check_layout
 from ._constants import (
     _SCHEMES,
@@ -28,10 +29,34 @@ from ._constants import (
     DEFAULT_SOCKET_TIMEOUT,
     Layout,
 )
-from ._own import Address, parse_url
+from ._own import Address, AsyncMux, SyncPool, parse_url
+from ._own_transport import _OwnAsync, _OwnSync
+from ._redispy import _RedisPyAsync, _RedisPySync
+from ._transport import _AsyncTransport, _SyncTransport
 
 
-def _split_layout(url: str, layout: Layout | None) -> tuple[str, Layout]:
+@dataclass(frozen=True, slots=True, repr=False)  # the URL may hold a password
+class _Target:
+    """A store URL, parsed: the layout, and where Redis is (``url`` without ``layout`` for the own connections)."""
+
+    layout: Layout
+    url: str
+    sentinel: _SentinelTarget | None
+
+
+def _parse_store_url(url: object, layout: Layout | None) -> _Target:
+    """The one parser of a Redis store URL (the ``layout`` keyword may be given in its query instead).
+
+    :raises ConfigError: as :meth:`RedisStore.from_url` documents.
+    """
+    bare, chosen = _split_layout(url, layout)
+    where = _parse_url(bare)
+    if isinstance(where, _SentinelTarget):
+        return _Target(chosen, str(bare), where)
+    return _Target(chosen, str(where), None)
+
+
+def _split_layout(url: object, layout: Layout | None) -> tuple[object, Layout]:
     """``url`` without its ``layout`` query parameter, and the layout (the keyword's, or the URL's)."""
     if not isinstance(url, str) or "?" not in url:
         return url, _check_layout(layout or "persession")
@@ -50,7 +75,7 @@ def _split_layout(url: str, layout: Layout | None) -> tuple[str, Layout]:
     return (f"{base}?{'&'.join(kept)}" if kept else base), chosen
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)  # it holds the password
 class _SentinelTarget:
     sentinels: tuple[tuple[str, int], ...]
     service: str
@@ -148,17 +173,6 @@ def _sentinel_options(options: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if k.startswith("socket_") or k == "retry"}
 
 
-@dataclass(frozen=True, slots=True)
-class _Source:
-    """What a store was built from, so ``to_async()`` can build its twin."""
-
-    url: str
-    prefix: str
-    clock: Callable[[], float]
-    options: Mapping[str, Any]
-    layout: Layout
-
-
 def _check_client(client: object, *, want_async: bool) -> None:
     is_async = isinstance(client, (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster))
     if is_async and not want_async:
@@ -211,3 +225,35 @@ def _lean_address(url: str, options: Mapping[str, Any]) -> Address:
         "pool_timeout": DEFAULT_POOL_TIMEOUT,
     }
     return parse_url(url, options, defaults)
+
+
+def _check_cacheable(target: _Target, client_cache: int) -> None:
+    if not client_cache:
+        return
+    if target.sentinel is not None:
+        raise ConfigError("client_cache", "needs persession's own connections: a redis, rediss or unix URL")
+    if target.layout == "connect-redis":
+        raise ConfigError("client_cache", "needs the persession layout, not connect-redis")
+
+
+def _sync_transport(target: _Target, options: Mapping[str, Any], client_cache: int) -> _SyncTransport:
+    """What a :class:`RedisStore` built from ``target`` runs on; its ``twin()`` is built the same way."""
+    _check_cacheable(target, client_cache)
+    if target.sentinel is None:
+        own = _OwnSync(
+            SyncPool(_lean_address(target.url, options)),
+            twin=lambda: _async_transport(target, options, client_cache),
+        )
+        return _CachingSync(own, client_cache) if client_cache else own
+    client, owned, twin_options = _sentinel_client(target.sentinel, options)
+    return _RedisPySync(client, owned=owned, twin=lambda: _async_transport(target, twin_options, 0))
+
+
+def _async_transport(target: _Target, options: Mapping[str, Any], client_cache: int) -> _AsyncTransport:
+    """What an :class:`AsyncRedisStore` built from ``target`` runs on."""
+    _check_cacheable(target, client_cache)
+    if target.sentinel is None:
+        own = _OwnAsync(AsyncMux(_lean_address(target.url, options)))
+        return _CachingAsync(own, client_cache) if client_cache else own
+    client, owned = _async_sentinel_client(target.sentinel, options)
+    return _RedisPyAsync(client, owned=owned)

@@ -162,6 +162,18 @@ class AsyncMux:
         #: Commands every new connection sends after the address' handshake (client-side caching's
         #: CLIENT TRACKING); whoever changes them sends them on the live connection too.
         self.setup: tuple[tuple[Arg, ...], ...] = ()
+        #: Commands every new connection sends after that, whose replies are not checked (the stores'
+        #: SCRIPT LOADs), in the same round trip.
+        self.preloads: tuple[tuple[Arg, ...], ...] = ()
+
+    def preload(self, commands: tuple[tuple[Arg, ...], ...]) -> None:
+        """Have every connection made from now on send ``commands`` when it opens (see :attr:`preloads`)."""
+        self.preloads = commands
+
+    async def renew(self, setup: tuple[tuple[Arg, ...], ...]) -> list[Any]:
+        """Make ``setup`` what new connections send, and send it on the live one now: its replies."""
+        self.setup = setup
+        return await self.execute(setup)
 
     async def _open(self) -> tuple[asyncio.Transport, _MuxProtocol]:
         loop = asyncio.get_running_loop()
@@ -203,9 +215,11 @@ class AsyncMux:
         try:
             _, protocol = await self._open()
             handshake = [*self.address.handshake(), *self.setup]
-            if handshake:
+            preloads = self.preloads
+            if handshake or preloads:
                 try:
-                    _check_handshake(await protocol.send(handshake))
+                    # The preloads' replies are not checked: a server that refuses SCRIPT LOAD still serves.
+                    _check_handshake((await protocol.send([*handshake, *preloads]))[: len(handshake)])
                 except BaseException:
                     protocol.fail(Unreachable("handshake failed"))
                     raise

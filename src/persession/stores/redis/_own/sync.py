@@ -44,7 +44,9 @@ _KERNEL_TIMEOUTS: Final = sys.platform.startswith(("linux", "darwin", "freebsd")
 
 
 class _SyncConnection:
-    def __init__(self, address: Address, setup: Sequence[tuple[Arg, ...]] = ()) -> None:
+    def __init__(
+        self, address: Address, setup: Sequence[tuple[Arg, ...]] = (), preloads: Sequence[tuple[Arg, ...]] = ()
+    ) -> None:
         self.address = address
         self.forks = _forks
         self.generation = 0
@@ -74,9 +76,10 @@ class _SyncConnection:
             sock.settimeout(address.socket_timeout)
         self._sock = sock
         handshake = [*address.handshake(), *setup]
-        if handshake:
+        if handshake or preloads:
             try:
-                _check_handshake(self.execute(handshake))
+                # The preloads' replies are not checked: a server that refuses SCRIPT LOAD still serves.
+                _check_handshake(self.execute([*handshake, *preloads])[: len(handshake)])
             except BaseException:
                 self.close()
                 raise
@@ -136,6 +139,9 @@ class SyncPool:
         #: Commands every new connection sends after the address' handshake (client-side caching's
         #: CLIENT TRACKING); changing them with :meth:`renew` retires the connections made before.
         self.setup: tuple[tuple[Arg, ...], ...] = ()
+        #: Commands every new connection sends after that, whose replies are not checked (the stores'
+        #: SCRIPT LOADs, so a fresh server never answers NOSCRIPT), in the same round trip.
+        self.preloads: tuple[tuple[Arg, ...], ...] = ()
         self._setup()
         self._closed = False
 
@@ -155,6 +161,10 @@ class SyncPool:
             idle, self._idle = self._idle, []
         for connection in idle:
             connection.close()
+
+    def preload(self, commands: tuple[tuple[Arg, ...], ...]) -> None:
+        """Have every connection made from now on send ``commands`` when it opens (see :attr:`preloads`)."""
+        self.preloads = commands
 
     def execute(self, commands: Sequence[Command]) -> list[Any]:
         """Send ``commands`` in one write and return their replies (error replies as ReplyError)."""
@@ -205,7 +215,7 @@ class SyncPool:
             connection = sent.connection
             if connection is None:
                 generation, setup = self._generation, self.setup
-                connection = sent.connection = _SyncConnection(self.address, setup)
+                connection = sent.connection = _SyncConnection(self.address, setup, self.preloads)
                 connection.generation = generation
             try:
                 connection.send(sent.commands)
