@@ -4,10 +4,16 @@ The commands are not written here: they are read from tox.ini's lint, typing,
 docs and pkg environments and run as tox runs them (from the repository root,
 with this interpreter's scripts first on PATH and the env's ``set_env``), so the
 suite and ``tox`` cannot drift apart.
+
+Two guards on the stores are checked here directly: no store module over 500
+lines, and no socket opened outside persession's own Redis connections
+(``stores/redis/_own/``). Each is a function over a source tree, so a test can
+show it failing on a scratch tree.
 """
 
 from __future__ import annotations
 
+import ast
 import configparser
 import os
 import re
@@ -214,3 +220,155 @@ def test_wheel_installs_alone_and_imports_no_driver(dist: Path, tmp_path: Path) 
     assert result.stdout.strip() == "[]"
     cli = _run(str(env_dir / "bin" / "persession"), "--version", cwd=tmp_path)
     assert cli.stdout.strip().startswith("persession ")
+
+
+# --- guards on the stores ---------------------------------------------------------------------------
+
+STORES = ROOT / "src" / "persession" / "stores"
+#: The one package that may open sockets: persession's own Redis connections.
+OWN_CONNECTIONS = STORES / "redis" / "_own"
+#: The longest a store module may be (design.md: modules stay under 500 lines).
+MAX_STORE_LINES = 500
+#: Modules that open sockets, whose import alone is refused.
+SOCKET_MODULES = frozenset({"socket", "ssl"})
+#: asyncio's connection machinery: its submodules, and the names asyncio exports for it.
+ASYNCIO_TRANSPORT_MODULES = frozenset({"protocols", "transports", "streams", "sslproto", "selector_events"})
+ASYNCIO_TRANSPORT_NAMES = frozenset(
+    {"Protocol", "BaseProtocol", "BufferedProtocol", "Transport", "open_connection", "open_unix_connection"}
+)
+#: Event loop methods that open a connection or wrap one in TLS, refused on any receiver.
+CONNECTING_METHODS = frozenset(
+    {"create_connection", "create_unix_connection", "open_connection", "open_unix_connection", "start_tls"}
+)
+
+
+def long_modules(root: Path, limit: int = MAX_STORE_LINES) -> list[str]:
+    """The modules under ``root`` longer than ``limit`` lines, as ``path: N lines``."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        lines = len(path.read_text(encoding="utf-8").splitlines())
+        if lines > limit:
+            found.append(f"{path.relative_to(root)}: {lines} lines")
+    return found
+
+
+def _opens_sockets(module: str) -> bool:
+    """``socket``, ``ssl``, or one of asyncio's transport submodules (``asyncio.streams``...)."""
+    top, _, rest = module.partition(".")
+    return top in SOCKET_MODULES or (top == "asyncio" and rest.partition(".")[0] in ASYNCIO_TRANSPORT_MODULES)
+
+
+def _socket_uses(tree: ast.AST) -> list[tuple[int, str]]:
+    # The names asyncio is bound to (``import asyncio as aio`` too), to tell asyncio.Protocol from typing's.
+    asyncio_names = {
+        alias.asname or "asyncio"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+        if alias.name == "asyncio"
+    }
+    uses: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            uses += [(node.lineno, f"import {alias.name}") for alias in node.names if _opens_sockets(alias.name)]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module is not None:
+            names = sorted(alias.name for alias in node.names)
+            if node.module == "asyncio":
+                names = [name for name in names if name in ASYNCIO_TRANSPORT_NAMES | ASYNCIO_TRANSPORT_MODULES]
+            elif not _opens_sockets(node.module):
+                names = []
+            uses += [(node.lineno, f"from {node.module} import {name}") for name in names]
+        elif isinstance(node, ast.Attribute):
+            on_asyncio = isinstance(node.value, ast.Name) and node.value.id in asyncio_names
+            if node.attr in CONNECTING_METHODS or (on_asyncio and node.attr in ASYNCIO_TRANSPORT_NAMES):
+                uses.append((node.lineno, f".{node.attr}"))
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            called = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            if called in ("__import__", "import_module") and _opens_sockets(str(node.args[0].value)):
+                uses.append((node.lineno, f"{called}({node.args[0].value!r})"))
+    return sorted(uses)
+
+
+def socket_openers(root: Path, allowed: Path) -> list[str]:
+    """Where a module under ``root`` but not under ``allowed`` could open a socket, as ``path:line: what``.
+
+    That is: it imports ``socket`` or ``ssl`` (any way, ``importlib`` too),
+    imports or names asyncio's protocols, transports and streams
+    (``asyncio.Protocol``, ``open_connection``...), or calls a loop's
+    ``create_connection``, ``create_unix_connection`` or ``start_tls``.
+    """
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if path.is_relative_to(allowed):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        found += [f"{path.relative_to(root)}:{line}: {what}" for line, what in _socket_uses(tree)]
+    return found
+
+
+def test_no_store_module_over_500_lines() -> None:
+    """Every module under src/persession/stores (the backend packages too) is at most 500 lines long."""
+    modules = list(STORES.rglob("*.py"))
+    assert len(modules) > 10, "the stores were not found"
+    assert long_modules(STORES) == []
+
+
+def test_only_the_own_connections_open_sockets() -> None:
+    """Only stores/redis/_own/ touches socket, ssl or asyncio's transports; every other store goes through a driver."""
+    assert OWN_CONNECTIONS.is_dir()
+    assert socket_openers(OWN_CONNECTIONS, OWN_CONNECTIONS / "absent") != [], "the walk sees not even _own/'s sockets"
+    assert socket_openers(STORES, OWN_CONNECTIONS) == []
+
+
+SCRATCH_VIOLATIONS = {
+    "plain.py": ("import socket\n", ["plain.py:1: import socket"]),
+    "aliased.py": (
+        "import ssl as _tls\nimport asyncio.streams\nimport asyncio as aio\nclass P(aio.BaseProtocol):\n    pass\n",
+        ["aliased.py:1: import ssl", "aliased.py:2: import asyncio.streams", "aliased.py:4: .BaseProtocol"],
+    ),
+    "from_ssl.py": ("from ssl import SSLContext\n", ["from_ssl.py:1: from ssl import SSLContext"]),
+    "protocol.py": (
+        "import asyncio\nclass P(asyncio.Protocol):\n    pass\n",
+        ["protocol.py:2: .Protocol"],
+    ),
+    "from_asyncio.py": (
+        "from asyncio import Lock, Protocol, open_connection\n",
+        ["from_asyncio.py:1: from asyncio import Protocol", "from_asyncio.py:1: from asyncio import open_connection"],
+    ),
+    "streams.py": (
+        "from asyncio.streams import StreamReader\n",
+        ["streams.py:1: from asyncio.streams import StreamReader"],
+    ),
+    "loop.py": (
+        "async def f(loop):\n    await loop.create_connection(None)\n    await loop.create_unix_connection(None)\n"
+        "    await loop.start_tls(None, None, None)\n",
+        ["loop.py:2: .create_connection", "loop.py:3: .create_unix_connection", "loop.py:4: .start_tls"],
+    ),
+    "dynamic.py": ("import importlib\nimportlib.import_module('socket')\n", ["dynamic.py:2: import_module('socket')"]),
+}
+
+
+def test_the_store_guards_fail_on_a_scratch_tree(tmp_path: Path) -> None:
+    """Both guards find what they refuse: a 501-line module, and each way of reaching a socket outside _own/.
+
+    What they must let pass passes: 500 lines, typing.Protocol, asyncio's
+    locks and queues, and anything at all under the allowed folder.
+    """
+    stores = tmp_path / "stores"
+    own = stores / "redis" / "_own"
+    own.mkdir(parents=True)
+    (stores / "long.py").write_text("x = 1\n" * 501)
+    (stores / "just_right.py").write_text("x = 1\n" * 500)
+    assert long_modules(stores) == ["long.py: 501 lines"]
+
+    (stores / "long.py").unlink()
+    (stores / "fine.py").write_text(
+        "import asyncio\nfrom typing import Protocol\nclass P(Protocol):\n    pass\n"
+        "lock, queue = asyncio.Lock(), asyncio.Queue()\nconnection = sockets = None\n"
+    )
+    (own / "wire.py").write_text("import socket\nimport ssl\nimport asyncio\nclass M(asyncio.Protocol):\n    pass\n")
+    assert socket_openers(stores, own) == []
+    for name, (text, _) in SCRATCH_VIOLATIONS.items():
+        (stores / "redis" / name).write_text(text)
+    expected = sorted(f"redis/{line}" for _, lines in SCRATCH_VIOLATIONS.values() for line in lines)
+    assert sorted(socket_openers(stores, own)) == expected

@@ -9,7 +9,12 @@ shows up as a failure.
 Each entry of :data:`KINDS` (a ``_stores.StoreKind``) opens a store for one
 test (an async context manager yielding a ready store and closing it on exit)
 and says what the contract may expect of it (a ``_stores.Expect``). The
-``expect`` fixture hands a test its kind's ``Expect``.
+``expect`` fixture hands a test its kind's ``Expect``, and ``kind`` its id.
+
+Raw access behind the store's back, for the kinds that have it: the
+``raw_index`` fixture (a ``_stores.RawIndex`` of the store's user index) and
+``raw_express`` (a ``_stores.RawExpress`` of its express-layout records), each
+on a client of the test's own to the store's server.
 
 A test whose assertions do not apply to every kind is marked
 ``@pytest.mark.expects("keeps_times")`` (``Expect`` attributes that must be
@@ -21,17 +26,37 @@ the test ids say which kinds run it.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
+import redis
+import redis.cluster
+import redis.sentinel
 
 from _mongo import make_mongo_store, mongo_server_fixture  # noqa: F401  (the fixture)
-from _redis import redis_contract_factories, redis_servers_fixture  # noqa: F401  (the fixture)
-from _stores import Expect, StoreKind, StoreOpener, adapt, express, without_returning
+from _redis import CLIENT_TIMEOUT, RedisServers, redis_contract_factories, redis_servers_fixture  # noqa: F401
+from _stores import (
+    Expect,
+    MemoryIndex,
+    MongoExpress,
+    MongoIndex,
+    RawExpress,
+    RawIndex,
+    RedisExpress,
+    RedisIndex,
+    SqliteIndex,
+    StoreKind,
+    StoreOpener,
+    adapt,
+    express,
+    unwrap,
+    without_returning,
+)
 from persession.stores import AsyncMemoryStore, AsyncSqliteStore, AsyncStore, MemoryStore, SqliteStore
-from persession.stores.mongo import Layout
+from persession.stores.mongo import AsyncMongoStore, Layout, MongoStore
+from persession.stores.redis import AsyncRedisStore, RedisStore
 
 #: connect-mongo keeps its expiry as a BSON date (milliseconds), and merges by compare-and-swap.
 CONNECT_MONGO = express(0.002, atomic_merges=False)
@@ -128,3 +153,65 @@ def expect(request: pytest.FixtureRequest) -> Expect:
     """What the contract may expect of this test's store kind."""
     kind: str = request.node.callspec.params["store"]
     return KINDS[kind].expect
+
+
+@pytest.fixture
+def kind(request: pytest.FixtureRequest) -> str:
+    """This test's store kind, by id (``memory-sync``, ``connect-redis-cluster-async``...)."""
+    return str(request.node.callspec.params["store"])
+
+
+def _redis_client(request: pytest.FixtureRequest, kind: str) -> redis.Redis | redis.cluster.RedisCluster:
+    """A client of the test's own to the server (or cluster) that a Redis kind's store writes to."""
+    servers: RedisServers = request.getfixturevalue("redis_servers")
+    transport = kind.split("-")[-2]
+    if transport == "cluster":
+        return servers.cluster().client()
+    if transport != "sentinel":
+        return servers.single().client()
+    sentinel = servers.sentinel()
+    finder = redis.sentinel.Sentinel(sentinel.sentinels, socket_timeout=CLIENT_TIMEOUT)
+    try:
+        host, port = finder.discover_master(sentinel.service)
+    finally:
+        for client in finder.sentinels:
+            client.close()
+    return redis.Redis(host, port, socket_timeout=CLIENT_TIMEOUT, socket_connect_timeout=CLIENT_TIMEOUT)
+
+
+def _mongo_url(request: pytest.FixtureRequest) -> str:
+    return str(request.getfixturevalue("mongo_server").url)
+
+
+@pytest.fixture
+def raw_index(request: pytest.FixtureRequest, store: AsyncStore, kind: str) -> Iterator[RawIndex]:
+    """The user index of this test's store, read straight from its backend (index-keeping kinds)."""
+    native = unwrap(store)
+    raw: RawIndex
+    if isinstance(native, (MemoryStore, AsyncMemoryStore)):
+        raw = MemoryIndex(native)
+    elif isinstance(native, (SqliteStore, AsyncSqliteStore)):
+        raw = SqliteIndex(native.path)
+    elif isinstance(native, (RedisStore, AsyncRedisStore)):
+        raw = RedisIndex(_redis_client(request, kind), native.prefix)
+    else:
+        assert isinstance(native, (MongoStore, AsyncMongoStore)), kind
+        raw = MongoIndex(_mongo_url(request), native)
+    with contextlib.closing(raw):
+        yield raw
+
+
+@pytest.fixture
+def raw_express(request: pytest.FixtureRequest, store: AsyncStore, kind: str) -> Iterator[RawExpress]:
+    """The express-layout records of this test's store, as Node's store reads and writes them (express kinds)."""
+    native = unwrap(store)
+    raw: RawExpress
+    if isinstance(native, (RedisStore, AsyncRedisStore)):
+        assert native.layout == "connect-redis", kind
+        raw = RedisExpress(_redis_client(request, kind), native.prefix)
+    else:
+        assert isinstance(native, (MongoStore, AsyncMongoStore)), kind
+        assert native.layout == "connect-mongo", kind
+        raw = MongoExpress(_mongo_url(request), native)
+    with contextlib.closing(raw):
+        yield raw

@@ -1,8 +1,12 @@
-"""The per-user session index and Redis revocations, on every store kind and flavour, against real servers.
+"""The per-user session index, backend by backend: what each stores, its round trips, and Redis revocations.
 
-Each store is wrapped in :class:`Kit`: the async index protocol (a sync store
-goes through ``_stores.adapt``, so both twins run the same test body) plus a
-way to look at the raw index behind the store's back.
+What every store that keeps an index must do (listing, order, pruning, odd
+user ids, revocation, the engine's login plans) is the contract, on every
+store kind: ``test_contract_index.py``. This file keeps what is particular to
+a backend: SQLite's table and purge, MongoDB's commands and index, Redis'
+round trips, key layout and TTLs, and revocations reaching a watcher in
+another client, a cluster, or across a server restart. Sync stores go
+through ``_stores.adapt``.
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +37,6 @@ from _redis import (  # noqa: F401  (the *_fixture names are fixtures)
     unique_prefix,
 )
 from _stores import (
-    HOUR,
     AsyncCountingConnection,
     CommandCounter,
     CountingConnection,
@@ -44,24 +46,8 @@ from _stores import (
     live,
     new_sid,
 )
-from persession.config import SessionConfig
-from persession.core import Action, Plan, SessionEngine
-from persession.guard import login, logout
-from persession.records import Change, Record, SessionInfo
-from persession.stores import (
-    AsyncMemoryStore,
-    AsyncSqliteStore,
-    AsyncStore,
-    AsyncUserIndex,
-    MemoryStore,
-    RevocationFeed,
-    SqliteStore,
-    Store,
-    UserIndex,
-    arun_plan,
-    run_plan,
-)
-from persession.stores.mongo import AsyncMongoStore, MongoStore
+from persession.records import Record, SessionInfo
+from persession.stores import RevocationFeed, SqliteStore
 from persession.stores.redis import AsyncRedisStore, RedisStore
 
 pytestmark = pytest.mark.anyio
@@ -82,134 +68,16 @@ def info(sid: str, record: Record) -> SessionInfo:
     return SessionInfo(sid, created=record.created, accessed=record.accessed, expires=record.expires)
 
 
-# --- the stores under test ------------------------------------------------------------------------
-
-
-@dataclass
-class Kit:
-    """A store under test, the sync store it wraps (if any), and a raw view of its index."""
-
-    kind: str
-    store: Any  # AsyncStore and AsyncUserIndex
-    sync: Store | None
-    #: The session ids the backend's index holds for a user, read behind the store's back.
-    entries: Callable[[str], set[str]]
-
-    @property
-    def native(self) -> Store | AsyncStore:
-        """The store itself: the sync one for a sync kind, else the async one."""
-        return self.sync if self.sync is not None else self.store
-
-
-def _memory_entries(store: MemoryStore | AsyncMemoryStore) -> Callable[[str], set[str]]:
-    return lambda user: set(store._table.users.get(user, set()))
-
-
-def _sqlite_entries(path: Path) -> Callable[[str], set[str]]:
-    def entries(user: str) -> set[str]:
-        with contextlib.closing(sqlite3.connect(path)) as connection:
-            rows = connection.execute("SELECT sid FROM persession_sessions_users WHERE user = ?", (user,))
-            return {row[0] for row in rows}
-
-    return entries
-
-
-def _redis_entries(servers: RedisServers, kind: str, prefix: str) -> Callable[[str], set[str]]:
-    def entries(user: str) -> set[str]:
-        server = servers.single() if kind == "single" else servers.cluster()
-        with server.client() as client:
-            return {member.decode() for member in client.smembers(f"{prefix}user:{user}")}
-
-    return entries
-
-
-def _mongo_entries(store: MongoStore | AsyncMongoStore, url: str) -> Callable[[str], set[str]]:
-    from pymongo import MongoClient
-
-    names = (store.collection.database.name, store.collection.name)
-
-    def entries(user: str) -> set[str]:
-        with MongoClient(url) as client:
-            return {doc["_id"] for doc in client[names[0]][names[1]].find({"user": user}, {"_id": 1})}
-
-    return entries
-
-
-KINDS = [
-    "memory-sync",
-    "memory-async",
-    "sqlite-sync",
-    "sqlite-async",
-    "redis-single-sync",
-    "redis-single-async",
-    "redis-cluster-sync",
-    "redis-cluster-async",
-    "mongo-sync",
-    "mongo-async",
-]
-SERVER_KINDS = {kind for kind in KINDS if kind.startswith(("redis", "mongo"))}
-
-
-@contextlib.asynccontextmanager
-async def open_kit(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Kit]:
-    """A fresh store of ``kind``, wrapped in a :class:`Kit`, closed (and its data removed) afterwards."""
-    backend, *rest = kind.split("-")
-    flavour = rest[-1]
-    if backend == "memory":
-        memory = MemoryStore() if flavour == "sync" else AsyncMemoryStore()
-        yield _kit(kind, memory, _memory_entries(memory))
-    elif backend == "sqlite":
-        path = tmp_path / "sessions.db"
-        sqlite = SqliteStore(path) if flavour == "sync" else AsyncSqliteStore(path)
-        try:
-            yield _kit(kind, sqlite, _sqlite_entries(path))
-        finally:
-            if isinstance(sqlite, AsyncSqliteStore):
-                await sqlite.close()
-            else:
-                sqlite.close()
-    elif backend == "redis":
-        servers: RedisServers = request.getfixturevalue("redis_servers")
-        async with make_redis_store(flavour, rest[0], "user_index", servers=servers) as store:
-            yield _kit(kind, store, _redis_entries(servers, rest[0], store.prefix))
-    else:
-        server = request.getfixturevalue("mongo_server")
-        async with make_mongo_store(flavour, "user_index") as mongo:
-            yield _kit(kind, mongo, _mongo_entries(mongo, server.url))
-
-
-def _kit(kind: str, store: Any, entries: Callable[[str], set[str]]) -> Kit:
-    return Kit(kind, adapt(store), store if kind.endswith("-sync") else None, entries)
-
-
-@pytest.fixture(
-    params=[pytest.param(kind, id=kind, marks=[pytest.mark.server] if kind in SERVER_KINDS else []) for kind in KINDS]
-)
-async def kit(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Kit]:
-    """Every store kind and flavour, fresh for each test."""
-    async with open_kit(request.param, request, tmp_path) as opened:
-        yield opened
-
-
-async def saved(kit: Kit, user: str | None, record: Record | None = None) -> tuple[str, Record]:
-    """Save a new session (indexed under ``user`` unless None); return its id and record."""
-    sid, record = new_sid(), record if record is not None else live(idle=ACTIVE)
-    await kit.store.save(sid, record)
+async def saved(store: Any, user: str | None) -> tuple[str, Record]:
+    """Save a new session on an async store (indexed under ``user`` unless None); return its id and record."""
+    sid, record = new_sid(), live(idle=ACTIVE)
+    await store.save(sid, record)
     if user is not None:
-        await kit.store.index_user(user, sid, record.expires)
+        await store.index_user(user, sid, record.expires)
     return sid, record
 
 
-# --- the protocols and exports --------------------------------------------------------------------
-
-
-async def test_every_store_class_implements_the_index(kit: Kit) -> None:
-    """Every built-in store satisfies UserIndex (sync) or AsyncUserIndex (async), as run_plan checks."""
-    if kit.sync is not None:
-        assert isinstance(kit.sync, UserIndex)
-    else:
-        assert isinstance(kit.store, AsyncUserIndex)
-    assert isinstance(kit.native, RevocationFeed) is (kit.kind.startswith("redis") and kit.kind.endswith("async"))
+# --- the exports -----------------------------------------------------------------------------------
 
 
 def test_index_types_are_exported() -> None:
@@ -220,283 +88,6 @@ def test_index_types_are_exported() -> None:
         assert name in persession.stores.__all__
         assert getattr(persession.stores, name) is not None
     assert persession.stores.SessionInfo is SessionInfo
-
-
-# --- indexing and listing -------------------------------------------------------------------------
-
-
-async def test_index_after_save_lists_the_session(kit: Kit) -> None:
-    """A saved and indexed session is listed with exactly its created, accessed and expires."""
-    user = new_user()
-    sid, record = await saved(kit, user)
-    assert await kit.store.user_sessions(user) == [info(sid, record)]
-    assert kit.entries(user) == {sid}
-
-
-async def test_user_sessions_are_oldest_first(kit: Kit) -> None:
-    """Sessions are listed by created, oldest first, whatever order they were indexed in."""
-    user = new_user()
-    now = time.time()
-    made = [await saved(kit, user, live(created=now - age, idle=ACTIVE)) for age in (50.0, 500.0, 5.0, 5000.0)]
-    listed = await kit.store.user_sessions(user)
-    assert [entry.sid for entry in listed] == [sid for sid, _ in sorted(made, key=lambda pair: pair[1].created)]
-    assert listed == sorted((info(sid, record) for sid, record in made), key=lambda entry: entry.created)
-
-
-async def test_unknown_user_has_no_sessions(kit: Kit) -> None:
-    """A user never indexed lists nothing and revokes nothing."""
-    user = new_user()
-    assert await kit.store.user_sessions(user) == []
-    assert await kit.store.revoke_user(user) == []
-
-
-async def test_indexing_twice_is_idempotent(kit: Kit) -> None:
-    """Indexing the same session under the same user twice leaves one entry."""
-    user = new_user()
-    sid, record = await saved(kit, user)
-    await kit.store.index_user(user, sid, record.expires)
-    assert await kit.store.user_sessions(user) == [info(sid, record)]
-    assert kit.entries(user) == {sid}
-
-
-async def test_indexing_a_missing_session_records_nothing(kit: Kit) -> None:
-    """index_user on an id that was never saved (or already expired) adds no entry."""
-    user = new_user()
-    await kit.store.index_user(user, new_sid(), time.time() + HOUR)
-    sid, _ = await saved(kit, None)
-    await kit.store.touch(sid, time.time() - 1)  # now expired
-    await kit.store.index_user(user, sid, time.time() + HOUR)
-    assert await kit.store.user_sessions(user) == []
-    assert kit.entries(user) == set()
-
-
-async def test_users_are_kept_apart(kit: Kit) -> None:
-    """Each user lists only their own sessions."""
-    alice, bob = new_user("alice"), new_user("bob")
-    a1, a1_record = await saved(kit, alice)
-    b1, b1_record = await saved(kit, bob)
-    await saved(kit, None)  # an anonymous session is in nobody's index
-    assert await kit.store.user_sessions(alice) == [info(a1, a1_record)]
-    assert await kit.store.user_sessions(bob) == [info(b1, b1_record)]
-
-
-@pytest.mark.parametrize(
-    "label",
-    [
-        pytest.param(":", id="colon"),
-        pytest.param("user:42", id="looks-like-an-index-key"),
-        pytest.param("ünïcødé 名前 🎉", id="unicode"),
-        pytest.param("", id="empty"),
-        pytest.param("{tag}", id="hash-tag"),
-        pytest.param("*?[x] %.$", id="glob-and-escapes"),
-        pytest.param("x" * 300, id="long"),
-    ],
-)
-async def test_odd_user_ids_work(kit: Kit, label: str) -> None:
-    """User ids with colons, unicode, braces, globs, or nothing at all index, list and revoke like any other."""
-    user = label  # every kit is a fresh namespace: no other test sees these ids
-    other = user + ":"  # a user id that extends this one must not share its index
-    sid, record = await saved(kit, user)
-    other_sid, _ = await saved(kit, other)
-    assert await kit.store.user_sessions(user) == [info(sid, record)]
-    assert await kit.store.revoke_user(user) == [sid]
-    assert await kit.store.load(sid) is None
-    assert [entry.sid for entry in await kit.store.user_sessions(other)] == [other_sid]
-    await kit.store.revoke_user(other)
-
-
-async def test_a_user_named_like_a_session_id_cannot_touch_that_session(kit: Kit) -> None:
-    """Revoking a user whose id equals some session's id leaves that session alone (keys cannot collide)."""
-    sid, record = await saved(kit, None)
-    owner = new_user()
-    await kit.store.index_user(owner, sid, record.expires)
-    assert await kit.store.revoke_user(sid) == []
-    assert await kit.store.user_sessions(sid) == []
-    assert await kit.store.load(sid) == record
-    assert await kit.store.user_sessions(owner) == [info(sid, record)]
-
-
-# --- dead entries ---------------------------------------------------------------------------------
-
-
-async def test_deleted_sessions_drop_out_and_are_pruned(kit: Kit) -> None:
-    """A deleted session is no longer listed, and listing removes its entry from the backend."""
-    user = new_user()
-    gone, _ = await saved(kit, user)
-    kept, kept_record = await saved(kit, user)
-    await kit.store.delete(gone)
-    assert await kit.store.user_sessions(user) == [info(kept, kept_record)]
-    assert kit.entries(user) == {kept}
-
-
-async def test_expired_sessions_drop_out(kit: Kit) -> None:
-    """A session that expires on its own (in real time) is no longer listed or revoked."""
-    user = new_user()
-    await saved(kit, user, live(ttl=0.4, idle=ACTIVE))
-    kept, kept_record = await saved(kit, user)
-    await asyncio.sleep(0.6)
-    assert await kit.store.user_sessions(user) == [info(kept, kept_record)]
-    if not kit.kind.startswith("mongo"):
-        # MongoDB's entry is a field of the session document, removed with it by the TTL monitor.
-        assert kit.entries(user) == {kept}
-    assert await kit.store.revoke_user(user) == [kept]
-
-
-async def test_sessions_expired_by_touch_drop_out(kit: Kit) -> None:
-    """A session whose expiry a touch moved into the past is no longer listed."""
-    user = new_user()
-    ended, _ = await saved(kit, user)
-    kept, kept_record = await saved(kit, user)
-    assert await kit.store.touch(ended, time.time() - 1) is True
-    assert await kit.store.user_sessions(user) == [info(kept, kept_record)]
-
-
-async def test_indexing_prunes_dead_entries(kit: Kit) -> None:
-    """A login drops the user's dead entries, so a user who never lists sessions has a bounded index."""
-    user = new_user()
-    dead = [(await saved(kit, user))[0] for _ in range(3)]
-    for sid in dead:
-        await kit.store.delete(sid)
-    sid, _ = await saved(kit, user)
-    assert kit.entries(user) == {sid}
-
-
-async def test_active_sessions_outlive_their_first_expiry_in_the_index(kit: Kit) -> None:
-    """A session kept alive by touch or merge past its login-time expiry stays listed and revocable."""
-    user = new_user()
-    # 1.5 s: room for two indexed saves and a touch on a slow Cluster under coverage (0.5 s was not).
-    touched, first = await saved(kit, user, live(ttl=1.5, idle=ACTIVE))
-    merged, second = await saved(kit, user, live(ttl=1.5, idle=ACTIVE))
-    later = time.time() + HOUR
-    assert await kit.store.touch(touched, later) is True
-    assert await kit.store.merge(merged, Change({"fresh": True}, cleared=True), later) is True
-    # Past the expiry both sessions had when they were indexed.
-    await asyncio.sleep(max(first.expires, second.expires) + 0.3 - time.time())
-    listed = await kit.store.user_sessions(user)
-    assert {entry.sid for entry in listed} == {touched, merged}
-    assert all(entry.expires == later for entry in listed)
-    assert await kit.store.revoke_user(user) == sorted([touched, merged])
-    assert await kit.store.load(touched) is None
-    assert await kit.store.load(merged) is None
-
-
-async def test_saving_over_an_indexed_session_keeps_it_indexed(kit: Kit) -> None:
-    """Rewriting a session's whole record under the same id leaves it in its user's index."""
-    user = new_user()
-    sid, _ = await saved(kit, user)
-    again = live(age=5.0, idle=ACTIVE)
-    await kit.store.save(sid, again)
-    assert await kit.store.user_sessions(user) == [info(sid, again)]
-    assert await kit.store.revoke_user(user) == [sid]
-
-
-# --- revocation -----------------------------------------------------------------------------------
-
-
-async def test_revoke_user_deletes_all_and_only_that_users_sessions(kit: Kit) -> None:
-    """revoke_user deletes every session of the user, returns their ids, and empties the index."""
-    alice, bob = new_user("alice"), new_user("bob")
-    mine = [(await saved(kit, alice))[0] for _ in range(3)]
-    theirs, theirs_record = await saved(kit, bob)
-    anonymous, anonymous_record = await saved(kit, None)
-    assert await kit.store.revoke_user(alice) == sorted(mine)
-    for sid in mine:
-        assert await kit.store.load(sid) is None
-    assert await kit.store.user_sessions(alice) == []
-    assert kit.entries(alice) == set()
-    assert await kit.store.load(theirs) == theirs_record
-    assert await kit.store.load(anonymous) == anonymous_record
-    assert await kit.store.user_sessions(bob) == [info(theirs, theirs_record)]
-    assert await kit.store.revoke_user(alice) == []
-
-
-async def test_revoke_returns_only_live_ids(kit: Kit) -> None:
-    """Ids of sessions already deleted or expired are not reported as revoked."""
-    user = new_user()
-    kept, _ = await saved(kit, user)
-    deleted, _ = await saved(kit, user)
-    ended, _ = await saved(kit, user)
-    await kit.store.delete(deleted)
-    await kit.store.touch(ended, time.time() - 1)
-    assert await kit.store.revoke_user(user) == [kept]
-    assert await kit.store.load(kept) is None
-
-
-async def test_a_session_indexed_after_a_revoke_is_listed_again(kit: Kit) -> None:
-    """A revoke removes the index, and the user's next login starts a new one."""
-    user = new_user()
-    await saved(kit, user)
-    await kit.store.revoke_user(user)
-    sid, record = await saved(kit, user)
-    assert await kit.store.user_sessions(user) == [info(sid, record)]
-
-
-# --- end to end: the engine, run_plan and guard.login ---------------------------------------------
-
-
-async def run(kit: Kit, plan: Plan) -> None:
-    """Carry out ``plan`` with run_plan on a sync store, or arun_plan on an async one."""
-    if kit.sync is not None:
-        run_plan(kit.sync, plan)
-    else:
-        await arun_plan(kit.store, plan)
-
-
-async def test_login_through_the_engine_indexes_the_session(kit: Kit) -> None:
-    """A login request's plan saves the session and indexes it under str(user); logout drops it."""
-    engine = SessionEngine(SessionConfig(secret="s" * 32))
-    user = uuid.uuid4().int % 10**9
-
-    async def log_in() -> Plan:
-        opening = engine.open(None)
-        session = engine.build(opening, None)
-        login(session, user, role="admin")
-        plan = engine.plan(session, opening, status=200, secure_request=True)
-        assert plan.action is Action.SAVE
-        assert plan.user == str(user)
-        await run(kit, plan)
-        return plan
-
-    first = await log_in()
-    second = await log_in()
-    assert first.sid is not None
-    assert second.sid is not None
-    assert first.record is not None
-    assert second.record is not None
-    listed = await kit.store.user_sessions(str(user))
-    assert {entry.sid for entry in listed} == {first.sid, second.sid}
-    assert info(first.sid, first.record) in listed
-    assert info(second.sid, second.record) in listed
-    stored = await kit.store.load(first.sid)
-    assert stored is not None
-    assert stored.data == {"user": user, "role": "admin"}
-
-    # The next request on the first session logs out: a DELETE that drops it from the index.
-    cookie = f"session={first.set_cookie.split(';')[0].split('=', 1)[1]}" if first.set_cookie else None
-    opening = engine.open(cookie)
-    assert opening.sid == first.sid
-    session = engine.build(opening, await kit.store.load(first.sid))
-    logout(session)
-    plan = engine.plan(session, opening, status=200, secure_request=True)
-    assert plan.action is Action.DELETE
-    await run(kit, plan)
-    assert [entry.sid for entry in await kit.store.user_sessions(str(user))] == [second.sid]
-    assert await kit.store.revoke_user(str(user)) == [second.sid]
-
-
-async def test_a_save_without_login_indexes_nothing(kit: Kit) -> None:
-    """An ordinary new session (no login) is saved but not indexed under anyone."""
-    engine = SessionEngine(SessionConfig(secret="s" * 32))
-    opening = engine.open(None)
-    session = engine.build(opening, None)
-    session["user"] = "not via login"
-    plan = engine.plan(session, opening, status=200, secure_request=True)
-    assert plan.action is Action.SAVE
-    assert plan.user is None
-    await run(kit, plan)
-    assert plan.sid is not None
-    assert await kit.store.load(plan.sid) is not None
-    assert await kit.store.user_sessions("not via login") == []
 
 
 # --- SQLite and MongoDB specifics -----------------------------------------------------------------
@@ -540,16 +131,16 @@ async def test_mongo_index_commands_and_indexes(mongo_server: Any, flavour: str)
     """MongoDB: index_user is an update, user_sessions a find, revoke_user a find and a delete; user is indexed."""
     counter = CommandCounter()
     async with make_mongo_store(flavour, "user_index_rt", event_listeners=[counter]) as store:
-        kit = _kit(f"mongo-{flavour}", store, lambda user: set())
+        adapted: Any = adapt(store)
         user = new_user()
         sid, record = new_sid(), live(idle=ACTIVE)
-        await kit.store.save(sid, record)
+        await adapted.save(sid, record)
         assert counter.take() == ["createIndexes", "update"]
-        await kit.store.index_user(user, sid, record.expires)
+        await adapted.index_user(user, sid, record.expires)
         assert counter.take() == ["update"]
-        assert await kit.store.user_sessions(user) == [info(sid, record)]
+        assert await adapted.user_sessions(user) == [info(sid, record)]
         assert counter.take() == ["find"]
-        assert await kit.store.revoke_user(user) == [sid]
+        assert await adapted.revoke_user(user) == [sid]
         assert counter.take() == ["find", "delete"]
         indexes = store.collection.list_indexes()
         if flavour == "async":
@@ -752,7 +343,7 @@ async def test_revocations_reach_a_watcher_on_another_client(redis_server: Redis
         publisher = RedisStore.from_url(redis_server.url, prefix=prefix)
     else:
         publisher = AsyncRedisStore.from_url(redis_server.url, prefix=prefix)
-    kit = _kit(f"redis-single-{publisher_flavour}", publisher, lambda user: set())
+    adapted: Any = adapt(publisher)
     try:
         assert isinstance(watcher, RevocationFeed)
         async with watching(watcher) as queue:
@@ -760,17 +351,17 @@ async def test_revocations_reach_a_watcher_on_another_client(redis_server: Redis
                 lambda: _has_subscriber(redis_server.url, channel), "the watcher did not subscribe to the channel"
             )
             user = new_user()
-            logged_out, _ = await saved(kit, user)
-            await kit.store.delete(logged_out)
+            logged_out, _ = await saved(adapted, user)
+            await adapted.delete(logged_out)
             assert await received(queue, 1) == [logged_out]
-            revoked = sorted([(await saved(kit, user))[0] for _ in range(2)])
-            await saved(kit, new_user())  # another user's session is not announced
-            assert await kit.store.revoke_user(user) == revoked
+            revoked = sorted([(await saved(adapted, user))[0] for _ in range(2)])
+            await saved(adapted, new_user())  # another user's session is not announced
+            assert await adapted.revoke_user(user) == revoked
             assert sorted(await received(queue, 2)) == revoked
             assert queue.empty()
         await wait_for(lambda: _has_no_subscriber(redis_server.url, channel), "cancelling did not unsubscribe")
     finally:
-        await kit.store.close()
+        await adapted.close()
         await watcher.close()
 
 
@@ -792,7 +383,7 @@ async def test_revocations_in_a_cluster(redis_servers: RedisServers) -> None:
         assert isinstance(watcher, AsyncRedisStore)
         assert isinstance(other, RedisStore)
         publisher = RedisStore(other.client, prefix=watcher.prefix)  # the same keys, another client
-        kit = _kit("redis-cluster-sync", publisher, lambda user: set())
+        adapted: Any = adapt(publisher)
         channel = watcher.prefix + "revoked"
         node_url = redis_servers.cluster().url
         async with watching(watcher) as queue:
@@ -809,10 +400,10 @@ async def test_revocations_in_a_cluster(redis_servers: RedisServers) -> None:
             while not queue.empty():
                 assert queue.get_nowait() == "probe"
             user = new_user()
-            logged_out, _ = await saved(kit, user)
-            sids = sorted([(await saved(kit, user))[0] for _ in range(3)])
-            await kit.store.delete(logged_out)
-            assert await kit.store.revoke_user(user) == sids
+            logged_out, _ = await saved(adapted, user)
+            sids = sorted([(await saved(adapted, user))[0] for _ in range(3)])
+            await adapted.delete(logged_out)
+            assert await adapted.revoke_user(user) == sids
             got = await received(queue, 4)
             while "probe" in got:  # a probe still in flight
                 got.remove("probe")
