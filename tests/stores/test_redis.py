@@ -1014,3 +1014,88 @@ def test_a_fresh_server_never_answers_noscript(connections: str) -> None:
     assert "eval" not in stats
     assert "errorstat_NOSCRIPT" not in errors
     assert stats["script|load"] >= 2
+
+
+# --- clients passed in: what redis-py options change, the store must not --------------------------
+
+CLIENT_OPTIONS = {
+    "resp2": {},
+    "resp3": {"protocol": 3},
+    "decoded": {"decode_responses": True},
+    "resp3-decoded": {"protocol": 3, "decode_responses": True},
+}
+
+
+def _every_verb_sync(store: RedisStore, user: str = "alice") -> list[Any]:
+    sid, other = new_sid(), new_sid()
+    expires = time.time() + HOUR
+    store.save(sid, live({"user": user, "n": 1}))
+    store.index_user(user, sid, expires)
+    store.save(other, live({"user": user}))
+    store.index_user(user, other, expires)
+    merged = store.merge(sid, Change({"n": 2, "é": ["ü"]}, deleted=frozenset({"user"})), expires)
+    touched = store.touch(sid, expires)
+    loaded = store.load(sid)
+    rolled = store.load_touch(sid, 600.0, None)
+    listed = sorted(info.sid for info in store.user_sessions(user))
+    store.delete(other)
+    revoked = store.revoke_user(user)
+    return [
+        merged,
+        touched,
+        loaded and loaded.data,
+        rolled and rolled.data,
+        listed == sorted([sid, other]),
+        revoked == [sid],
+        store.load(sid),
+    ]
+
+
+EVERY_VERB = [True, True, {"n": 2, "é": ["ü"]}, {"n": 2, "é": ["ü"]}, True, True, None]
+
+
+@pytest.mark.parametrize("options", list(CLIENT_OPTIONS.values()), ids=list(CLIENT_OPTIONS))
+def test_every_verb_on_a_client_passed_in_whatever_its_protocol_and_decoding(
+    redis_server: RedisServer, prefix: str, options: dict[str, Any]
+) -> None:
+    """RESP3 maps and decoded str replies come back through the same decoders as RESP2 bytes."""
+    client = redis_server.client(**options)
+    try:
+        assert _every_verb_sync(RedisStore(client, prefix=prefix)) == EVERY_VERB
+    finally:
+        client.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("options", list(CLIENT_OPTIONS.values()), ids=list(CLIENT_OPTIONS))
+async def test_every_verb_on_an_asyncio_client_passed_in_whatever_its_protocol_and_decoding(
+    redis_server: RedisServer, prefix: str, options: dict[str, Any]
+) -> None:
+    client = redis.asyncio.Redis.from_url(redis_server.url, socket_timeout=5, **options)
+    store = AsyncRedisStore(client, prefix=prefix)
+    try:
+        sid = new_sid()
+        expires = time.time() + HOUR
+        await store.save(sid, live({"user": "alice", "n": 1}))
+        await store.index_user("alice", sid, expires)
+        assert await store.merge(sid, Change({"n": 2}, deleted=frozenset({"user"})), expires) is True
+        loaded = await store.load(sid)
+        assert loaded is not None
+        assert loaded.data == {"n": 2}
+        assert [info.sid for info in await store.user_sessions("alice")] == [sid]
+        assert await store.revoke_user("alice") == [sid]
+        assert await store.load(sid) is None
+    finally:
+        await client.aclose()
+
+
+def test_a_single_connection_client_keeps_its_one_connection(redis_server: RedisServer, prefix: str) -> None:
+    """``single_connection_client=True`` is served by redis-py's own path (its lock), and works."""
+    client = redis_server.client(single_connection_client=True)
+    try:
+        store = RedisStore(client, prefix=prefix)
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda n: _every_verb_sync(store, f"user{n}"), range(4)))
+        assert results == [EVERY_VERB] * 4
+    finally:
+        client.close()

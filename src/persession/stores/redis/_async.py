@@ -15,7 +15,7 @@ from ._errors import _map_errors
 from ._index import _REVOKED, _text
 from ._layouts import _make_layout
 from ._ops import _Flow
-from ._redispy import _RedisPyAsync
+from ._redispy import _redis_py_async
 from ._transport import _AsyncTransport
 from ._url import _async_transport, _check_client, _parse_store_url
 
@@ -43,7 +43,7 @@ class AsyncRedisStore:
             transport = client
         else:
             _check_client(client, want_async=True)
-            transport = _RedisPyAsync(client)
+            transport = _redis_py_async(client)
         self._layout = _make_layout(layout, prefix, clock, cluster=transport.cluster)
         self._transport = transport
         self._clock = clock

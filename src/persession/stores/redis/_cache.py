@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ...exceptions import ConfigError
-from ._ops import _Arg, _Call, _Op, _Read
+from ._ops import _Arg, _Call, _commands, _Op, _Read
 from ._own import Address, Invalidations, ReplyError, Sent, fork_count
-from ._own_transport import _commands, _OwnAsync, _OwnSync, _raise_errors
+from ._own_transport import _OwnAsync, _OwnSync, _raise_errors
 from ._scripts import _Script
 from ._transport import _AsyncTransport, _SyncTransport
 

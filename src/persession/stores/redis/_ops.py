@@ -88,6 +88,20 @@ _Op: TypeAlias = _Call | _Delete | _Read | _Batch
 _Flow: TypeAlias = Generator[_Op, Any, _T]
 
 
+def _commands(op: _Op) -> tuple[tuple[_Arg, ...], ...]:
+    if type(op) is _Read:
+        return (("HGETALL", op.key),)
+    if type(op) is _Call:
+        return (("EVALSHA", op.script.sha, len(op.keys), *op.keys, *op.args),)
+    if type(op) is _Delete:
+        return (("DEL", *op.keys),)
+    return op.commands  # type: ignore[union-attr]  # the one op left: a _Batch
+
+
+def _eval(call: _Call) -> tuple[_Arg, ...]:
+    return ("EVAL", call.script.text, len(call.keys), *call.keys, *call.args)
+
+
 def _check_prefix(prefix: object) -> str:
     if not isinstance(prefix, str):
         raise ConfigError("prefix", f"must be a str such as {DEFAULT_PREFIX!r}, not {type(prefix).__name__}")

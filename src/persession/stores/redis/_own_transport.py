@@ -12,24 +12,10 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from ._hashes import _is_wrong_type
-from ._ops import _Arg, _Batch, _Call, _Delete, _Op, _Read
+from ._ops import _Arg, _Batch, _Call, _commands, _eval, _Op, _Read
 from ._own import AsyncMux, ReplyError, Sent, SyncPool, error_reply
 from ._scripts import _Script
 from ._transport import _AsyncTransport, _SyncTransport
-
-
-def _commands(op: _Op) -> tuple[tuple[_Arg, ...], ...]:
-    if type(op) is _Read:
-        return (("HGETALL", op.key),)
-    if type(op) is _Call:
-        return (("EVALSHA", op.script.sha, len(op.keys), *op.keys, *op.args),)
-    if type(op) is _Delete:
-        return (("DEL", *op.keys),)
-    return op.commands  # type: ignore[union-attr]  # the one op left: a _Batch
-
-
-def _eval(call: _Call) -> tuple[_Arg, ...]:
-    return ("EVAL", call.script.text, len(call.keys), *call.keys, *call.args)
 
 
 def _is_noscript(reply: Any) -> bool:

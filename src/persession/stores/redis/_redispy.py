@@ -18,7 +18,8 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from ._constants import _POLL_SECONDS, AsyncClient, SyncClient
 from ._hashes import _is_wrong_type
-from ._ops import _Call, _Delete, _Op, _Read
+from ._ops import _Arg, _Batch, _Call, _commands, _Delete, _eval, _Op, _Read
+from ._own import pack
 from ._scripts import _Script
 from ._transport import _AsyncTransport, _SyncTransport
 
@@ -132,3 +133,143 @@ class _RedisPyAsync(_AsyncTransport):
             if pubsub is not None:
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # unannotated in redis-py
+
+
+def _settled(op: _Op, replies: list[Any]) -> Any:
+    """The result of ``op`` from the replies the lean transports read (error replies kept as redis-py errors)."""
+    if type(op) is _Batch:
+        if not op.tolerant:
+            for reply in replies:
+                if isinstance(reply, ResponseError):
+                    raise reply
+        return replies
+    reply = replies[0]
+    if isinstance(reply, ResponseError):
+        if type(op) is _Read and _is_wrong_type(reply):
+            return reply
+        raise reply
+    return reply
+
+
+def _read_replies(connection: Any, count: int) -> list[Any]:
+    replies: list[Any] = []
+    for _ in range(count):
+        try:
+            replies.append(connection.read_response())
+        except ResponseError as error:  # a reply, not a failure: the connection is still in step
+            replies.append(error)
+    return replies
+
+
+class _LeanRedisPySync(_RedisPySync):
+    """A ``redis.Redis`` (a Sentinel master's too) spoken to through its pool's connections directly.
+
+    The commands of an op are packed in one buffer, written with
+    ``send_packed_command`` and their replies read with ``read_response``,
+    under the connection's own retry policy (``retry``, ``retry_on_error``)
+    and on the connections its pool gives (Sentinel: the current master).
+    What this leaves out of ``execute_command`` is what a session store does
+    not use: response callbacks (the decoders read raw replies), a pipeline
+    object per batch, and redis-py's per-command bookkeeping.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        owned: Sequence[Callable[[], None]] = (),
+        twin: Callable[[], _AsyncTransport] | None = None,
+    ) -> None:
+        super().__init__(client, owned=owned, twin=twin)
+        self._pool: Any = client.connection_pool  # redis-py's pools are partly unannotated
+
+    def _exchange(self, commands: tuple[tuple[_Arg, ...], ...]) -> list[Any]:
+        packed = [pack(commands)]  # a list: send_packed_command would iterate a bytes object
+        count = len(commands)
+        pool = self._pool
+        connection = pool.get_connection()
+        try:
+
+            def exchange() -> list[Any]:
+                connection.send_packed_command(packed, check_health=True)
+                return _read_replies(connection, count)
+
+            return connection.retry.call_with_retry(exchange, lambda _: connection.disconnect())  # type: ignore[no-any-return]
+        finally:
+            pool.release(connection)
+
+    def run(self, op: _Op) -> Any:
+        if self._scripts and type(op) is _Call:
+            self._load_scripts()
+        replies = self._exchange(_commands(op))
+        if type(op) is _Call and isinstance(replies[0], NoScriptError):  # see _RedisPySync.run
+            replies = self._exchange((_eval(op),))
+        return _settled(op, replies)
+
+
+async def _aread_replies(connection: Any, count: int) -> list[Any]:
+    replies: list[Any] = []
+    for _ in range(count):
+        try:
+            replies.append(await connection.read_response())
+        except ResponseError as error:  # see _read_replies
+            replies.append(error)
+    return replies
+
+
+class _LeanRedisPyAsync(_RedisPyAsync):
+    """The asyncio twin of :class:`_LeanRedisPySync`, for a ``redis.asyncio.Redis``."""
+
+    def __init__(self, client: redis.asyncio.Redis, *, owned: Sequence[Callable[[], Awaitable[Any]]] = ()) -> None:
+        super().__init__(client, owned=owned)
+        self._pool: Any = client.connection_pool  # redis-py's pools are partly unannotated
+
+    async def _exchange(self, commands: tuple[tuple[_Arg, ...], ...]) -> list[Any]:
+        packed = [pack(commands)]  # a list: send_packed_command would iterate a bytes object
+        count = len(commands)
+        pool = self._pool
+        connection = await pool.get_connection()
+        try:
+
+            async def exchange() -> list[Any]:
+                await connection.send_packed_command(packed, check_health=True)
+                return await _aread_replies(connection, count)
+
+            return await connection.retry.call_with_retry(exchange, lambda _: connection.disconnect())  # type: ignore[no-any-return]
+        finally:
+            await pool.release(connection)
+
+    async def run(self, op: _Op) -> Any:
+        if self._scripts and type(op) is _Call:
+            await self._load_scripts()
+        replies = await self._exchange(_commands(op))
+        if type(op) is _Call and isinstance(replies[0], NoScriptError):
+            replies = await self._exchange((_eval(op),))
+        return _settled(op, replies)
+
+
+def _redis_py_sync(
+    client: SyncClient,
+    *,
+    owned: Sequence[Callable[[], None]] = (),
+    twin: Callable[[], _AsyncTransport] | None = None,
+) -> _RedisPySync:
+    """The transport for a synchronous client: the lean one unless redis-py must route each command itself.
+
+    A cluster (slots), a ``single_connection_client`` and a client with
+    redis-py's own client-side cache keep ``execute_command``.
+    """
+    if isinstance(client, redis.Redis) and client.connection is None and _uncached(client):
+        return _LeanRedisPySync(client, owned=owned, twin=twin)
+    return _RedisPySync(client, owned=owned, twin=twin)
+
+
+def _redis_py_async(client: AsyncClient, *, owned: Sequence[Callable[[], Awaitable[Any]]] = ()) -> _RedisPyAsync:
+    """See :func:`_redis_py_sync`."""
+    if isinstance(client, redis.asyncio.Redis) and client.connection is None and _uncached(client):
+        return _LeanRedisPyAsync(client, owned=owned)
+    return _RedisPyAsync(client, owned=owned)
+
+
+def _uncached(client: redis.Redis | redis.asyncio.Redis) -> bool:
+    return getattr(client.connection_pool, "cache", None) is None

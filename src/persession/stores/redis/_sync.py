@@ -16,7 +16,7 @@ from ._errors import _map_errors
 from ._layouts import _make_layout
 from ._ops import _Flow
 from ._pending import _Pending
-from ._redispy import _RedisPySync
+from ._redispy import _redis_py_sync
 from ._transport import _AtOnce, _SyncTransport
 from ._url import _check_client, _parse_store_url, _sync_transport
 
@@ -59,7 +59,7 @@ class RedisStore:
             transport = client
         else:
             _check_client(client, want_async=False)
-            transport = _RedisPySync(client)
+            transport = _redis_py_sync(client)
         self._layout = _make_layout(layout, prefix, clock, cluster=transport.cluster)
         self._transport = transport
         self._clock = clock

@@ -31,7 +31,7 @@ from ._constants import (
 )
 from ._own import Address, AsyncMux, SyncPool, parse_url
 from ._own_transport import _OwnAsync, _OwnSync
-from ._redispy import _RedisPyAsync, _RedisPySync
+from ._redispy import _redis_py_async, _redis_py_sync
 from ._transport import _AsyncTransport, _SyncTransport
 
 
@@ -246,7 +246,7 @@ def _sync_transport(target: _Target, options: Mapping[str, Any], client_cache: i
         )
         return _CachingSync(own, client_cache) if client_cache else own
     client, owned, twin_options = _sentinel_client(target.sentinel, options)
-    return _RedisPySync(client, owned=owned, twin=lambda: _async_transport(target, twin_options, 0))
+    return _redis_py_sync(client, owned=owned, twin=lambda: _async_transport(target, twin_options, 0))
 
 
 def _async_transport(target: _Target, options: Mapping[str, Any], client_cache: int) -> _AsyncTransport:
@@ -256,4 +256,4 @@ def _async_transport(target: _Target, options: Mapping[str, Any], client_cache: 
         own = _OwnAsync(AsyncMux(_lean_address(target.url, options)))
         return _CachingAsync(own, client_cache) if client_cache else own
     client, owned = _async_sentinel_client(target.sentinel, options)
-    return _RedisPyAsync(client, owned=owned)
+    return _redis_py_async(client, owned=owned)
