@@ -1099,3 +1099,57 @@ def test_a_single_connection_client_keeps_its_one_connection(redis_server: Redis
         assert results == [EVERY_VERB] * 4
     finally:
         client.close()
+
+
+def _move_slot(cluster: RedisCluster, slot: int, source: int, target: int) -> None:
+    """Move ``slot`` and its keys from node ``source`` to node ``target`` (as redis-cli --cluster reshard does)."""
+    clients = [node.client() for node in cluster.nodes]
+    try:
+        ids = [client.execute_command("CLUSTER", "MYID") for client in clients]
+        ids = [node_id.decode() if isinstance(node_id, bytes) else node_id for node_id in ids]
+        clients[target].execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
+        clients[source].execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
+        keys = clients[source].execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
+        if keys:
+            port = cluster.nodes[target].port
+            clients[source].execute_command("MIGRATE", "127.0.0.1", port, "", 0, 5000, "KEYS", *keys)
+        for client in clients:
+            client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
+    finally:
+        for client in clients:
+            client.close()
+
+
+def _slot_owner(cluster: RedisCluster, slot: int) -> int:
+    for index, node in enumerate(cluster.nodes):
+        with node.client() as client:
+            for first, last, *_ in client.execute_command("CLUSTER", "SLOTS"):
+                if first <= slot <= last and int(_[0][1]) == node.port:
+                    return index
+    raise AssertionError(f"no node owns slot {slot}")
+
+
+def test_a_cluster_store_follows_a_slot_that_moved(redis_cluster: RedisCluster) -> None:
+    """The direct path asks the node its slot map names; a MOVED answer sends the op through redis-py's routing."""
+    prefix = unique_prefix("moved")
+    with redis_cluster.client() as client:
+        store = RedisStore(client, prefix=prefix)
+        sid = new_sid()
+        store.save(sid, live({"a": 1}))
+        assert store.load(sid) is not None  # the client's slot map is now loaded, and about to be stale
+        slot = key_slot((prefix + sid).encode())
+        source = _slot_owner(redis_cluster, slot)
+        target = (source + 1) % len(redis_cluster.nodes)
+        _move_slot(redis_cluster, slot, source, target)
+        try:
+            loaded = store.load(sid)
+            assert loaded is not None
+            assert loaded.data == {"a": 1}
+            assert store.merge(sid, Change({"b": 2}), time.time() + HOUR) is True
+            merged = store.load(sid)
+            assert merged is not None
+            assert merged.data == {"a": 1, "b": 2}
+            assert _slot_owner(redis_cluster, slot) == target
+        finally:
+            store.delete(sid)
+            _move_slot(redis_cluster, slot, target, source)

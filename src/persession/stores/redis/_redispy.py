@@ -14,7 +14,17 @@ from typing import Any
 
 import redis.asyncio.cluster
 import redis.cluster
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    NoScriptError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ._constants import _POLL_SECONDS, AsyncClient, SyncClient
 from ._hashes import _is_wrong_type
@@ -151,6 +161,22 @@ def _settled(op: _Op, replies: list[Any]) -> Any:
     return reply
 
 
+def _exchange_on(pool: Any, commands: tuple[tuple[_Arg, ...], ...]) -> list[Any]:
+    """Write ``commands`` in one buffer on a connection of ``pool`` and read their replies, retried as it says."""
+    packed = [pack(commands)]  # a list: send_packed_command would iterate a bytes object
+    count = len(commands)
+    connection = pool.get_connection()
+    try:
+
+        def exchange() -> list[Any]:
+            connection.send_packed_command(packed, check_health=True)
+            return _read_replies(connection, count)
+
+        return connection.retry.call_with_retry(exchange, lambda _: connection.disconnect())  # type: ignore[no-any-return]
+    finally:
+        pool.release(connection)
+
+
 def _read_replies(connection: Any, count: int) -> list[Any]:
     replies: list[Any] = []
     for _ in range(count):
@@ -184,19 +210,7 @@ class _LeanRedisPySync(_RedisPySync):
         self._pool: Any = client.connection_pool  # redis-py's pools are partly unannotated
 
     def _exchange(self, commands: tuple[tuple[_Arg, ...], ...]) -> list[Any]:
-        packed = [pack(commands)]  # a list: send_packed_command would iterate a bytes object
-        count = len(commands)
-        pool = self._pool
-        connection = pool.get_connection()
-        try:
-
-            def exchange() -> list[Any]:
-                connection.send_packed_command(packed, check_health=True)
-                return _read_replies(connection, count)
-
-            return connection.retry.call_with_retry(exchange, lambda _: connection.disconnect())  # type: ignore[no-any-return]
-        finally:
-            pool.release(connection)
+        return _exchange_on(self._pool, commands)
 
     def run(self, op: _Op) -> Any:
         if self._scripts and type(op) is _Call:
@@ -204,6 +218,40 @@ class _LeanRedisPySync(_RedisPySync):
         replies = self._exchange(_commands(op))
         if type(op) is _Call and isinstance(replies[0], NoScriptError):  # see _RedisPySync.run
             replies = self._exchange((_eval(op),))
+        return _settled(op, replies)
+
+
+class _LeanClusterSync(_RedisPySync):
+    """A ``RedisCluster``: an op on keys of one slot goes straight to the primary redis-py says holds it.
+
+    As :class:`_LeanRedisPySync`, on the connection pool of that node's own
+    client. Whatever the cluster must sort out (``MOVED``, ``ASK``,
+    ``TRYAGAIN``, ``CLUSTERDOWN``, a node that cannot be reached, a slot map
+    not loaded yet) and ops on no key or several slots (batches) go through
+    ``execute_command``, which refreshes the slot map and retries as the
+    cluster client is configured; every op is idempotent, so running one
+    again there is safe.
+    """
+
+    def run(self, op: _Op) -> Any:
+        if type(op) is _Batch or not op.keys:
+            return super().run(op)
+        try:
+            node = self._client.get_node_from_key(op.keys[0])  # type: ignore[union-attr]  # a RedisCluster
+            pool = node.redis_connection.connection_pool
+        except (RedisClusterException, AttributeError):  # no slot map yet: redis-py builds it
+            return super().run(op)
+        if self._scripts and type(op) is _Call:
+            self._load_scripts()
+        try:
+            replies = _exchange_on(pool, _commands(op))
+        except (RedisConnectionError, RedisTimeoutError):
+            return super().run(op)
+        first = replies[0]
+        if isinstance(first, (AskError, TryAgainError, ClusterDownError)):  # AskError includes MovedError
+            return super().run(op)
+        if type(op) is _Call and isinstance(first, NoScriptError):
+            replies = _exchange_on(pool, (_eval(op),))
         return _settled(op, replies)
 
 
@@ -261,6 +309,8 @@ def _redis_py_sync(
     """
     if isinstance(client, redis.Redis) and client.connection is None and _uncached(client):
         return _LeanRedisPySync(client, owned=owned, twin=twin)
+    if isinstance(client, redis.cluster.RedisCluster):
+        return _LeanClusterSync(client, owned=owned, twin=twin)
     return _RedisPySync(client, owned=owned, twin=twin)
 
 
