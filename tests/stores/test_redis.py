@@ -1153,3 +1153,26 @@ def test_a_cluster_store_follows_a_slot_that_moved(redis_cluster: RedisCluster) 
         finally:
             store.delete(sid)
             _move_slot(redis_cluster, slot, target, source)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("connections", ["own", "redis-py"])
+async def test_a_fresh_server_never_answers_noscript_async(connections: str) -> None:
+    """As :func:`test_a_fresh_server_never_answers_noscript`, for the asyncio store."""
+    with RedisServer() as server, server.client() as observer:
+        client = None if connections == "own" else redis.asyncio.Redis.from_url(server.url, socket_timeout=5)
+        store = AsyncRedisStore.from_url(server.url) if client is None else AsyncRedisStore(client)
+        try:
+            before = command_calls(observer)
+            await store.save("s", live({"a": 1}))
+            assert await store.merge("s", Change({"b": 2}), time.time() + HOUR) is True
+            stats = delta(before, command_calls(observer))
+            errors = observer.info("errorstats")
+        finally:
+            await store.close()
+            if client is not None:
+                await client.aclose()
+    assert stats["evalsha"] == 2
+    assert "eval" not in stats
+    assert "errorstat_NOSCRIPT" not in errors
+    assert stats["script|load"] >= 2

@@ -30,6 +30,7 @@ from ._constants import _POLL_SECONDS, AsyncClient, SyncClient
 from ._hashes import _is_wrong_type
 from ._ops import _Arg, _Batch, _Call, _commands, _Delete, _eval, _Op, _Read
 from ._own import pack
+from ._own_transport import _script_loads
 from ._scripts import _Script
 from ._transport import _AsyncTransport, _SyncTransport
 
@@ -213,9 +214,14 @@ class _LeanRedisPySync(_RedisPySync):
         return _exchange_on(self._pool, commands)
 
     def run(self, op: _Op) -> Any:
+        commands = _commands(op)
         if self._scripts and type(op) is _Call:
-            self._load_scripts()
-        replies = self._exchange(_commands(op))
+            # The first script: the layout's SCRIPT LOADs go in the same round trip, ahead of it.
+            loads = _script_loads(self._scripts)
+            self._scripts = ()
+            replies = self._exchange((*loads, *commands))[len(loads) :]
+        else:
+            replies = self._exchange(commands)
         if type(op) is _Call and isinstance(replies[0], NoScriptError):  # see _RedisPySync.run
             replies = self._exchange((_eval(op),))
         return _settled(op, replies)
@@ -288,9 +294,13 @@ class _LeanRedisPyAsync(_RedisPyAsync):
             await pool.release(connection)
 
     async def run(self, op: _Op) -> Any:
-        if self._scripts and type(op) is _Call:
-            await self._load_scripts()
-        replies = await self._exchange(_commands(op))
+        commands = _commands(op)
+        if self._scripts and type(op) is _Call:  # see _LeanRedisPySync.run
+            loads = _script_loads(self._scripts)
+            self._scripts = ()
+            replies = (await self._exchange((*loads, *commands)))[len(loads) :]
+        else:
+            replies = await self._exchange(commands)
         if type(op) is _Call and isinstance(replies[0], NoScriptError):
             replies = await self._exchange((_eval(op),))
         return _settled(op, replies)
