@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any, Final, NoReturn
+from typing import Any, Final
 
 from redis.crc import key_slot
 
-from ...codecs import decode_express, encode_express, iso_date, record_expiry
-from ...exceptions import ConfigError, NotSerializable
+from ...codecs import encode_express, iso_date
+from ...exceptions import NotSerializable
 from ...records import Change, Record, SessionInfo
+from .._express import NO_CHANGE, check_idle, choose_layout, express_record, no_index, touched
 from ._constants import _LAYOUTS, CONNECT_REDIS_PREFIX, DEFAULT_PREFIX, Layout
 from ._express_scripts import _CONNECT_LOAD, _CONNECT_SAVE, _CONNECT_WRITE
 from ._hashes import _malformed
@@ -19,9 +20,7 @@ from ._ops import _Arg, _Call, _Delete, _field, _Flow, _Op, _ttl_ms
 
 
 def _check_layout(layout: object) -> Layout:
-    if layout not in _LAYOUTS:
-        raise ConfigError("layout", f"must be one of {', '.join(map(repr, _LAYOUTS))}, not {layout!r}")
-    return layout
+    return choose_layout(layout, _LAYOUTS)
 
 
 def _json_text(key: str, value: Any) -> bytes:
@@ -31,7 +30,7 @@ def _json_text(key: str, value: Any) -> bytes:
         raise NotSerializable(key, error) from None
 
 
-_NO_CHANGE: Final = Change(set={})
+_NO_CHANGE: Final = NO_CHANGE
 
 
 def _default_prefix(prefix: str | None, layout: object) -> object:
@@ -41,9 +40,7 @@ def _default_prefix(prefix: str | None, layout: object) -> object:
 
 
 def _connect_idle(now: float, idle: float, absolute: float | None) -> float:
-    if absolute is not None:
-        raise ConfigError("absolute_timeout", "the connect-redis layout keeps no creation time to count it from")
-    return now + idle
+    return check_idle("connect-redis", now, idle, absolute)
 
 
 def _connect_save_steps(
@@ -84,16 +81,11 @@ def _connect_write_step(prefix: str, sid: str, change: Change, expires: float, n
 def _connect_record(prefix: str, text: bytes | str, pttl: int, now: float) -> Record | None:
     """A connect-redis value and its ``PTTL`` as a record; ``None`` (and a warning) unless it is one."""
     try:
-        data = decode_express(text)
+        # No TTL (connect-redis' disableTTL): the cookie's expires decides.
+        return express_record(text, None if pttl == -1 else now + pttl / 1000, now)
     except ValueError:  # JSONDecodeError, UnicodeDecodeError, no cookie object
         _malformed(prefix, "the value is not an express-session record")
         return None
-    # No TTL (connect-redis' disableTTL): the cookie's expires decides.
-    expires = record_expiry(data, None if pttl == -1 else now + pttl / 1000)
-    if expires <= now:
-        return None
-    # connect-redis keeps no creation or access time: both read as now.
-    return Record(data, created=now, accessed=now, expires=expires)
 
 
 def _connect_load_result(prefix: str, reply: Any, now: float) -> Record | None:
@@ -116,12 +108,7 @@ def _connect_touched(prefix: str, reply: Any, expires: float, now: float) -> Rec
     """The record a ``load_touch`` write left behind (its expiry the new one)."""
     if not _connect_write_result(prefix, reply):
         return None
-    record = _connect_record(prefix, reply, _ttl_ms(expires, now), now)
-    return None if record is None else Record(record.data, created=now, accessed=now, expires=expires)
-
-
-def _no_index(layout: str) -> NoReturn:
-    raise ConfigError("layout", f"the {layout} layout keeps no per-user index (user_sessions, revoke_user)")
+    return touched(_connect_record(prefix, reply, _ttl_ms(expires, now), now), expires, now)
 
 
 class _ConnectRedis:
@@ -174,7 +161,7 @@ class _ConnectRedis:
         return None  # no index to keep
 
     def user_sessions(self, user: str) -> _Flow[list[SessionInfo]]:
-        _no_index(self.name)
+        no_index(self.name)
 
     def revoke_user(self, user: str) -> _Flow[list[str]]:
-        _no_index(self.name)
+        no_index(self.name)
