@@ -41,6 +41,7 @@ FLASK_VARIANTS = (
     "flask-persession-sqlite",
     "flask-persession-redis",
     "flask-persession-redis-cached",
+    "flask-persession-redispy",
     "flask-persession-mongo",
 )
 STARLETTE_VARIANTS = (
@@ -50,8 +51,11 @@ STARLETTE_VARIANTS = (
     "starlette-persession-sqlite",
     "starlette-persession-redis",
     "starlette-persession-redis-cached",
+    "starlette-persession-redispy",
     "starlette-persession-mongo",
 )
+#: The redis-py clients the ``*-persession-redispy`` variants pass in: the timeouts the store's docs ask for.
+REDISPY_OPTIONS: dict[str, Any] = {"socket_timeout": 2, "socket_connect_timeout": 2}
 #: Cookie lifetime: 14 days, persession's default, for every variant that has one.
 LIFETIME = 14 * 24 * 3600
 
@@ -130,6 +134,13 @@ def _sync_store(kind: str) -> Any:
         # redis-cached: client-side caching of up to 10,000 sessions (opt-in; see docs/stores.md).
         cache = 10_000 if kind == "redis-cached" else 0
         return RedisStore.from_url(_env("PERSESSION_BENCH_REDIS_URL"), client_cache=cache)
+    if kind == "redispy":
+        import redis
+
+        from persession.stores.redis import RedisStore
+
+        # A client passed in: the path a Sentinel or Cluster client takes, not persession's own connections.
+        return RedisStore(redis.Redis.from_url(_env("PERSESSION_BENCH_REDIS_URL"), **REDISPY_OPTIONS))
     if kind == "mongo":
         from persession.stores.mongo import MongoStore
 
@@ -210,6 +221,12 @@ def _async_store(kind: str) -> Any:
 
         cache = 10_000 if kind == "redis-cached" else 0
         return AsyncRedisStore.from_url(_env("PERSESSION_BENCH_REDIS_URL"), client_cache=cache)
+    if kind == "redispy":
+        import redis.asyncio
+
+        from persession.stores.redis import AsyncRedisStore
+
+        return AsyncRedisStore(redis.asyncio.Redis.from_url(_env("PERSESSION_BENCH_REDIS_URL"), **REDISPY_OPTIONS))
     if kind == "mongo":
         from persession.stores.mongo import AsyncMongoStore
 

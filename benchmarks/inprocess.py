@@ -23,11 +23,11 @@ instead of the minimal ones, starting the stores they need; their cost then
 includes the framework's, but not the web server's nor the network's.
 
 ``--callgrind`` runs each case under ``valgrind --tool=callgrind`` for two
-loop lengths (``--loops 2000,4000``) and reports ``(I(long) - I(short)) /
-(long - short)``: the instructions one more request costs. Start-up, imports
-and the login cancel out, and instruction counts do not depend on what else
-the machine is doing, so these figures are the ones to compare between
-versions on a shared machine.
+loop lengths (``--loops 2000,4000``) and reports both totals and
+``(I(long) - I(short)) / (long - short)``: the instructions one more request
+costs. Start-up, imports and the login cancel out, and instruction counts do
+not depend on what else the machine is doing, so these figures are the ones
+to compare between versions on a shared machine.
 """
 
 from __future__ import annotations
@@ -346,11 +346,13 @@ def callgrind(targets: list[str], args: argparse.Namespace, tmp: Path) -> dict[s
         counts = dict(zip(jobs, pool.map(lambda job: _instructions(job[0], job[1], tmp), jobs), strict=True))
     per_request = {target: (counts[target, long] - counts[target, short]) / (long - short) for target in targets}
     print(f"## Instructions per request under callgrind ((I({long}) - I({short})) / {long - short})\n")
-    print("| target | instructions/request | over bare |")
-    print("|---|---:|---:|")
+    # The totals too, so that a figure can be checked (and one loop length's noise seen) without a rerun.
+    print(f"| target | I({short}) | I({long}) | instructions/request | over bare |")
+    print("|---|---:|---:|---:|---:|")
     for label, target, base in _rows(targets):
         over = f"+{per_request[target] - per_request[base]:,.0f}" if base is not None else ""
-        print(f"| {label} | {per_request[target]:,.0f} | {over} |")
+        totals = f"{counts[target, short]:,} | {counts[target, long]:,}"
+        print(f"| {label} | {totals} | {per_request[target]:,.0f} | {over} |")
     return per_request
 
 

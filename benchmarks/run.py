@@ -455,7 +455,7 @@ def machine(tool: str) -> str:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    packages = ["persession", "flask", "flask-session", "starlette", "starsessions", "redis", "hiredis", "pymongo"]
+    packages = ["persession-web", "flask", "flask-session", "starlette", "starsessions", "redis", "hiredis", "pymongo"]
     packages += ["gunicorn", "uvicorn", "uvloop", "httptools"]
     tool_version = tool
     if tool == "wrk":
@@ -556,7 +556,7 @@ def _run(processes: Processes, variants: list[str], routes: list[str], args: arg
 
     counts: dict[str, dict[str, Any]] = {}
     if args.round_trips > 0 and "PERSESSION_BENCH_REDIS_URL" in stores:
-        for variant in [v for v in variants if v.endswith(("-redis", "-redis-cached"))]:
+        for variant in [v for v in variants if v.endswith(("-redis", "-redis-cached", "-redispy"))]:
             counts[variant] = round_trips(processes, variant, stores, args.round_trips)
         print(f"\n## Redis round trips per request ({args.round_trips} sequential requests per route)\n")
         print(round_trip_table(counts))

@@ -3,7 +3,8 @@
 No timing is asserted (the machine may be busy): only that the run completes,
 prints the throughput table, and that persession on Redis makes at most one
 store round trip for a read-only request (and writes nothing), and at most
-two for a writing one; with client-side caching, none and one.
+two for a writing one, on its own connections and on a redis-py client
+passed in; with client-side caching, none and one.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ pytestmark = pytest.mark.server
     ("bare", "variant", "most_read", "most_write"),
     [
         pytest.param("starlette-bare", "starlette-persession-redis", 1.0, 2.0, id="starlette"),
+        # A redis.asyncio client passed in: the path Sentinel and Cluster clients take.
+        pytest.param("starlette-bare", "starlette-persession-redispy", 1.0, 2.0, id="starlette, redis-py client"),
         # client_cache: a cached, unchanged session loads without a round trip; a write is the merge alone.
         pytest.param("flask-bare", "flask-persession-redis-cached", 0.0, 1.0, id="flask, client-side caching"),
     ],
