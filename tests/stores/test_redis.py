@@ -24,10 +24,12 @@ import pytest
 import redis
 import redis.asyncio
 import redis.asyncio.connection
+import redis.asyncio.retry
 import redis.asyncio.sentinel
 import redis.cluster
 import redis.connection
 import redis.sentinel
+from redis.backoff import NoBackoff
 from redis.crc import key_slot
 
 from _redis import (  # noqa: F401  (the *_fixture names are fixtures)
@@ -1176,3 +1178,84 @@ async def test_a_fresh_server_never_answers_noscript_async(connections: str) -> 
     assert "eval" not in stats
     assert "errorstat_NOSCRIPT" not in errors
     assert stats["script|load"] >= 2
+
+
+# --- an asyncio client passed in: the connections the store borrows from its pool ---------------
+
+
+def _in_use(client: redis.asyncio.Redis) -> int:
+    return len(client.connection_pool._in_use_connections)
+
+
+@pytest.mark.anyio
+async def test_connections_borrowed_from_an_asyncio_pool_go_back_on_close(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    """At most as many as ran at once, kept between ops, given back by ``close()``; the client stays usable."""
+    client = redis.asyncio.Redis.from_url(redis_server.url, socket_timeout=5)
+    store = AsyncRedisStore(client, prefix=prefix)
+    try:
+        sid = new_sid()
+        await store.save(sid, live({"a": 1}))
+        loads = await asyncio.gather(*(store.load(sid) for _ in range(20)))
+        assert all(loaded is not None and loaded.data == {"a": 1} for loaded in loads)
+        assert 1 <= _in_use(client) <= 20
+        borrowed = _in_use(client)
+        for _ in range(10):  # one at a time: no new connection is borrowed
+            assert await store.load(sid) is not None
+        assert _in_use(client) == borrowed
+        await store.close()
+        assert _in_use(client) == 0
+        assert await client.ping() is True
+    finally:
+        await client.aclose()
+
+
+def test_an_asyncio_client_store_moves_to_a_new_event_loop(redis_server: RedisServer, prefix: str) -> None:
+    """Used from a second loop, the store gives the first loop's connections back (disconnected) and borrows anew."""
+    client = redis.asyncio.Redis.from_url(redis_server.url, socket_timeout=5)
+    store = AsyncRedisStore(client, prefix=prefix)
+    sid = new_sid()
+    first, second = asyncio.new_event_loop(), asyncio.new_event_loop()
+    try:
+        first.run_until_complete(store.save(sid, live({"a": 1})))
+        assert _in_use(client) == 1
+        loaded = second.run_until_complete(store.load(sid))
+        assert loaded is not None
+        assert loaded.data == {"a": 1}
+        assert _in_use(client) == 1  # the first loop's was given back
+        second.run_until_complete(store.close())
+        assert _in_use(client) == 0
+        second.run_until_complete(client.aclose())
+    finally:
+        first.run_until_complete(asyncio.sleep(0))  # the first loop closes what was its socket
+        first.close()
+        second.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("retries", [0, 1])
+async def test_a_borrowed_connection_that_failed_follows_the_clients_retry_policy(
+    redis_server: RedisServer, prefix: str, retries: int
+) -> None:
+    """A borrowed connection the server closed (CLIENT KILL): retried as the client says, and reconnected after."""
+    client = redis.asyncio.Redis.from_url(
+        redis_server.url, socket_timeout=5, retry=redis.asyncio.retry.Retry(NoBackoff(), retries)
+    )
+    store = AsyncRedisStore(client, prefix=prefix)
+    try:
+        sid = new_sid()
+        await store.save(sid, live({"a": 1}))
+        with redis_server.client() as admin:
+            assert admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes") >= 1
+        if retries:
+            loaded = await store.load(sid)
+        else:
+            with pytest.raises(StoreUnavailable):
+                await store.load(sid)
+            loaded = await store.load(sid)  # the connection was disconnected: it reconnects
+        assert loaded is not None
+        assert loaded.data == {"a": 1}
+    finally:
+        await store.close()
+        await client.aclose()

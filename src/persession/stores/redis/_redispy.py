@@ -8,6 +8,7 @@ redis-py's, which the store translates.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
@@ -272,17 +273,41 @@ async def _aread_replies(connection: Any, count: int) -> list[Any]:
 
 
 class _LeanRedisPyAsync(_RedisPyAsync):
-    """The asyncio twin of :class:`_LeanRedisPySync`, for a ``redis.asyncio.Redis``."""
+    """The asyncio twin of :class:`_LeanRedisPySync`, for a ``redis.asyncio.Redis``.
+
+    The connections it used stay borrowed from the client's pool, idle
+    between ops, until :meth:`close` gives them back: redis-py's asyncio
+    checkout (a lock, a readiness probe of the socket, bookkeeping awaited
+    three times) costs more than the op itself. They are at most as many as
+    ops ran at once, and belong to one event loop: used from another, the
+    store gives the old loop's back and borrows anew. A connection that failed
+    was disconnected by redis-py and reconnects when next used.
+    """
 
     def __init__(self, client: redis.asyncio.Redis, *, owned: Sequence[Callable[[], Awaitable[Any]]] = ()) -> None:
         super().__init__(client, owned=owned)
         self._pool: Any = client.connection_pool  # redis-py's pools are partly unannotated
+        self._idle: list[Any] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def _give_back(self, *, stale: bool) -> None:
+        """Give the idle connections back to the pool; ``stale``: they are another loop's, so disconnected first."""
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            with contextlib.suppress(RedisError, OSError, RuntimeError):  # RuntimeError: its loop is gone
+                if stale:
+                    await connection.disconnect(nowait=True)
+                await self._pool.release(connection)
 
     async def _exchange(self, commands: tuple[tuple[_Arg, ...], ...]) -> list[Any]:
-        packed = [pack(commands)]  # a list: send_packed_command would iterate a bytes object
+        packed = [pack(commands)]  # see _exchange_on
         count = len(commands)
-        pool = self._pool
-        connection = await pool.get_connection()
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            await self._give_back(stale=self._loop is not None)
+            self._loop = loop
+        idle = self._idle
+        connection = idle.pop() if idle else await self._pool.get_connection()
         try:
 
             async def exchange() -> list[Any]:
@@ -291,7 +316,16 @@ class _LeanRedisPyAsync(_RedisPyAsync):
 
             return await connection.retry.call_with_retry(exchange, lambda _: connection.disconnect())  # type: ignore[no-any-return]
         finally:
-            await pool.release(connection)
+            if self._loop is loop:
+                idle.append(connection)
+            else:  # closed, or moved to another loop, meanwhile
+                with contextlib.suppress(RedisError, OSError, RuntimeError):
+                    await self._pool.release(connection)
+
+    async def close(self) -> None:
+        self._loop = None
+        await self._give_back(stale=False)
+        await super().close()
 
     async def run(self, op: _Op) -> Any:
         commands = _commands(op)
