@@ -1259,3 +1259,32 @@ async def test_a_borrowed_connection_that_failed_follows_the_clients_retry_polic
     finally:
         await store.close()
         await client.aclose()
+
+
+@pytest.mark.anyio
+async def test_an_asyncio_cluster_store_follows_a_slot_that_moved(redis_cluster: RedisCluster) -> None:
+    """As :func:`test_a_cluster_store_follows_a_slot_that_moved`, for the asyncio cluster client."""
+    prefix = unique_prefix("amoved")
+    client = redis_cluster.async_client()
+    store = AsyncRedisStore(client, prefix=prefix)
+    sid = new_sid()
+    slot = key_slot((prefix + sid).encode())
+    source = _slot_owner(redis_cluster, slot)
+    target = (source + 1) % len(redis_cluster.nodes)
+    try:
+        await store.save(sid, live({"a": 1}))
+        assert await store.load(sid) is not None
+        _move_slot(redis_cluster, slot, source, target)
+        try:
+            loaded = await store.load(sid)
+            assert loaded is not None
+            assert loaded.data == {"a": 1}
+            assert await store.merge(sid, Change({"b": 2}), time.time() + HOUR) is True
+            merged = await store.load(sid)
+            assert merged is not None
+            assert merged.data == {"a": 1, "b": 2}
+        finally:
+            await store.delete(sid)
+            _move_slot(redis_cluster, slot, target, source)
+    finally:
+        await client.aclose()

@@ -340,6 +340,42 @@ class _LeanRedisPyAsync(_RedisPyAsync):
         return _settled(op, replies)
 
 
+class _LeanClusterAsync(_RedisPyAsync):
+    """The asyncio twin of :class:`_LeanClusterSync`, for a ``redis.asyncio.cluster.RedisCluster``.
+
+    On a connection the node gives (``acquire_connection``, no I/O), given
+    back at once; anything the cluster must sort out goes through
+    ``execute_command``, as there.
+    """
+
+    async def run(self, op: _Op) -> Any:
+        if type(op) is _Batch or not op.keys:
+            return await super().run(op)
+        try:
+            node = self._client.get_node_from_key(op.keys[0])  # type: ignore[union-attr]  # a RedisCluster
+        except RedisClusterException:  # no slot map yet: redis-py builds it
+            return await super().run(op)
+        if node is None:
+            return await super().run(op)
+        if self._scripts and type(op) is _Call:
+            await self._load_scripts()
+        commands = _commands(op)
+        connection = node.acquire_connection()
+        try:
+            await connection.send_packed_command([pack(commands)], check_health=True)
+            replies = await _aread_replies(connection, len(commands))
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            return await super().run(op)  # the connection disconnected itself; the cluster client retries
+        finally:
+            node.release(connection)
+        first = replies[0]
+        if isinstance(first, (AskError, TryAgainError, ClusterDownError)):  # see _LeanClusterSync.run
+            return await super().run(op)
+        if type(op) is _Call and isinstance(first, NoScriptError):
+            return await super().run(op)  # EVALSHA, NOSCRIPT, EVAL there
+        return _settled(op, replies)
+
+
 def _redis_py_sync(
     client: SyncClient,
     *,
@@ -362,6 +398,8 @@ def _redis_py_async(client: AsyncClient, *, owned: Sequence[Callable[[], Awaitab
     """See :func:`_redis_py_sync`."""
     if isinstance(client, redis.asyncio.Redis) and client.connection is None and _uncached(client):
         return _LeanRedisPyAsync(client, owned=owned)
+    if isinstance(client, redis.asyncio.cluster.RedisCluster):
+        return _LeanClusterAsync(client, owned=owned)
     return _RedisPyAsync(client, owned=owned)
 
 
