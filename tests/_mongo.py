@@ -257,7 +257,8 @@ async def _mongo_store(
 
 def replace_collection(store: MongoStore, wrap: Callable[[Any], Wrapper]) -> Wrapper:
     """Make ``store`` use ``wrap(collection)`` from now on, and return it; the indexes are made first."""
-    store._ready()  # on the real collection: the wrapper sees only the verbs' own commands
-    wrapper = wrap(store._collection)
-    store._collection = wrapper  # type: ignore[assignment]
+    transport = store._transport
+    transport._ensure_indexes()  # on the real collection: the wrapper sees only the verbs' own commands
+    wrapper = wrap(transport.collection)
+    transport.collection = wrapper  # type: ignore[assignment]
     return wrapper

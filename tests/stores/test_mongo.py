@@ -120,7 +120,7 @@ def test_escaping_is_injective() -> None:
 )
 def test_map_errors_translates_driver_errors(error: Exception, expected: type[StoreError]) -> None:
     """Driver errors become StoreUnavailable or StoreError, chained, with original_error set."""
-    with pytest.raises(StoreError) as caught, _map_errors():
+    with pytest.raises(StoreError) as caught, _map_errors:
         raise error
     assert type(caught.value) is expected
     assert caught.value.original_error is error

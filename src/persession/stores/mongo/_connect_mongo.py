@@ -1,19 +1,22 @@
-"""The connect-mongo layout, shared by both flavours: filters, updates and the compare-and-swap parts."""
+"""The connect-mongo layout (see the package docs): a compare-and-swap flow over connect-mongo's documents."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, Final, NoReturn
+from typing import Any, Final, Literal, NoReturn
 
 from pymongo import IndexModel
 
-from ...codecs import decode_express, merge_express, record_expiry
-from ...exceptions import ConfigError, NotSerializable, StoreError
-from ...records import Change, Record
-from ._constants import _EPOCH, _LAYOUTS, CAS_ATTEMPTS, CAS_BACKOFF_MAX, Layout, security_log
+from ...codecs import encode_express, merge_express
+from ...exceptions import NotSerializable, StoreError
+from ...records import Change, Record, SessionInfo
+from .._express import NO_CHANGE, check_idle, express_record, no_index, touched
+from ._constants import _EPOCH, CAS_ATTEMPTS, CAS_BACKOFF_MAX, security_log
 from ._documents import _INDEX_KEYS, _date, _Malformed
+from ._ops import DeleteOne, FindOne, Flow, Pause, Step, UpdateOne, Work, matched, nothing
+from ._ops import upsert as _upsert
 
 #: connect-mongo's TTL index, as its ``autoRemove: "native"`` creates it. The Node driver sends
 #: ``{background, expireAfterSeconds, name, key}`` in that order, and a server that compares index
@@ -21,23 +24,13 @@ from ._documents import _INDEX_KEYS, _date, _Malformed
 #: keeps its keywords in their order and adds ``key`` last (tests/test_express_interop.py compares
 #: the two drivers' commands).
 _CONNECT_INDEXES: Final = (IndexModel(_INDEX_KEYS, background=True, expireAfterSeconds=0, name="expires_1"),)
-_NO_CHANGE: Final = Change(set={})
-
-
-def _check_layout(layout: object) -> Layout:
-    if layout not in _LAYOUTS:
-        raise ConfigError("layout", f"must be one of {', '.join(map(repr, _LAYOUTS))}, not {layout!r}")
-    return layout
+#: What a compare-and-swap reads: the text, and whether the document has an ``expires`` at all.
+_CAS_FIELDS: Final = {"session": 1, "expires": 1}
 
 
 def _connect_live(sid: str, now: float) -> dict[str, Any]:
-    """connect-mongo's own filter: the document, unless its ``expires`` has passed (none: see :func:`_connect_dead`)."""
+    """connect-mongo's own filter: the document, unless its ``expires`` has passed (none: see ``_dead``)."""
     return {"_id": sid, "$or": [{"expires": {"$exists": False}}, {"expires": {"$gt": _date(now)}}]}
-
-
-def _connect_swap(sid: str, text: str, now: float) -> dict[str, Any]:
-    """:func:`_connect_live`, and only while ``session`` is still ``text`` (compare and swap)."""
-    return {**_connect_live(sid, now), "session": text}
 
 
 def _connect_set(text: str, expires: float) -> dict[str, Any]:
@@ -51,57 +44,13 @@ def _connect_text(document: Mapping[str, Any]) -> str:
     return text
 
 
-def _connect_result(document: Mapping[str, Any] | None, now: float, namespace: str) -> Record | None:
-    """The record a connect-mongo document holds; ``None`` (and a warning, if malformed) unless live."""
-    if document is None:
+def _store_expiry(document: Mapping[str, Any]) -> float | None:
+    stored: Any = document.get("expires")
+    if isinstance(stored, datetime):
+        return (stored - _EPOCH).total_seconds()
+    if "expires" not in document:  # the cookie's expires decides (connect-mongo: live for ever)
         return None
-    try:
-        data = decode_express(_connect_text(document))
-        stored: Any = document.get("expires")
-        if isinstance(stored, datetime):
-            store_expiry: float | None = (stored - _EPOCH).total_seconds()
-        elif "expires" not in document:  # the cookie's expires decides (connect-mongo: live for ever)
-            store_expiry = None
-        else:
-            raise _Malformed("field 'expires' is not a date")
-        expires = record_expiry(data, store_expiry)
-    except ValueError as error:  # _Malformed, JSONDecodeError, no cookie object
-        security_log.warning("malformed session document in MongoDB collection %s ignored: %s", namespace, error)
-        return None
-    if expires <= now:
-        return None
-    # connect-mongo keeps no creation or access time: both read as now.
-    return Record(data, created=now, accessed=now, expires=expires)
-
-
-def _connect_merged(document: Mapping[str, Any], change: Change, expires: float, namespace: str) -> str | None:
-    """The document's ``session`` text with ``change`` applied; ``None`` (and a warning) if it is malformed."""
-    try:
-        return merge_express(_connect_text(document), change, expires)
-    except NotSerializable:
-        raise
-    except ValueError as error:
-        security_log.warning("malformed session document in MongoDB collection %s ignored: %s", namespace, error)
-        return None
-
-
-def _connect_touched(text: str | None, expires: float, now: float, namespace: str) -> Record | None:
-    """The record a ``load_touch`` left behind: the written text, with the new expiry."""
-    record = None if text is None else _connect_result({"session": text, "expires": _date(expires)}, now, namespace)
-    return None if record is None else Record(record.data, created=now, accessed=now, expires=expires)
-
-
-#: What a compare-and-swap reads: the text, and whether the document has an ``expires`` at all.
-_CAS_FIELDS: Final = {"session": 1, "expires": 1}
-
-
-def _connect_dead(document: Mapping[str, Any], now: float, namespace: str) -> bool:
-    """A document the live filter matched only for having no ``expires``, and whose cookie has expired."""
-    return "expires" not in document and _connect_result(document, now, namespace) is None
-
-
-def _no_index() -> NoReturn:
-    raise ConfigError("layout", "the connect-mongo layout keeps no per-user index (user_sessions, revoke_user)")
+    raise _Malformed("field 'expires' is not a date")
 
 
 def _backoff(attempt: int) -> float:
@@ -113,7 +62,93 @@ def _lost_race() -> NoReturn:
     raise StoreError(f"MongoDB store failed: the session changed under {CAS_ATTEMPTS} merges in a row")
 
 
-def _connect_idle(now: float, idle: float, absolute: float | None) -> float:
-    if absolute is not None:
-        raise ConfigError("absolute_timeout", "the connect-mongo layout keeps no creation time to count it from")
-    return now + idle
+class ConnectMongo:
+    """connect-mongo's documents: ``{_id, session: "<JSON text>", expires}``, merged by compare-and-swap."""
+
+    __slots__ = ("_clock", "_namespace")
+
+    name: Final[Literal["connect-mongo"]] = "connect-mongo"
+    #: connect-mongo's own TTL index.
+    indexes: Final[tuple[IndexModel, ...]] = _CONNECT_INDEXES
+
+    def __init__(self, clock: Callable[[], float], namespace: str) -> None:
+        self._clock = clock
+        self._namespace = namespace
+
+    def _malformed(self, error: ValueError) -> None:
+        security_log.warning("malformed session document in MongoDB collection %s ignored: %s", self._namespace, error)
+
+    def _result(self, document: Mapping[str, Any] | None, now: float) -> Record | None:
+        """The record a document holds; ``None`` (and a warning, if malformed) unless it is live."""
+        if document is None:
+            return None
+        try:
+            return express_record(_connect_text(document), _store_expiry(document), now)
+        except ValueError as error:  # _Malformed, JSONDecodeError, no cookie object
+            self._malformed(error)
+            return None
+
+    def _dead(self, document: Mapping[str, Any], now: float) -> bool:
+        """A document the live filter matched only for having no ``expires``, and whose cookie has expired."""
+        return "expires" not in document and self._result(document, now) is None
+
+    def _merged(self, document: Mapping[str, Any], change: Change, expires: float) -> str | None:
+        """The document's text with ``change`` applied; ``None`` (and a warning) if it is malformed."""
+        try:
+            return merge_express(_connect_text(document), change, expires)
+        except NotSerializable:
+            raise
+        except ValueError as error:
+            self._malformed(error)
+            return None
+
+    def _swap(self, sid: str, change: Change, expires: float, now: float) -> Flow[str | None]:
+        """Compare and swap the ``session`` text; the new text, or ``None`` when the session is gone."""
+        for attempt in range(CAS_ATTEMPTS):
+            if attempt:
+                yield Pause(_backoff(attempt))
+            document = yield FindOne(_connect_live(sid, now), _CAS_FIELDS)
+            if document is None or self._dead(document, now):
+                return None
+            text = self._merged(document, change, expires)
+            if text is None:
+                return None
+            swap = {**_connect_live(sid, now), "session": document["session"]}
+            if matched((yield UpdateOne(swap, _connect_set(text, expires)))):
+                return text
+        _lost_race()
+
+    def load(self, sid: str) -> Step[Record | None]:
+        now = self._clock()
+        return FindOne(_connect_live(sid, now)), lambda document: self._result(document, now)
+
+    def load_touch(self, sid: str, idle: float, absolute: float | None) -> Flow[Record | None]:
+        now = self._clock()
+        expires = check_idle(self.name, now, idle, absolute)
+        text = yield from self._swap(sid, NO_CHANGE, expires, now)
+        # The text written back, read with the expiry it was given.
+        record = None if text is None else self._result({"session": text, "expires": _date(expires)}, now)
+        return touched(record, expires, now)
+
+    def save(self, sid: str, record: Record, replaces: str | None) -> Work[None]:
+        text = encode_express(record.data, record.expires, self._clock())  # refuses bad data before any write
+        return _upsert(sid, _connect_set(text, record.expires), replaces)
+
+    def merge(self, sid: str, change: Change, expires: float) -> Flow[bool]:
+        return (yield from self._swap(sid, change, expires, self._clock())) is not None
+
+    def touch(self, sid: str, expires: float) -> Flow[bool]:
+        # cookie.expires in the text moves with expires
+        return (yield from self._swap(sid, NO_CHANGE, expires, self._clock())) is not None
+
+    def delete(self, sid: str) -> Step[None]:
+        return DeleteOne(sid), nothing
+
+    def index_user(self, user: str, sid: str) -> None:
+        """This layout keeps no index: nothing to do."""
+
+    def user_sessions(self, user: str) -> Step[list[SessionInfo]]:
+        no_index(self.name)
+
+    def revoke_user(self, user: str) -> Step[list[str]]:
+        no_index(self.name)

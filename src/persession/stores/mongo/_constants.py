@@ -24,7 +24,6 @@ DEFAULT_SOCKET_TIMEOUT_MS: Final = 2000
 
 #: How sessions are stored: persession's documents, or connect-mongo's.
 Layout: TypeAlias = Literal["persession", "connect-mongo"]
-_LAYOUTS: Final = ("persession", "connect-mongo")
 #: Times a connect-mongo ``merge`` or ``touch`` re-reads and retries when another write changed the session.
 CAS_ATTEMPTS: Final = 10
 #: Longest pause, in seconds, between two of those attempts (jittered, doubling from 2 ms).

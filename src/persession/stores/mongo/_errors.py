@@ -1,9 +1,8 @@
-"""PyMongo's errors as persession's, for both flavours."""
+"""PyMongo's errors as persession's, for both flavours: the one place they are translated."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+from types import TracebackType
 
 from bson.errors import BSONError
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError
@@ -11,18 +10,31 @@ from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError
 from ...exceptions import StoreError, StoreUnavailable
 
 
-@contextlib.contextmanager
-def _map_errors() -> Iterator[None]:
-    """Translate PyMongo's errors: the one place this module does so (both flavours)."""
-    try:
-        yield
-    except (ConnectionFailure, ExecutionTimeout) as error:
-        raise StoreUnavailable(f"MongoDB store unavailable: {error}", error) from error
-    except PyMongoError as error:
-        if error.timeout:
-            raise StoreUnavailable(f"MongoDB store unavailable: {type(error).__name__}", error) from error
-        # Server messages can quote the filter (a duplicate key quotes the id): name only the error.
-        code = getattr(error, "code", None)
-        raise StoreError(f"MongoDB store failed: {type(error).__name__} (code {code})", error) from error
-    except BSONError as error:
-        raise StoreError(f"MongoDB store failed: {type(error).__name__}: {error}", error) from error
+class _MapErrors:
+    """Translate PyMongo's and BSON's errors: the one place the MongoDB stores do so (both flavours).
+
+    A class, not a ``@contextmanager`` generator: one shared instance costs
+    nothing per use, where a generator context manager builds two objects.
+    """
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        if error is None:
+            return
+        if isinstance(error, (ConnectionFailure, ExecutionTimeout)):
+            raise StoreUnavailable(f"MongoDB store unavailable: {error}", error) from error
+        if isinstance(error, PyMongoError):
+            if error.timeout:
+                raise StoreUnavailable(f"MongoDB store unavailable: {type(error).__name__}", error) from error
+            # Server messages can quote the filter (a duplicate key quotes the id): name only the error.
+            code = getattr(error, "code", None)
+            raise StoreError(f"MongoDB store failed: {type(error).__name__} (code {code})", error) from error
+        if isinstance(error, BSONError):
+            raise StoreError(f"MongoDB store failed: {type(error).__name__}: {error}", error) from error
+
+
+_map_errors = _MapErrors()

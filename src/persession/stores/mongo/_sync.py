@@ -2,55 +2,20 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from pymongo import MongoClient, ReturnDocument
 from pymongo.collection import Collection
-from pymongo.errors import OperationFailure, PyMongoError
 
-from ...codecs import encode_express
 from ...exceptions import ConfigError
 from ...records import Change, Record, SessionInfo
+from .._express import choose_layout
 from ._async import AsyncMongoStore
-from ._connect_mongo import (
-    _CAS_FIELDS,
-    _CONNECT_INDEXES,
-    _NO_CHANGE,
-    _backoff,
-    _check_layout,
-    _connect_dead,
-    _connect_idle,
-    _connect_live,
-    _connect_merged,
-    _connect_result,
-    _connect_set,
-    _connect_swap,
-    _connect_touched,
-    _lost_race,
-    _no_index,
-)
-from ._constants import _CODEC_OPTIONS, CAS_ATTEMPTS, Layout
-from ._documents import (
-    _INDEXES,
-    _INFO_FIELDS,
-    _document,
-    _index_conflict,
-    _infos,
-    _live,
-    _load_filter,
-    _load_result,
-    _load_touch_update,
-    _merge_update,
-    _revoked,
-    _save_update,
-    _touch_update,
-    _user_filter,
-)
-from ._errors import _map_errors
-from ._url import _client_options, _split_url, _Target, _url_layout
+from ._constants import Layout
+from ._layouts import LAYOUTS, MongoLayout
+from ._transport import MongoTransport
+from ._url import parse_url
 
 
 class MongoStore:
@@ -72,23 +37,28 @@ class MongoStore:
     """
 
     def __init__(
-        self, collection: Collection[Any], *, clock: Callable[[], float] = time.time, layout: Layout = "persession"
+        self,
+        collection: Collection[Any] | MongoTransport,
+        *,
+        clock: Callable[[], float] = time.time,
+        layout: Layout = "persession",
     ) -> None:
-        if not isinstance(collection, Collection):
+        if not isinstance(collection, (Collection, MongoTransport)):
             raise ConfigError(
                 "collection",
                 "MongoStore needs a pymongo Collection; for an AsyncMongoClient collection use AsyncMongoStore",
             )
-        self._collection: Collection[dict[str, Any]] = collection.with_options(codec_options=_CODEC_OPTIONS)
+        chosen = choose_layout(layout, LAYOUTS)
+        if isinstance(collection, MongoTransport):
+            transport = collection
+        else:
+            transport = MongoTransport(collection, LAYOUTS[chosen].indexes)
+        self._transport = transport
+        self._layout: MongoLayout = LAYOUTS[chosen](clock, transport.namespace)
         self._clock = clock
-        self._namespace = collection.full_name
-        self._layout = _check_layout(layout)
-        self._connect = layout == "connect-mongo"
-        self._indexes = _CONNECT_INDEXES if self._connect else _INDEXES
-        self._indexed = False
-        self._index_lock = threading.Lock()
-        self._client: MongoClient[dict[str, Any]] | None = None
-        self._target: _Target | None = None
+        # Bound once: the verbs below are a layout's step and one run, nothing else.
+        self._run = transport.run
+        self._drive = transport.drive
 
     @classmethod
     def from_url(
@@ -120,83 +90,22 @@ class MongoStore:
         :raises ConfigError: naming ``url``: not a MongoDB URL, no host, no database,
             or options PyMongo refuses.
         """
-        chosen_layout = _url_layout(url, layout)
-        target = _Target(url, database, collection, dict(client_kwargs), chosen_layout)
-        driver_url, db_name, coll_name = _split_url(url, database, collection)
-        try:
-            client: MongoClient[dict[str, Any]] = MongoClient(driver_url, **_client_options(driver_url, client_kwargs))
-        except (PyMongoError, ValueError, TypeError) as error:
-            raise ConfigError("url", f"PyMongo refused the MongoDB URL or options: {error}") from error
-        try:
-            store = cls(client[db_name][coll_name], clock=clock, layout=chosen_layout)
-        except PyMongoError as error:  # InvalidName
-            client.close()
-            raise ConfigError("url", f"bad MongoDB database or collection name: {error}") from error
-        store._client = client
-        store._target = target
-        return store
+        target = parse_url(url, database, collection, layout, client_kwargs)
+        return cls(MongoTransport.open(target, LAYOUTS[target.layout].indexes), clock=clock, layout=target.layout)
 
     @property
     def collection(self) -> Collection[dict[str, Any]]:
         """The collection the documents live in."""
-        return self._collection
-
-    def _ready(self) -> Collection[dict[str, Any]]:
-        """The collection, with the TTL index ensured once per store object."""
-        if not self._indexed:
-            with self._index_lock:
-                if not self._indexed:
-                    with _map_errors():
-                        try:
-                            self._collection.create_indexes(list(self._indexes))
-                        except OperationFailure as error:
-                            if not _index_conflict(error):
-                                raise
-                            for model in self._indexes:  # one of them exists already: the others one by one
-                                field = next(iter(model.document["key"]))
-                                try:
-                                    self._collection.create_indexes([model])
-                                except OperationFailure as again:
-                                    if not _index_conflict(again, field):
-                                        raise
-                    self._indexed = True
-        return self._collection
+        return self._transport.collection
 
     @property
     def layout(self) -> Layout:
         """How sessions are stored: ``"persession"`` or ``"connect-mongo"``."""
-        return self._layout
+        return self._layout.name
 
     def load(self, sid: str) -> Record | None:
-        collection = self._ready()
-        now = self._clock()
-        if self._connect:
-            with _map_errors():
-                found = collection.find_one(_connect_live(sid, now))
-            return _connect_result(found, now, self._namespace)
-        with _map_errors():
-            document = collection.find_one(_load_filter(sid, now))
-        return _load_result(document, now, self._namespace)
-
-    def _connect_write(self, sid: str, change: Change, expires: float, now: float) -> str | None:
-        """Compare and swap the ``session`` text; the new text, or ``None`` when the session is gone."""
-        collection = self._ready()
-        with _map_errors():
-            for attempt in range(CAS_ATTEMPTS):
-                if attempt:
-                    time.sleep(_backoff(attempt))
-                document = collection.find_one(_connect_live(sid, now), _CAS_FIELDS)
-                if document is None or _connect_dead(document, now, self._namespace):
-                    return None
-                text = _connect_merged(document, change, expires, self._namespace)
-                if text is None:
-                    return None
-                swapped = collection.update_one(
-                    _connect_swap(sid, document["session"], now), _connect_set(text, expires)
-                )
-                if swapped.matched_count == 1:
-                    return text
-        _lost_race()
+        op, finish = self._layout.load(sid)
+        return finish(self._run(op))
 
     def load_touch(self, sid: str, idle: float, absolute: float | None) -> Record | None:
         """Load the live record and refresh its expiry: one ``findAndModify`` with a pipeline update.
@@ -204,17 +113,7 @@ class MongoStore:
         The server computes the capped expiry from the stored ``created``
         (MongoDB 4.2+). See :class:`~persession.stores.RollingLoad`.
         """
-        now = self._clock()
-        if self._connect:  # a compare and swap (see the module docs)
-            expires = _connect_idle(now, idle, absolute)
-            text = self._connect_write(sid, _NO_CHANGE, expires, now)
-            return _connect_touched(text, expires, now, self._namespace)
-        collection = self._ready()
-        with _map_errors():
-            document = collection.find_one_and_update(
-                _load_filter(sid, now), _load_touch_update(now, idle, absolute), return_document=ReturnDocument.AFTER
-            )
-        return _load_result(document, now, self._namespace)
+        return self._drive(self._layout.load_touch(sid, idle, absolute))
 
     def save(self, sid: str, record: Record, *, replaces: str | None = None) -> None:
         """Write ``record`` whole, then delete ``replaces``.
@@ -225,102 +124,50 @@ class MongoStore:
         with its old data, never the new record's — which is what it was
         before the regenerate began.
         """
-        update = (
-            _connect_set(encode_express(record.data, record.expires, self._clock()), record.expires)
-            if self._connect
-            else _save_update(_document(sid, record))  # refuse bad data before writing anything
-        )
-        collection = self._ready()
-        with _map_errors():
-            collection.update_one({"_id": sid}, update, upsert=True)
-            if replaces is not None and replaces != sid:
-                collection.delete_one({"_id": replaces})
+        self._drive(self._layout.save(sid, record, replaces))
 
     def merge(self, sid: str, change: Change, expires: float) -> bool:
-        now = self._clock()
-        if self._connect:  # a compare and swap (see the module docs)
-            return self._connect_write(sid, change, expires, now) is not None
-        update = _merge_update(change, now, expires)
-        collection = self._ready()
-        with _map_errors():
-            result = collection.update_one(_live(sid, now), update)
-        return result.matched_count == 1
+        return self._drive(self._layout.merge(sid, change, expires))
 
     def touch(self, sid: str, expires: float) -> bool:
-        now = self._clock()
-        if self._connect:  # cookie.expires in the text moves with expires
-            return self._connect_write(sid, _NO_CHANGE, expires, now) is not None
-        collection = self._ready()
-        with _map_errors():
-            result = collection.update_one(_live(sid, now), _touch_update(now, expires))
-        return result.matched_count == 1
+        return self._drive(self._layout.touch(sid, expires))
 
     def delete(self, sid: str) -> None:
-        collection = self._ready()
-        with _map_errors():
-            collection.delete_one({"_id": sid})
+        op, finish = self._layout.delete(sid)
+        finish(self._run(op))
 
     def index_user(self, user: str, sid: str, expires: float) -> None:
         """Set ``user`` on the live session's document: one ``update`` (see the module docs).
 
         The ``connect-mongo`` layout keeps no index: this does nothing.
         """
-        if self._connect:
-            return
-        now = self._clock()
-        collection = self._ready()
-        with _map_errors():
-            collection.update_one(_live(sid, now), {"$set": {"user": user}})
+        step = self._layout.index_user(user, sid)
+        if step is not None:
+            op, finish = step
+            finish(self._run(op))
 
     def user_sessions(self, user: str) -> list[SessionInfo]:
         """The user's live sessions, oldest first: one ``find`` on the ``user`` index.
 
         :raises ConfigError: the ``connect-mongo`` layout keeps no index.
         """
-        if self._connect:
-            _no_index()
-        now = self._clock()
-        collection = self._ready()
-        with _map_errors():
-            documents = list(collection.find(_user_filter(user, now), _INFO_FIELDS))
-        return _infos(documents, now, self._namespace)
+        op, finish = self._layout.user_sessions(user)
+        return finish(self._run(op))
 
     def revoke_user(self, user: str) -> list[str]:
         """Delete every session of ``user`` (a ``find``, then one ``delete_many``); return the live ids.
 
         :raises ConfigError: the ``connect-mongo`` layout keeps no index.
         """
-        if self._connect:
-            _no_index()
-        now = self._clock()
-        collection = self._ready()
-        with _map_errors():
-            documents = list(collection.find({"user": user}, {"_id": 1, "expires_ts": 1}))
-            collection.delete_many({"user": user})
-        return _revoked(documents, now)
+        return self._drive(self._layout.revoke_user(user))
 
     def close(self) -> None:
         """Close the client if :meth:`from_url` created it; a caller's client is left open."""
-        if self._client is not None:
-            self._client.close()
+        self._transport.close()
 
     def to_async(self) -> AsyncMongoStore:
         """An :class:`AsyncMongoStore` on the same URL, database and collection (its own client).
 
         :raises ConfigError: this store was not built by :meth:`from_url`.
         """
-        target = self._target
-        if target is None:
-            raise ConfigError(
-                "store",
-                "to_async() needs a store built with MongoStore.from_url(); otherwise construct "
-                "AsyncMongoStore on a collection of an AsyncMongoClient",
-            )
-        return AsyncMongoStore.from_url(
-            target.url,
-            target.database,
-            target.collection,
-            clock=self._clock,
-            layout=target.layout,
-            **target.client_kwargs,
-        )
+        return AsyncMongoStore(self._transport.twin(), clock=self._clock, layout=self.layout)

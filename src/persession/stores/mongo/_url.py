@@ -1,4 +1,4 @@
-"""``from_url``'s URLs, shared by both flavours: the layout, the URL PyMongo gets, the client options."""
+"""``from_url``'s URLs, shared by both flavours: one parse into what a transport is built from."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any, Final
 from urllib.parse import parse_qsl, unquote, unquote_plus, urlsplit
 
 from ...exceptions import ConfigError
-from ._connect_mongo import _check_layout
+from .._express import choose_layout
 from ._constants import (
     DEFAULT_COLLECTION,
     DEFAULT_CONNECT_TIMEOUT_MS,
@@ -17,10 +17,9 @@ from ._constants import (
     DEFAULT_SOCKET_TIMEOUT_MS,
     Layout,
 )
+from ._layouts import LAYOUTS
 
 _SCHEMES: Final = ("mongodb", "mongodb+srv")
-#: Query parameters persession reads from a URL and removes before PyMongo sees it.
-_OWN_PARAMS: Final = frozenset({"collection", "layout"})
 _TIMEOUT_DEFAULTS: Final = {
     "serverSelectionTimeoutMS": DEFAULT_SERVER_SELECTION_TIMEOUT_MS,
     "connectTimeoutMS": DEFAULT_CONNECT_TIMEOUT_MS,
@@ -29,53 +28,64 @@ _TIMEOUT_DEFAULTS: Final = {
 
 
 @dataclass(frozen=True)
-class _Target:
-    """What ``from_url`` builds a store from: kept so ``to_async()`` can build the twin."""
+class MongoTarget:
+    """A parsed store URL: what a client is built from, kept so ``to_async()`` can build the twin's."""
 
-    url: str
-    database: str | None
-    collection: str | None
-    client_kwargs: dict[str, Any] = field(default_factory=dict)
-    layout: Layout = "persession"
-
-
-def _url_layout(url: str, layout: Layout | None) -> Layout:
-    """The layout: the ``layout`` keyword, else the URL's ``layout`` query parameter, else ``"persession"``."""
-    query = urlsplit(url).query if isinstance(url, str) else ""
-    from_url = next((unquote_plus(v) for k, v in parse_qsl(query.replace(";", "&")) if k == "layout"), None)
-    if layout is not None and from_url is not None and layout != from_url:
-        raise ConfigError("layout", f"the URL says layout={from_url!r}, the keyword {layout!r}")
-    return _check_layout(layout or from_url or "persession")
+    url: str = field(repr=False)  # the URL PyMongo gets (persession's parameters removed): it may hold a password
+    database: str
+    collection: str
+    layout: Layout
+    options: dict[str, Any] = field(repr=False)  # the client's keywords: they may hold credentials
 
 
-def _split_url(url: str, database: str | None, collection: str | None) -> tuple[str, str, str]:
-    """``(url for PyMongo, database, collection)``; :class:`ConfigError` naming ``url`` if unusable."""
-    if not isinstance(url, str):
+def parse_url(
+    url: str, database: str | None, collection: str | None, layout: Layout | None, client_kwargs: Mapping[str, Any]
+) -> MongoTarget:
+    """``url`` and ``from_url``'s keywords as a :class:`MongoTarget`; :class:`ConfigError` if unusable.
+
+    The layout is the keyword, else the URL's ``layout`` parameter, else
+    ``"persession"`` (both given and different: an error naming ``layout``);
+    the database is ``database``, else the URL's path; the collection is
+    ``collection``, else the URL's ``collection`` parameter, else
+    :data:`DEFAULT_COLLECTION`. Other errors name ``url``.
+    """
+    parts = urlsplit(url) if isinstance(url, str) else None
+    kept: list[str] = []
+    own: dict[str, str] = {}
+    for piece in re.split(r"[&;]", parts.query) if parts is not None and parts.query else ():
+        name, _, value = piece.partition("=")
+        name, value = unquote_plus(name), unquote_plus(value)
+        if name == "collection":
+            own[name] = value
+        elif name == "layout":
+            if value:  # the first one given, as parse_qsl reads it
+                own.setdefault(name, value)
+        else:
+            kept.append(piece)
+    url_layout = own.get("layout")
+    if layout is not None and url_layout is not None and layout != url_layout:
+        raise ConfigError("layout", f"the URL says layout={url_layout!r}, the keyword {layout!r}")
+    chosen_layout = choose_layout(layout or url_layout or "persession", LAYOUTS)
+    if parts is None:
         raise ConfigError("url", f"{url!r} is not a MongoDB URL such as 'mongodb://host/dbname'")
-    parts = urlsplit(url)
     if parts.scheme.lower() not in _SCHEMES:
         raise ConfigError("url", f"{parts.scheme!r} is not a MongoDB URL scheme; use mongodb:// or mongodb+srv://")
     if not parts.netloc.rpartition("@")[2].strip(","):
         # PyMongo never assumes localhost either, but say so before it does.
         raise ConfigError("url", "the MongoDB URL names no host (a store URL never falls back to localhost)")
-    path_database = unquote(parts.path[1:]) if parts.path.startswith("/") else unquote(parts.path)
-    kept: list[str] = []
-    own: dict[str, str] = {}
-    for piece in re.split(r"[&;]", parts.query) if parts.query else ():
-        name, _, value = piece.partition("=")
-        if unquote_plus(name) in _OWN_PARAMS:
-            own[unquote_plus(name)] = unquote_plus(value)
-        else:
-            kept.append(piece)
-    url_collection = own.get("collection")
-    chosen_database = database or path_database
+    chosen_database = database or (unquote(parts.path[1:]) if parts.path.startswith("/") else unquote(parts.path))
     if not chosen_database:
         raise ConfigError("url", "name the database in the URL path ('mongodb://host/dbname') or pass database=")
-    chosen_collection = collection or url_collection or DEFAULT_COLLECTION
     driver_url = f"{parts.scheme}://{parts.netloc}{parts.path or '/'}"
     if kept:
         driver_url += "?" + "&".join(kept)
-    return driver_url, chosen_database, chosen_collection
+    return MongoTarget(
+        driver_url,
+        chosen_database,
+        collection or own.get("collection") or DEFAULT_COLLECTION,
+        chosen_layout,
+        _client_options(driver_url, client_kwargs),
+    )
 
 
 def _client_options(driver_url: str, client_kwargs: Mapping[str, Any]) -> dict[str, Any]:
