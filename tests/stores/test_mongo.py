@@ -679,3 +679,41 @@ def test_store_from_url_refuses_client_options_pymongo_refuses() -> None:
     with pytest.raises(ConfigError) as caught:
         store_from_url("mongodb://127.0.0.1:9/db", socketTimeoutMS="soon")
     assert caught.value.option == "url"
+
+
+def test_an_unknown_layout_is_a_config_error_naming_it(mongo_server: AnyServer) -> None:
+    client: MongoClient[dict[str, Any]] = MongoClient(mongo_server.url, serverSelectionTimeoutMS=2000)
+    try:
+        for layout in (["persession"], "connect-redis", None):
+            with pytest.raises(ConfigError) as raised:
+                MongoStore(client["db"]["sessions"], layout=layout)  # type: ignore[arg-type]
+            assert raised.value.option == "layout"
+    finally:
+        client.close()
+
+
+def test_a_url_layout_that_contradicts_the_keyword_is_a_config_error(mongo_server: AnyServer) -> None:
+    url = mongo_server.url.rstrip("/") + "/db?layout=connect-mongo"
+    with pytest.raises(ConfigError) as raised:
+        MongoStore.from_url(url, layout="persession")
+    assert raised.value.option == "layout"
+
+
+@pytest.mark.anyio
+async def test_to_async_keeps_the_connect_mongo_layout(mongo_server: AnyServer) -> None:
+    database = f"twin_{uuid.uuid4().hex[:8]}"
+    store = MongoStore.from_url(mongo_server.url.rstrip("/") + f"/{database}", layout="connect-mongo")
+    twin = store.to_async()
+    try:
+        assert twin.layout == "connect-mongo"
+        sid = new_sid()
+        await twin.save(sid, live({"user": "alice"}))
+        loaded = store.load(sid)
+        assert loaded is not None
+        assert loaded.data["user"] == "alice"
+    finally:
+        await twin.close()
+        store.close()
+        cleanup: MongoClient[dict[str, Any]] = MongoClient(mongo_server.url)
+        cleanup.drop_database(database)
+        cleanup.close()
