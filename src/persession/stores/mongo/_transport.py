@@ -13,6 +13,7 @@ from pymongo.collection import Collection
 from pymongo.errors import OperationFailure, PyMongoError
 
 from ...exceptions import ConfigError
+from .._flow import adrive, drive
 from ._constants import _CODEC_OPTIONS
 from ._documents import _index_conflict
 from ._errors import _map_errors
@@ -84,15 +85,8 @@ class MongoTransport:
         if type(work) is tuple:
             op, finish = work
             return finish(self.run(op))
-        run = self.run
         flow: Any = work
-        try:
-            op = next(flow)
-            while True:
-                op = flow.send(run(op))
-        except StopIteration as done:
-            result: _T = done.value
-            return result
+        return drive(self.run, flow)  # type: ignore[no-any-return]
 
     def _ensure_indexes(self) -> None:
         with self._index_lock:
@@ -173,15 +167,8 @@ class AsyncMongoTransport:
         if type(work) is tuple:
             op, finish = work
             return finish(await self.run(op))
-        run = self.run
         flow: Any = work
-        try:
-            op = next(flow)
-            while True:
-                op = flow.send(await run(op))
-        except StopIteration as done:
-            result: _T = done.value
-            return result
+        return await adrive(self.run, flow)
 
     async def _ensure_indexes(self) -> None:
         async with self._index_lock:

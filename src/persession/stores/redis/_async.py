@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from ...exceptions import StoreUnavailable
 from ...records import Change, Record, SessionInfo
+from .._flow import adrive
 from ._cache import _check_client_cache
 from ._constants import _POLL_SECONDS, _REVOCATION_RETRY_MIN, REVOCATION_RETRY_MAX, AsyncClient, Layout, log
 from ._errors import _map_errors
@@ -88,15 +89,8 @@ class AsyncRedisStore:
         return self._layout.name  # type: ignore[return-value]  # one of the two
 
     async def _drive(self, flow: _Flow[_T]) -> _T:
-        run = self._transport.run
         with _map_errors:
-            try:
-                op = next(flow)
-                while True:
-                    op = flow.send(await run(op))
-            except StopIteration as done:
-                result: _T = done.value
-                return result
+            return await adrive(self._transport.run, flow)
 
     async def load(self, sid: str) -> Record | None:
         """See :meth:`RedisStore.load`."""

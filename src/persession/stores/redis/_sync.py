@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from ...core import Action, Plan
 from ...records import Change, Record, SessionInfo
+from .._flow import drive
 from ..base import PendingLoad, PendingWrite, _need, run_plan
 from ._async import AsyncRedisStore
 from ._cache import _check_client_cache
@@ -146,15 +147,8 @@ class RedisStore:
         return self._layout.name  # type: ignore[return-value]  # one of the two
 
     def _drive(self, flow: _Flow[_T]) -> _T:
-        run = self._transport.run
         with _map_errors:
-            try:
-                op = next(flow)
-                while True:
-                    op = flow.send(run(op))
-            except StopIteration as done:
-                result: _T = done.value
-                return result
+            return drive(self._transport.run, flow)
 
     def load(self, sid: str) -> Record | None:
         """The live record for ``sid``, or ``None``: one ``HGETALL`` (connect-redis: one script, GET and PTTL)."""
