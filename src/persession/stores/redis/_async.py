@@ -27,7 +27,10 @@ class AsyncRedisStore:
     """The asyncio twin of :class:`RedisStore` (ASGI), on ``redis.asyncio.Redis`` or its ``RedisCluster``.
 
     Parameters as :class:`RedisStore`. Create the client inside the event loop
-    that will use it, or let :meth:`from_url` do so lazily.
+    that will use it, or let :meth:`from_url` do so lazily. On a
+    ``redis.asyncio.Redis`` the store keeps the connections it used checked
+    out of the client's pool until :meth:`close` (see :doc:`/stores`): close
+    the store before the client.
 
     .. versionadded:: 0.1
     """

@@ -33,7 +33,8 @@ class RedisStore:
 
     :param client: the client to use; the store never closes it. Give it
         ``socket_timeout`` and ``socket_connect_timeout``, or a dead server
-        blocks a worker for redis-py's defaults.
+        blocks a worker for redis-py's defaults. (:meth:`from_url` passes the
+        connections it builds here instead, a private transport object.)
     :param prefix: prepended to the session id to make its key; default
         ``"persession:"`` (``"sess:"`` for the ``connect-redis`` layout). Use
         one prefix per application sharing a server. (connect-redis's
