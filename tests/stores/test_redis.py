@@ -1288,3 +1288,55 @@ async def test_an_asyncio_cluster_store_follows_a_slot_that_moved(redis_cluster:
             _move_slot(redis_cluster, slot, target, source)
     finally:
         await client.aclose()
+
+
+CLIENT_KINDS = {
+    "lean": {},
+    "single-connection": {"single_connection_client": True},  # redis-py's execute_command path
+}
+
+
+@pytest.mark.parametrize("options", list(CLIENT_KINDS.values()), ids=list(CLIENT_KINDS))
+def test_a_client_passed_in_survives_script_flush_and_reads_a_non_hash_as_malformed(
+    redis_server: RedisServer, prefix: str, options: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    client = redis_server.client(**options)
+    try:
+        store = RedisStore(client, prefix=prefix)
+        sid, planted = new_sid(), new_sid()
+        store.save(sid, live({"a": 1}))
+        client.script_flush()
+        assert store.merge(sid, Change({"b": 2}), time.time() + HOUR) is True  # NOSCRIPT, then EVAL
+        loaded = store.load(sid)
+        assert loaded is not None
+        assert loaded.data == {"a": 1, "b": 2}
+        client.set(prefix + planted, "not a hash")
+        with caplog.at_level(logging.WARNING, logger="persession.security"):
+            assert store.load(planted) is None
+        assert "the key is not a hash" in caplog.text
+        assert planted not in caplog.text
+    finally:
+        client.close()
+
+
+@pytest.mark.anyio
+async def test_an_asyncio_client_passed_in_survives_script_flush_and_reads_a_non_hash_as_malformed(
+    redis_server: RedisServer, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = redis.asyncio.Redis.from_url(redis_server.url, socket_timeout=5)
+    store = AsyncRedisStore(client, prefix=prefix)
+    try:
+        sid, planted = new_sid(), new_sid()
+        await store.save(sid, live({"a": 1}))
+        await client.script_flush()
+        assert await store.merge(sid, Change({"b": 2}), time.time() + HOUR) is True
+        loaded = await store.load(sid)
+        assert loaded is not None
+        assert loaded.data == {"a": 1, "b": 2}
+        await client.set(prefix + planted, "not a hash")
+        with caplog.at_level(logging.WARNING, logger="persession.security"):
+            assert await store.load(planted) is None
+        assert "the key is not a hash" in caplog.text
+    finally:
+        await store.close()
+        await client.aclose()
