@@ -9,10 +9,11 @@ from typing import Any, Final, Literal, NoReturn
 
 from pymongo import IndexModel
 
-from ...codecs import encode_express, merge_express
-from ...exceptions import NotSerializable, StoreError
+from ...codecs import encode_express
+from ...exceptions import StoreError
 from ...records import Change, Record, SessionInfo
 from .._express import NO_CHANGE, check_idle, express_record, no_index, touched
+from .._splice import Edit, Malformed, splice
 from ._constants import _EPOCH, CAS_ATTEMPTS, CAS_BACKOFF_MAX, security_log
 from ._documents import _INDEX_KEYS, _date, _Malformed
 from ._ops import DeleteOne, FindOne, Flow, Pause, Step, UpdateOne, Work, matched, nothing
@@ -75,7 +76,7 @@ class ConnectMongo:
         self._clock = clock
         self._namespace = namespace
 
-    def _malformed(self, error: ValueError) -> None:
+    def _malformed(self, error: ValueError | Malformed) -> None:
         security_log.warning("malformed session document in MongoDB collection %s ignored: %s", self._namespace, error)
 
     def _result(self, document: Mapping[str, Any] | None, now: float) -> Record | None:
@@ -88,29 +89,31 @@ class ConnectMongo:
             self._malformed(error)
             return None
 
-    def _dead(self, document: Mapping[str, Any], now: float) -> bool:
-        """A document the live filter matched only for having no ``expires``, and whose cookie has expired."""
-        return "expires" not in document and self._result(document, now) is None
+    def _merged(self, document: Mapping[str, Any], edit: Edit) -> str | None:
+        """The text with ``edit`` spliced in as connect-redis' script splices it; ``None``: gone or malformed.
 
-    def _merged(self, document: Mapping[str, Any], change: Change, expires: float) -> str | None:
-        """The document's text with ``change`` applied; ``None`` (and a warning) if it is malformed."""
+        No ``expires`` field: the cookie's expires decides, and a dead record is never written again.
+        """
         try:
-            return merge_express(_connect_text(document), change, expires)
-        except NotSerializable:
-            raise
-        except ValueError as error:
+            text = splice(_connect_text(document), edit, keeps_expiry="expires" in document)
+        except ValueError as error:  # _Malformed: no session text
             self._malformed(error)
             return None
+        if isinstance(text, Malformed):
+            self._malformed(text)
+            return None
+        return text
 
     def _swap(self, sid: str, change: Change, expires: float, now: float) -> Flow[str | None]:
         """Compare and swap the ``session`` text; the new text, or ``None`` when the session is gone."""
+        edit = Edit(change, expires, now)  # refuses bad data before any I/O
         for attempt in range(CAS_ATTEMPTS):
             if attempt:
                 yield Pause(_backoff(attempt))
             document = yield FindOne(_connect_live(sid, now), _CAS_FIELDS)
-            if document is None or self._dead(document, now):
+            if document is None:
                 return None
-            text = self._merged(document, change, expires)
+            text = self._merged(document, edit)
             if text is None:
                 return None
             swap = {**_connect_live(sid, now), "session": document["session"]}
