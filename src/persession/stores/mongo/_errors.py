@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-from types import TracebackType
-
 from bson.errors import BSONError
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError
 
 from ...exceptions import StoreError, StoreUnavailable
+from .._errors import ErrorMap
 
 
-class _MapErrors:
-    """Translate PyMongo's and BSON's errors: the one place the MongoDB stores do so (both flavours).
-
-    A class, not a ``@contextmanager`` generator: one shared instance costs
-    nothing per use, where a generator context manager builds two objects.
-    """
+class _MapErrors(ErrorMap):
+    """Translate PyMongo's and BSON's errors: the one place the MongoDB stores do so (both flavours)."""
 
     __slots__ = ()
 
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
-        if error is None:
-            return
+    def translate(self, error: BaseException) -> None:
         if isinstance(error, (ConnectionFailure, ExecutionTimeout)):
             raise StoreUnavailable(f"MongoDB store unavailable: {error}", error) from error
         if isinstance(error, PyMongoError):

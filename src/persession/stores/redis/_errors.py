@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Final
 
 from redis.exceptions import (
@@ -22,6 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ...exceptions import StoreError, StoreUnavailable
+from .._errors import ErrorMap
 from ._own import (
     AuthFailed,
     Loading,
@@ -60,21 +60,12 @@ def _as_redis_py(error: OwnError) -> RedisError:
     return translated
 
 
-class _MapErrors:
-    """Translate redis-py's errors and :mod:`._own`'s: the one place the Redis stores do so (both flavours use it).
-
-    A class, not a ``@contextmanager`` generator: one shared instance costs
-    nothing per use, where a generator context manager builds two objects.
-    """
+class _MapErrors(ErrorMap):
+    """Translate redis-py's errors and :mod:`._own`'s: the one place the Redis stores do so (both flavours use it)."""
 
     __slots__ = ()
 
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
-        if error is None:
-            return
+    def translate(self, error: BaseException) -> None:
         if isinstance(error, OwnError):
             # persession's own connections: mapped through the redis-py class each stands for, so both
             # kinds of connection give the same StoreError, message and original_error class.
