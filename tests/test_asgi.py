@@ -622,3 +622,31 @@ async def test_get_session_in_unwrapped_starlette_app_raises() -> None:
     async with serve(app) as get:
         with pytest.raises(SessionNotAvailable):
             await get("/")
+
+
+# -- X-Forwarded-Proto behind proxies -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("proxy", "lines", "secure"),
+    [
+        pytest.param(1, [b"https, http"], False, id="proxy=1, the client wrote https"),
+        pytest.param(1, [b"http, https"], True, id="proxy=1, the proxy wrote https"),
+        pytest.param(1, [b"http", b"https"], True, id="proxy=1, repeated header lines read as one list"),
+        pytest.param(1, [b"https", b"http"], False, id="proxy=1, the last line is the proxy's"),
+        pytest.param(True, [b"https, http"], True, id="proxy=True trusts the leftmost"),
+        pytest.param(2, [b"https"], False, id="proxy=2, fewer values than proxies"),
+    ],
+)
+async def test_secure_auto_follows_the_trusted_proxies(
+    store: CountingStore, proxy: bool | int, lines: list[bytes], secure: bool
+) -> None:
+    """With ``proxy=N`` the N-th ``X-Forwarded-Proto`` value from the right decides ``Secure`` (``secure='auto'``)."""
+    app = middleware(store, proxy=proxy)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://testserver") as client:
+        headers = [(b"x-forwarded-proto", line) for line in lines]
+        response = await client.get("/set?key=a&value=1", headers=headers)
+    cookies = [value for name, value in response.headers.multi_items() if name == "set-cookie"]
+    assert len(cookies) == 1
+    attributes = [part.strip() for part in cookies[0].split(";")]
+    assert ("Secure" in attributes) is secure

@@ -54,7 +54,11 @@ BAD_OPTIONS = [
     pytest.param("rolling", "yes", id="rolling str"),
     pytest.param("resave", None, id="resave None"),
     pytest.param("save_uninitialized", "false", id="save_uninitialized str"),
-    pytest.param("proxy", 0, id="proxy int"),
+    pytest.param("proxy", 0, id="proxy zero"),
+    pytest.param("proxy", -1, id="proxy negative"),
+    pytest.param("proxy", 1.0, id="proxy float"),
+    pytest.param("proxy", "1", id="proxy str"),
+    pytest.param("proxy", None, id="proxy None"),
     pytest.param("httponly", None, id="httponly None"),
     pytest.param("partitioned", "true", id="partitioned str"),
     # secure
@@ -256,3 +260,8 @@ def test_samesite_none_in_any_case_still_requires_secure() -> None:
             SessionConfig(secret=SECRET, samesite=given, secure=False)  # type: ignore[arg-type]
         assert caught.value.option == "samesite"
         assert "requires secure" in str(caught.value)
+
+
+@pytest.mark.parametrize("proxy", [True, False, 1, 2, 5])
+def test_proxy_takes_a_bool_or_the_number_of_trusted_proxies(proxy: bool | int) -> None:
+    assert SessionConfig(secret=SECRET, proxy=proxy).proxy is proxy

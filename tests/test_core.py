@@ -724,9 +724,18 @@ def test_secure_true_never_sends_a_cookie_over_plain_http(
         pytest.param("http", "http, https", True, False, id="proxy: first of a list is http"),
         pytest.param("http", None, True, False, id="proxy: no header, scheme decides"),
         pytest.param("https", "", True, True, id="proxy: empty header, scheme decides"),
+        pytest.param("http", "https, http", 1, False, id="proxy=1: the rightmost value, http"),
+        pytest.param("http", "http, https", 1, True, id="proxy=1: the rightmost value, https"),
+        pytest.param("http", "https", 1, True, id="proxy=1: one value"),
+        pytest.param("http", " HTTPS ", 1, True, id="proxy=1: case and spaces"),
+        pytest.param("http", "https, http, https", 2, False, id="proxy=2: second from the right"),
+        pytest.param("http", "http, https, http", 2, True, id="proxy=2: second from the right, https"),
+        pytest.param("http", "https", 2, False, id="proxy=2: fewer values than proxies: ignored"),
+        pytest.param("https", "http", 2, True, id="proxy=2: fewer values, the scheme decides"),
+        pytest.param("http", None, 1, False, id="proxy=1: no header"),
     ],
 )
-def test_request_is_secure(scheme: str, forwarded: str | None, proxy: bool, secure: bool) -> None:
+def test_request_is_secure(scheme: str, forwarded: str | None, proxy: bool | int, secure: bool) -> None:
     """A request is secure by its scheme, or by X-Forwarded-Proto only when proxy is on."""
     assert SessionEngine.request_is_secure(scheme, forwarded, proxy=proxy) is secure
 

@@ -472,6 +472,11 @@ def test_store_ids_are_shaped_like_session_ids() -> None:
         pytest.param({}, "https", "not Secure", id="header not trusted without proxy=True"),
         pytest.param({"secure": True}, None, "no cookie", id="secure=True over plain HTTP"),
         pytest.param({"secure": True, "proxy": True}, "https", "Secure", id="secure=True behind the proxy"),
+        # proxy=N trusts the N proxies nearest the app: the Nth value from the right, not what the client wrote.
+        pytest.param({"proxy": 1}, "https, http", "not Secure", id="proxy=1, the client wrote https"),
+        pytest.param({"proxy": 1}, "http, https", "Secure", id="proxy=1, the proxy wrote https"),
+        pytest.param({"proxy": True}, "https, http", "Secure", id="proxy=True trusts the leftmost"),
+        pytest.param({"proxy": 2}, "https", "not Secure", id="proxy=2, one value only"),
     ],
 )
 def test_cookie_flags_behind_a_tls_terminating_proxy(

@@ -124,8 +124,9 @@ class SessionMiddleware:
         for name, value in scope.get("headers", ()):
             if name == b"cookie":
                 cookies.append(value)
-            elif name == b"x-forwarded-proto" and forwarded_proto is None:
-                forwarded_proto = value.decode("latin-1")
+            elif name == b"x-forwarded-proto":  # repeated lines read as one list, as WSGI servers join them
+                text = value.decode("latin-1")
+                forwarded_proto = text if forwarded_proto is None else f"{forwarded_proto},{text}"
         engine = self.engine
         opening = engine.open(cookies)
         session = await self._load(opening, read_only=kind == "websocket")

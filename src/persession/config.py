@@ -148,8 +148,14 @@ class SessionConfig:
     #: Trust ``X-Forwarded-Proto`` from a TLS-terminating reverse proxy when
     #: deciding whether the request is secure. Default ``False``: set it only
     #: when every request comes through a proxy that sets the header.
-    #: express-session: ``proxy``.
-    proxy: bool = False
+    #: ``True`` trusts the header's leftmost value, as express-session's
+    #: ``proxy`` (``trust proxy: true``) does: a client can write that value
+    #: itself when a proxy appends to the header. An int ``N`` trusts the
+    #: ``N`` proxies in front of the app, as Werkzeug's ``ProxyFix`` does:
+    #: ``proxy=1`` takes the rightmost value (the one your proxy added),
+    #: ``proxy=2`` the second from the right; a header with fewer values is
+    #: ignored.
+    proxy: bool | int = False
     #: Cookie ``Path``. express-session: ``cookie.path``.
     path: str = "/"
     #: Cookie ``Domain``; ``None`` for a host-only cookie. express-session:
@@ -233,9 +239,13 @@ class SessionConfig:
         set_(self, "max_age_seconds", max_age)
         set_(self, "idle_seconds", idle or max_age or DEFAULT_IDLE_FOR_SESSION_COOKIES)
         set_(self, "absolute_seconds", absolute)
-        for name in ("rolling", "resave", "save_uninitialized", "proxy", "httponly", "partitioned"):
+        for name in ("rolling", "resave", "save_uninitialized", "httponly", "partitioned"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name, f"must be True or False, not {getattr(self, name)!r}")
+        if not isinstance(self.proxy, int) or (not isinstance(self.proxy, bool) and self.proxy < 1):
+            raise ConfigError(
+                "proxy", f"must be True, False or the number of trusted proxies (an int >= 1), not {self.proxy!r}"
+            )
         if self.secure not in (True, False, "auto") or not isinstance(self.secure, (bool, str)):
             raise ConfigError("secure", f"must be True, False or 'auto', not {self.secure!r}")
         samesite = self.samesite

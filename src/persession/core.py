@@ -265,11 +265,23 @@ class SessionEngine:
         return Session(read_only=read_only, user_path=user_path)
 
     @staticmethod
-    def request_is_secure(scheme: str, forwarded_proto: str | None, *, proxy: bool) -> bool:
-        """Whether the client reached us over TLS (trusting ``X-Forwarded-Proto`` only with ``proxy``)."""
-        if proxy and forwarded_proto:
-            return forwarded_proto.split(",", 1)[0].strip().lower() in ("https", "wss")
-        return scheme in ("https", "wss")
+    def request_is_secure(scheme: str, forwarded_proto: str | None, *, proxy: bool | int) -> bool:
+        """Whether the client reached us over TLS (trusting ``X-Forwarded-Proto`` only with ``proxy``).
+
+        ``proxy=True``: the header's leftmost value (express-session's rule);
+        an int ``N``: the ``N``-th value from the right, the one the outermost
+        trusted proxy wrote; with fewer values the header is ignored.
+        """
+        if not proxy or not forwarded_proto:
+            return scheme in ("https", "wss")
+        if proxy is True:
+            value = forwarded_proto.split(",", 1)[0]
+        else:
+            values = forwarded_proto.split(",")
+            if len(values) < proxy:  # not written by the proxies we trust
+                return scheme in ("https", "wss")
+            value = values[-proxy]
+        return value.strip().lower() in ("https", "wss")
 
     # -- request end ---------------------------------------------------------
 
