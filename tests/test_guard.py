@@ -42,6 +42,8 @@ Message = dict[str, Any]
 
 WILDCARD = OriginPolicy(allowed_origins=["https://*.example.com"])
 TRUSTED = OriginPolicy(trust_forwarded_host=True)
+ONE_PROXY = OriginPolicy(trust_forwarded_host=1)
+TWO_PROXIES = OriginPolicy(trust_forwarded_host=2)
 
 ORIGINS = [
     pytest.param(OriginPolicy(), "http://example.com", "example.com", None, True, id="same origin, no port"),
@@ -60,6 +62,15 @@ ORIGINS = [
     pytest.param(TRUSTED, "http://app:8000", "app:8000", None, True, id="trusted, no forwarded header: Host"),
     pytest.param(TRUSTED, "http://app:8000", "app:8000", "public.example", False, id="trusted forwarded wins"),
     pytest.param(OriginPolicy(), "https://public.example", "app", "public.example", False, id="untrusted forwarded"),
+    pytest.param(TRUSTED, "https://evil.example", "app", "evil.example, public.example", True, id="True: the leftmost"),
+    pytest.param(ONE_PROXY, "https://public.example", "app", "evil.example, public.example", True, id="1: rightmost"),
+    pytest.param(
+        ONE_PROXY, "https://evil.example", "app", "evil.example, public.example", False, id="1: not a client's"
+    ),
+    pytest.param(TWO_PROXIES, "https://a.example", "app", "a.example, b.example", True, id="2: second from the right"),
+    pytest.param(TWO_PROXIES, "https://public.example", "app", "public.example", False, id="2: one value: Host"),
+    pytest.param(TWO_PROXIES, "http://app", "app", "public.example", True, id="2: one value: Host decides"),
+    pytest.param(TRUSTED, "https://public.example", "app", " public.example ,p2", True, id="forwarded host stripped"),
     pytest.param(WILDCARD, "https://app.example.com", "other", None, True, id="wildcard subdomain"),
     pytest.param(WILDCARD, "https://a.b.example.com", "other", None, True, id="wildcard nested subdomain"),
     pytest.param(WILDCARD, "https://example.com", "other", None, False, id="wildcard not the apex"),
@@ -703,3 +714,10 @@ def test_importing_the_integration_imports_no_socketio() -> None:
     probe = "import sys, persession.guard, persession.integrations.socketio; print('socketio' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
     assert result.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("trust", [0, -1, "yes", None, 1.5])
+def test_trust_forwarded_host_is_a_bool_or_a_number_of_proxies(trust: Any) -> None:
+    with pytest.raises(ConfigError) as raised:
+        OriginPolicy(trust_forwarded_host=trust)
+    assert raised.value.option == "trust_forwarded_host"

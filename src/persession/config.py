@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from typing import Literal, TypeAlias
 
+from ._forwarded import check_trust
 from .exceptions import ConfigError
 from .types import SameSite
 
@@ -242,10 +243,7 @@ class SessionConfig:
         for name in ("rolling", "resave", "save_uninitialized", "httponly", "partitioned"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name, f"must be True or False, not {getattr(self, name)!r}")
-        if not isinstance(self.proxy, int) or (not isinstance(self.proxy, bool) and self.proxy < 1):
-            raise ConfigError(
-                "proxy", f"must be True, False or the number of trusted proxies (an int >= 1), not {self.proxy!r}"
-            )
+        check_trust("proxy", self.proxy)
         if self.secure not in (True, False, "auto") or not isinstance(self.secure, (bool, str)):
             raise ConfigError("secure", f"must be True, False or 'auto', not {self.secure!r}")
         samesite = self.samesite

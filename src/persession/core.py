@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
+from ._forwarded import forwarded_value
 from ._rejections import RejectionLog
 from .codecs import COOKIE, express_cookie
 from .config import SessionConfig
@@ -272,16 +273,11 @@ class SessionEngine:
         an int ``N``: the ``N``-th value from the right, the one the outermost
         trusted proxy wrote; with fewer values the header is ignored.
         """
-        if not proxy or not forwarded_proto:
-            return scheme in ("https", "wss")
-        if proxy is True:
-            value = forwarded_proto.split(",", 1)[0]
-        else:
-            values = forwarded_proto.split(",")
-            if len(values) < proxy:  # not written by the proxies we trust
-                return scheme in ("https", "wss")
-            value = values[-proxy]
-        return value.strip().lower() in ("https", "wss")
+        if proxy and forwarded_proto:
+            value = forwarded_value(forwarded_proto, proxy)
+            if value is not None:
+                return value.lower() in ("https", "wss")
+        return scheme in ("https", "wss")
 
     # -- request end ---------------------------------------------------------
 

@@ -71,6 +71,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from ._forwarded import check_trust, forwarded_value
 from .core import USER_KEY, Action, Plan
 from .exceptions import ConfigError, StoreError
 from .session import Session
@@ -217,7 +218,11 @@ class OriginPolicy:
     :param allow_missing_origin: allow handshakes without ``Origin``
         (non-browser clients); default ``True`` (see the module docs).
     :param trust_forwarded_host: compare with ``X-Forwarded-Host`` instead of
-        ``Host``; only behind a proxy that sets it. Default ``False``.
+        ``Host``; only behind a proxy that sets it. Default ``False``. As
+        :attr:`SessionConfig.proxy <persession.SessionConfig.proxy>`:
+        ``True`` believes the header's leftmost value, an int ``N`` the
+        ``N``-th from the right (``1``: the value your proxy appended); with
+        fewer values, ``Host`` decides.
     :param same_origin: allow the same origin; default ``True``.
 
     .. versionadded:: 0.1
@@ -225,11 +230,12 @@ class OriginPolicy:
 
     allowed_origins: Sequence[str] = ()
     allow_missing_origin: bool = True
-    trust_forwarded_host: bool = False
+    trust_forwarded_host: bool | int = False
     same_origin: bool = True
     _patterns: tuple[_Pattern, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        check_trust("trust_forwarded_host", self.trust_forwarded_host)
         if isinstance(self.allowed_origins, str):
             raise ConfigError("allowed_origins", "must be a list of origins, not one string")
         try:
@@ -250,7 +256,7 @@ class OriginPolicy:
         if origin_hp is None:
             return False
         if self.same_origin:
-            target = forwarded_host.split(",")[0] if (self.trust_forwarded_host and forwarded_host) else host
+            target = forwarded_value(forwarded_host, self.trust_forwarded_host) or host
             if target is not None and _host_port(target, scheme) == origin_hp:
                 return True
         return any(pattern.matches(scheme, *origin_hp) for pattern in self._patterns)
