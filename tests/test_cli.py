@@ -19,11 +19,10 @@ from pathlib import Path
 import pytest
 
 import persession
-from _servers import ROOT, require_binary
+from _servers import OPENSSL_HINT, ROOT, assert_nginx_accepts, check_snippet, nginx_binary, require_binary
 from persession import Record
 from persession.cli import _parser, main
 from persession.stores import SqliteStore
-from test_nginx import OPENSSL_HINT, assert_nginx_accepts, check_snippet, nginx_binary
 
 
 def run(argv: Sequence[str]) -> int:

@@ -11,7 +11,6 @@ current renderer.
 from __future__ import annotations
 
 import contextlib
-import getpass
 import itertools
 import json
 import os
@@ -22,7 +21,6 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -31,7 +29,19 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from _servers import ServerProcess, free_port, require_binary, uvicorn_server, wait_for_port
+from _servers import (
+    Certificate,
+    NginxServer,
+    ServerProcess,
+    check_snippet,
+    check_standalone,
+    free_port,
+    make_certificate,
+    nginx_binary,
+    upstream_addresses,
+    uvicorn_server,
+    worker_user,
+)
 from persession import ConfigError
 from persession.cli import main
 from persession.nginx import (
@@ -49,138 +59,7 @@ from persession.nginx import (
 HERE = Path(__file__).resolve().parent
 GOLDEN = HERE / "golden"
 UPDATE_GOLDEN = os.environ.get("PERSESSION_UPDATE_GOLDEN", "") == "1"
-NGINX_HINT = "install nginx (apt-get install nginx-light, or brew install nginx)"
-OPENSSL_HINT = "install OpenSSL (apt-get install openssl)"
 TIMEOUT = 20.0
-
-
-# --- helpers shared with test_nginx_e2e.py -------------------------------------------------------------------------
-
-
-def nginx_binary() -> str:
-    """The nginx executable: /usr/sbin/nginx (often not on a user's PATH), else PATH; skip or fail when missing."""
-    for candidate in ("/usr/sbin/nginx", "/usr/local/sbin/nginx"):
-        if os.access(candidate, os.X_OK):
-            return candidate
-    return require_binary("nginx", NGINX_HINT)
-
-
-def worker_user() -> str | None:
-    """The ``user`` for a root-started test nginx (its workers must reach pytest's 0700 tmp dirs), else None."""
-    return getpass.getuser() if os.geteuid() == 0 else None
-
-
-def nginx_test(config: Path, prefix: Path) -> subprocess.CompletedProcess[str]:
-    """``nginx -t`` on ``config`` with ``prefix`` as its prefix directory."""
-    argv = [nginx_binary(), "-t", "-p", str(prefix), "-c", str(config), "-e", "stderr"]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
-
-
-def assert_nginx_accepts(config: Path, prefix: Path) -> None:
-    """Fail with nginx's own message unless ``nginx -t`` accepts ``config``."""
-    result = nginx_test(config, prefix)
-    assert result.returncode == 0, f"nginx -t rejected {config}:\n{result.stderr}\n{config.read_text()}"
-    assert "test is successful" in result.stderr
-
-
-HARNESS = """events {{ worker_connections 64; }}
-{user}pid {prefix}/nginx.pid;
-error_log {prefix}/error.log;
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/client_body_temp;
-    proxy_temp_path {prefix}/proxy_temp;
-    fastcgi_temp_path {prefix}/fastcgi_temp;
-    uwsgi_temp_path {prefix}/uwsgi_temp;
-    scgi_temp_path {prefix}/scgi_temp;
-    include {snippet};
-}}
-"""
-
-
-def check_snippet(text: str, prefix: Path) -> None:
-    """``nginx -t`` on a conf.d snippet, included in the http block of a minimal nginx.conf."""
-    prefix.mkdir(parents=True, exist_ok=True)
-    snippet = prefix / "persession.conf"
-    snippet.write_text(text)
-    user = f"user {worker_user()};\n" if worker_user() else ""
-    config = prefix / "nginx.conf"
-    config.write_text(HARNESS.format(prefix=prefix, snippet=snippet, user=user))
-    assert_nginx_accepts(config, prefix)
-
-
-def check_standalone(text: str, prefix: Path) -> None:
-    """``nginx -t`` on a complete nginx.conf rendered for ``prefix``."""
-    prefix.mkdir(parents=True, exist_ok=True)
-    config = prefix / "nginx.conf"
-    config.write_text(text)
-    assert_nginx_accepts(config, prefix)
-
-
-@dataclass(frozen=True)
-class Certificate:
-    """A self-signed certificate for 127.0.0.1 and localhost, and its key."""
-
-    cert: Path
-    key: Path
-
-
-def make_certificate(directory: Path) -> Certificate:
-    """Generate a self-signed certificate with ``openssl req -x509`` (skip, or fail under CI, without openssl)."""
-    openssl = require_binary("openssl", OPENSSL_HINT)
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    argv = [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"]
-    argv += ["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)]
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode == 0, result.stderr
-    return Certificate(cert, key)
-
-
-class NginxServer:
-    """nginx from :func:`render_standalone` in its own prefix directory, in the foreground; stopped on exit."""
-
-    def __init__(self, spec: NginxSpec, directory: Path) -> None:
-        self.spec = spec
-        self.directory = directory
-        self.process: ServerProcess | None = None
-
-    @property
-    def url(self) -> str:
-        scheme = "https" if self.spec.tls is not None else "http"
-        return f"{scheme}://127.0.0.1:{self.spec.port}"
-
-    def start(self) -> NginxServer:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        config = self.directory / "nginx.conf"
-        config.write_text(render_standalone(self.spec, directory=str(self.directory), daemon=False, user=worker_user()))
-        assert_nginx_accepts(config, self.directory)
-        argv = [nginx_binary(), "-p", str(self.directory), "-c", str(config), "-e", "stderr"]
-        self.process = ServerProcess(argv, self.spec.port).start()
-        if self.spec.tls is not None and self.spec.tls.redirect_http:
-            wait_for_port(self.spec.tls.http_port, self.process.process)
-        return self
-
-    def error_log(self) -> str:
-        path = self.directory / "error.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
-            self.process = None
-
-    def __enter__(self) -> NginxServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-
-def upstream_addresses(response: httpx.Response) -> list[str]:
-    """The processes nginx tried, in order (X-Upstream-Addr; the last one answered)."""
-    header = response.headers.get("x-upstream-addr")
-    assert header, f"no X-Upstream-Addr header in {dict(response.headers)}"
-    return [part.strip() for part in header.split(",")]
 
 
 # --- the spec: validation -----------------------------------------------------------------------------------------

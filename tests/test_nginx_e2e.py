@@ -22,11 +22,9 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from _redis import RedisServer, redis_server_fixture, redis_servers_fixture  # noqa: F401  (the fixtures)
-from _servers import ROOT, free_port
+from _servers import ROOT, Launched, NginxServer, free_port, nginx_binary, upstream_addresses, wait_until
 from persession.nginx import Backend, NginxSpec
 from persession.stores.redis import DEFAULT_PREFIX
-from test_nginx import NginxServer, nginx_binary, upstream_addresses
-from test_serve import Launched, wait_until
 
 pytestmark = pytest.mark.server
 

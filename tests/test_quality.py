@@ -372,3 +372,31 @@ def test_the_store_guards_fail_on_a_scratch_tree(tmp_path: Path) -> None:
         (stores / "redis" / name).write_text(text)
     expected = sorted(f"redis/{line}" for _, lines in SCRATCH_VIOLATIONS.values() for line in lines)
     assert sorted(socket_openers(stores, own)) == expected
+
+
+def test_the_importer_check_finds_a_test_module_importing_another(tmp_path: Path) -> None:
+    """The check below finds a test module importing another, and nothing in a tree without one."""
+    (tmp_path / "test_a.py").write_text("from test_b import helper\n")
+    (tmp_path / "test_b.py").write_text("import _servers\nfrom _stores import live\n")
+    assert importers_of_test_modules(tmp_path) == ["test_a.py imports test_b"]
+    (tmp_path / "test_a.py").write_text("import test_b.sub\n")
+    assert importers_of_test_modules(tmp_path) == ["test_a.py imports test_b.sub"]
+
+
+def test_no_test_module_imports_another() -> None:
+    """Shared helpers live in tests/_*.py modules (servers, stores, HTTP), never in a test module."""
+    assert importers_of_test_modules(Path(__file__).resolve().parent) == []
+
+
+def importers_of_test_modules(root: Path) -> list[str]:
+    """``path imports module`` for every import of a ``test_*`` module under ``root``."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            found += [
+                f"{path.relative_to(root)} imports {name}" for name in names if name.split(".")[0].startswith("test_")
+            ]
+    return found

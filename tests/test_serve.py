@@ -3,121 +3,23 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from _servers import APPS, ROOT, free_port, wait_for_port
+from _servers import APPS, ROOT, Launched, alive, free_port, listening, wait_for_port, wait_until
 from persession import ConfigError
 from persession.cli import main
 from persession.serve import Launcher, ServeSpec, detect_server, server_command
 
 TIMEOUT = 20.0
-
-
-def wait_until(predicate: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
-    """Poll ``predicate`` until it holds, or fail saying ``what`` did not happen in time."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{what} within {timeout}s")
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` is a running process (a zombie counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def listening(port: int) -> bool:
-    """Whether something accepts connections on 127.0.0.1:port."""
-    try:
-        wait_for_port(port, timeout=0.2)
-    except TimeoutError:
-        return False
-    return True
-
-
-class Launched:
-    """``persession serve`` as a subprocess, its output in a log file; stopped (TERM, then KILL) on exit."""
-
-    def __init__(
-        self,
-        app: str,
-        ports: Sequence[int],
-        *,
-        args: Sequence[str] = (),
-        env: Mapping[str, str] | None = None,
-        cwd: Path = APPS,
-        log: Path,
-    ) -> None:
-        self.ports = list(ports)
-        self.log = log
-        argv = [sys.executable, "-m", "persession", "serve", app, "--ports", ",".join(map(str, ports)), *args]
-        self.argv = argv
-        self.env = {**os.environ, **(env or {})}
-        self.cwd = cwd
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Launched:
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(
-                self.argv, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        try:
-            for port in self.ports:
-                wait_for_port(port, self.process)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def pids(self) -> dict[int, int]:
-        """Port -> pid of each child, from the launcher's log."""
-        found = {int(port): int(pid) for port, pid in re.findall(r"on [^\s]+:(\d+) \(pid (\d+)\)", self.output())}
-        assert set(found) == set(self.ports), self.output()
-        return found
-
-    def signal(self, sig: signal.Signals) -> None:
-        assert self.process is not None
-        self.process.send_signal(sig)
-
-    def wait(self, timeout: float = TIMEOUT) -> int:
-        assert self.process is not None
-        return self.process.wait(timeout)
-
-    def stop(self) -> None:
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(TIMEOUT)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(TIMEOUT)
-
-    def __enter__(self) -> Launched:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
 
 @pytest.fixture

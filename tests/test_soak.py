@@ -31,10 +31,8 @@ import httpx
 import pytest
 
 from _redis import RedisServer
-from _servers import free_port
+from _servers import Launched, NginxServer, free_port, nginx_binary
 from persession.nginx import Backend, NginxSpec
-from test_nginx import NginxServer, nginx_binary
-from test_serve import Launched
 
 #: Seconds of load after the warm-up starts: ``PERSESSION_SOAK_SECONDS``, default 60 (CI uses the default).
 SOAK_SECONDS = float(os.environ.get("PERSESSION_SOAK_SECONDS", "60"))
