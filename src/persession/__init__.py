@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .config import SessionConfig as SessionConfig
 from .exceptions import ConfigError as ConfigError
+from .exceptions import MissingExtra as MissingExtra
 from .exceptions import NotSerializable as NotSerializable
 from .exceptions import PersessionError as PersessionError
 from .exceptions import SessionError as SessionError
@@ -27,6 +28,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Change",
     "ConfigError",
+    "MissingExtra",
     "NotSerializable",
     "PersessionError",
     "Record",

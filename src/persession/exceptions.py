@@ -20,6 +20,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "MissingExtra",
     "NotSerializable",
     "PersessionError",
     "SessionError",
@@ -49,6 +50,23 @@ class ConfigError(PersessionError, ValueError):
         super().__init__(f"{option}: {message}")
         #: The name of the offending option, as the constructor spells it.
         self.option = option
+
+
+class MissingExtra(ConfigError, ImportError):
+    """A package an optional feature needs is not installed; the message says which extra installs it.
+
+    A :class:`ConfigError` (so ``except ConfigError`` still catches it) and an
+    :class:`ImportError` (so ``except ImportError`` and optional-import
+    checks do too). ``extra`` is the extra's name, as in
+    ``pip install "persession-web[redis]"``.
+
+    .. versionadded:: 0.2
+    """
+
+    def __init__(self, option: str, message: str, *, extra: str) -> None:
+        super().__init__(option, message)
+        #: The extra that installs what is missing (``"redis"``, ``"mongo"``...).
+        self.extra = extra
 
 
 class StoreError(PersessionError):

@@ -651,15 +651,17 @@ def test_missing_pymongo_is_a_config_error_with_the_install_hint() -> None:
     result = _python(
         "import sys\n"
         "sys.modules['pymongo'] = None\n"
-        "from persession import ConfigError\n"
+        "from persession import ConfigError, MissingExtra\n"
         "from persession.stores import store_from_url\n"
         "try:\n"
         "    store_from_url('mongodb://127.0.0.1/db')\n"
-        "except ConfigError as error:\n"
-        "    print(error)\n"
+        "except ImportError as error:\n"
+        "    assert isinstance(error, ConfigError) and isinstance(error, MissingExtra), type(error)\n"
+        "    print(error, error.extra)\n"
     )
     assert result.returncode == 0, result.stderr
     assert 'pip install "persession-web[mongo]"' in result.stdout
+    assert result.stdout.split()[-1] == "mongo"
 
 
 def test_datetime_rounding_never_extends_a_session() -> None:

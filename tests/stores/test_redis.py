@@ -937,12 +937,15 @@ def test_missing_redis_gives_install_hint() -> None:
     result = _python(
         "import sys; sys.modules['redis'] = None\n"
         "from persession.stores import store_from_url\n"
-        "from persession.exceptions import ConfigError\n"
+        "from persession.exceptions import ConfigError, MissingExtra\n"
         "try:\n    store_from_url('redis://cache:6379/0')\n"
-        "except ConfigError as error:\n    print(error)\n"
+        "except ImportError as error:\n"
+        "    assert isinstance(error, ConfigError) and isinstance(error, MissingExtra), type(error)\n"
+        "    print(error, error.extra)\n"
     )
     assert result.returncode == 0, result.stderr
     assert 'pip install "persession-web[redis]"' in result.stdout
+    assert result.stdout.split()[-1] == "redis"
 
 
 def test_ttl_rounding_never_shortens_the_record() -> None:

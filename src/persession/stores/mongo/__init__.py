@@ -84,9 +84,9 @@ from __future__ import annotations
 
 from typing import Final
 
-from ...exceptions import ConfigError
+from ...exceptions import MissingExtra
 
-# Before any submodule imports them, so a missing or too old pymongo is this ConfigError with the install hint.
+# Before any submodule imports them, so a missing or too old pymongo is MissingExtra with the install hint.
 try:
     from bson.codec_options import CodecOptions  # noqa: F401  (imported for the check only)
     from bson.errors import BSONError  # noqa: F401
@@ -96,8 +96,10 @@ try:
     from pymongo.collection import Collection  # noqa: F401
     from pymongo.errors import ConnectionFailure, ExecutionTimeout, OperationFailure, PyMongoError  # noqa: F401
 except ImportError as _missing:  # pragma: no cover - exercised in a subprocess
-    raise ConfigError(
-        "store", f'the MongoDB stores need pymongo>=4.13 ({_missing}): pip install "persession-web[mongo]"'
+    raise MissingExtra(
+        "store",
+        f'the MongoDB stores need pymongo>=4.13 ({_missing}): pip install "persession-web[mongo]"',
+        extra="mongo",
     ) from _missing
 
 from ._async import AsyncMongoStore

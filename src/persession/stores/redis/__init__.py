@@ -137,7 +137,7 @@ settings: give it timeouts.
 
 from __future__ import annotations
 
-from ...exceptions import ConfigError
+from ...exceptions import MissingExtra
 
 try:
     # Every part of redis-py the submodules use, imported before any of them: without redis-py (or
@@ -154,8 +154,10 @@ try:
     import redis.retry
     import redis.sentinel  # noqa: F401  (every line binds the name redis, unused here)
 except ImportError as _missing:  # pragma: no cover - exercised in a subprocess
-    raise ConfigError(
-        "store", f'the Redis stores need redis-py>=5 ({_missing}): pip install "persession-web[redis]"'
+    raise MissingExtra(
+        "store",
+        f'the Redis stores need redis-py>=5 ({_missing}): pip install "persession-web[redis]"',
+        extra="redis",
     ) from _missing
 
 from ._async import AsyncRedisStore
