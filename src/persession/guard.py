@@ -61,18 +61,15 @@ feed) can call ``LIVE_SOCKETS.revoke(sid)``. WSGI websockets are not followed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import logging
-import re
-import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
-from urllib.parse import urlsplit
 
-from ._forwarded import check_trust, forwarded_value
-from .core import USER_KEY, Action, Plan
+from ._live import LIVE_SOCKETS, REVOKED_CLOSE_CODE, LiveSockets, _Live
+from ._origin import OriginPolicy
+from .core import USER_KEY
 from .exceptions import ConfigError, StoreError
 from .session import Session
 from .stores.base import AsyncStore, RevocationFeed, Store
@@ -93,13 +90,13 @@ __all__ = [
     "logout",
 ]
 
-#: The close code of a live websocket whose session was destroyed or revoked (an application code, 4000-4999).
-REVOKED_CLOSE_CODE: Final = 4001
-_REVOKED_REASON: Final = "session revoked"
 #: Seconds between two subscriptions to a revocation feed that failed or ended.
 _FEED_RETRY: Final = 5.0
-_DEFAULT_PORTS: Final = {"http": 80, "ws": 80, "https": 443, "wss": 443}
 log: logging.Logger = logging.getLogger("persession")
+
+
+# Defined in ._origin and ._live; these are their public names, for reprs and the docs.
+OriginPolicy.__module__ = LiveSockets.__module__ = __name__
 
 
 def login(session: Session, user: str | int, **extra: Any) -> None:
@@ -165,103 +162,6 @@ def is_logged_in(session: Session) -> bool:
     return _user_of(session) is not None
 
 
-def _host_port(host: str, scheme: str) -> tuple[str, int] | None:
-    host = host.strip().lower()
-    if not host:
-        return None
-    try:
-        parts = urlsplit(f"//{host}")
-        port = parts.port
-    except ValueError:
-        return None
-    hostname = parts.hostname
-    if hostname is None:
-        return None
-    return hostname, port if port is not None else _DEFAULT_PORTS.get(scheme, 80)
-
-
-@dataclass(frozen=True, slots=True)
-class _Pattern:
-    schemes: tuple[str, ...]
-    host: re.Pattern[str]
-    port: int | None
-
-    @classmethod
-    def parse(cls, text: str) -> _Pattern:
-        scheme, sep, rest = text.partition("://")
-        if not sep:
-            scheme, rest = "", text
-        if scheme and scheme not in ("http", "https"):
-            raise ValueError(f"allowed origin {text!r}: the scheme must be http or https")
-        host, _, port_text = rest.rstrip("/").partition(":")
-        if not host or "/" in host or (host.count("*") and not host.startswith("*.")) or host.count("*") > 1:
-            raise ValueError(f"allowed origin {text!r}: expected [scheme://]host[:port], '*.' only at the start")
-        # "*.example.com": one or more labels before ".example.com", never the apex itself.
-        regex = (r"[^.]+(\.[^.]+)*" + re.escape(host[1:])) if host.startswith("*.") else re.escape(host)
-        port = int(port_text) if port_text else None
-        schemes = (scheme,) if scheme else ("http", "https")
-        return cls(schemes, re.compile(f"^{regex}$", re.IGNORECASE), port)
-
-    def matches(self, scheme: str, host: str, port: int) -> bool:
-        if scheme not in self.schemes or not self.host.match(host):
-            return False
-        return port == (self.port if self.port is not None else _DEFAULT_PORTS[scheme])
-
-
-@dataclass(frozen=True)
-class OriginPolicy:
-    """Which ``Origin`` headers a websocket handshake may carry.
-
-    :param allowed_origins: origins allowed besides the same origin, as
-        ``"https://app.example.com"``, ``"https://*.example.com"`` (any
-        subdomain, not the apex) or ``"app.example.com:8443"`` (http or https).
-    :param allow_missing_origin: allow handshakes without ``Origin``
-        (non-browser clients); default ``True`` (see the module docs).
-    :param trust_forwarded_host: compare with ``X-Forwarded-Host`` instead of
-        ``Host``; only behind a proxy that sets it. Default ``False``. As
-        :attr:`SessionConfig.proxy <persession.SessionConfig.proxy>`:
-        ``True`` believes the header's leftmost value, an int ``N`` the
-        ``N``-th from the right (``1``: the value your proxy appended); with
-        fewer values, ``Host`` decides.
-    :param same_origin: allow the same origin; default ``True``.
-
-    .. versionadded:: 0.1
-    """
-
-    allowed_origins: Sequence[str] = ()
-    allow_missing_origin: bool = True
-    trust_forwarded_host: bool | int = False
-    same_origin: bool = True
-    _patterns: tuple[_Pattern, ...] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        check_trust("trust_forwarded_host", self.trust_forwarded_host)
-        if isinstance(self.allowed_origins, str):
-            raise ConfigError("allowed_origins", "must be a list of origins, not one string")
-        try:
-            patterns = tuple(_Pattern.parse(origin) for origin in self.allowed_origins)
-        except ValueError as error:
-            raise ConfigError("allowed_origins", str(error)) from None
-        object.__setattr__(self, "_patterns", patterns)
-
-    def allows(self, origin: str | None, host: str | None, forwarded_host: str | None = None) -> bool:
-        """Whether a handshake with this ``Origin`` (and ``Host``) may proceed."""
-        if origin is None:
-            return self.allow_missing_origin
-        parts = urlsplit(origin.strip())
-        scheme = parts.scheme.lower()
-        if scheme not in ("http", "https") or parts.path not in ("", "/") or parts.query or parts.username:
-            return False  # "null" origins, file://, and anything malformed
-        origin_hp = _host_port(parts.netloc, scheme)
-        if origin_hp is None:
-            return False
-        if self.same_origin:
-            target = forwarded_value(forwarded_host, self.trust_forwarded_host) or host
-            if target is not None and _host_port(target, scheme) == origin_hp:
-                return True
-        return any(pattern.matches(scheme, *origin_hp) for pattern in self._patterns)
-
-
 @dataclass(frozen=True, slots=True)
 class Refusal:
     """Why a handshake was refused."""
@@ -318,122 +218,6 @@ class GuardPolicy:
         if session is None or session.failed is not None or not self.predicate(session):
             return _NOT_LOGGED_IN
         return None
-
-
-class _Live:
-    """One guarded websocket that follows its session: closed with 4001 on revocation."""
-
-    __slots__ = ("_closer", "_lock", "_pending", "_receive", "_revoked", "_send", "closed", "loop", "sid")
-
-    def __init__(self, sid: str, receive: Receive, send: Send) -> None:
-        self.sid = sid
-        self.loop = asyncio.get_running_loop()
-        self.closed = False  # a close (or denial) went to the server
-        self._receive = receive
-        self._send = send
-        self._revoked: asyncio.Future[None] = self.loop.create_future()
-        self._pending: asyncio.Future[Message] | None = None
-        self._lock = asyncio.Lock()
-        self._closer: asyncio.Task[None] | None = None
-
-    def revoke(self) -> None:
-        """Close the websocket with 4001; callable from any thread."""
-        try:
-            here = asyncio.get_running_loop() is self.loop
-        except RuntimeError:
-            here = False
-        if here:
-            self._revoke()
-        else:
-            with contextlib.suppress(RuntimeError):  # that loop is closed, and the websocket with it
-                self.loop.call_soon_threadsafe(self._revoke)
-
-    def _revoke(self) -> None:
-        if self._revoked.done():
-            return
-        self._revoked.set_result(None)
-        if self._pending is not None:
-            self._pending.cancel()
-        self._closer = self.loop.create_task(self._close())
-
-    async def _close(self) -> None:
-        async with self._lock:
-            if self.closed:
-                return
-            self.closed = True
-            # The client may be gone already; then there is nothing left to close.
-            with contextlib.suppress(OSError, RuntimeError):
-                await self._send({"type": "websocket.close", "code": REVOKED_CLOSE_CODE, "reason": _REVOKED_REASON})
-
-    async def send(self, message: Message) -> None:
-        async with self._lock:
-            if self._revoked.done():
-                return  # closed on revocation: the application's later messages go nowhere
-            if message["type"] in ("websocket.close", "websocket.http.response.start"):
-                self.closed = True
-            await self._send(message)
-
-    async def receive(self) -> Message:
-        if not self._revoked.done():
-            if self._pending is None:
-                self._pending = asyncio.ensure_future(self._receive())
-            await asyncio.wait((self._pending, self._revoked), return_when=asyncio.FIRST_COMPLETED)
-            if not self._revoked.done():
-                message, self._pending = self._pending.result(), None
-                return message
-        return {"type": "websocket.disconnect", "code": REVOKED_CLOSE_CODE, "reason": _REVOKED_REASON}
-
-    async def finish(self) -> None:
-        """After the application returned: let the 4001 close reach the server, drop a pending receive."""
-        if self._pending is not None:
-            self._pending.cancel()
-        if self._closer is not None:
-            await self._closer
-
-
-class LiveSockets:
-    """The live guarded websockets of this process, by session id: what a revocation closes.
-
-    :data:`LIVE_SOCKETS` is the one instance; the ASGI middleware and the
-    guards' feeds and re-checks report to it.
-
-    .. versionadded:: 0.1
-    """
-
-    def __init__(self) -> None:
-        self._by_sid: dict[str, set[_Live]] = {}
-        self._lock = threading.Lock()
-
-    def _add(self, live: _Live) -> None:
-        with self._lock:
-            self._by_sid.setdefault(live.sid, set()).add(live)
-
-    def _discard(self, live: _Live) -> None:
-        with self._lock:
-            lives = self._by_sid.get(live.sid)
-            if lives is not None:
-                lives.discard(live)
-                if not lives:
-                    del self._by_sid[live.sid]
-
-    def revoke(self, sid: str) -> int:
-        """Close every live guarded websocket of session ``sid`` with code 4001; return how many."""
-        with self._lock:
-            lives = list(self._by_sid.get(sid, ()))
-        for live in lives:
-            live.revoke()
-        return len(lives)
-
-    def after_plan(self, plan: Plan) -> None:
-        """Close the websockets of the session a completed plan deleted, or replaced by a new id."""
-        if plan.action is Action.DELETE and plan.sid is not None:
-            self.revoke(plan.sid)
-        elif plan.action is Action.SAVE and plan.replaces is not None:
-            self.revoke(plan.replaces)
-
-
-#: The process-wide registry of live guarded websockets.
-LIVE_SOCKETS: Final = LiveSockets()
 
 
 def _first(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
