@@ -11,7 +11,7 @@ import contextlib
 import threading
 from typing import Final
 
-from .core import Action, Plan
+from ._plan import Action, Plan
 from .types import Message, Receive, Send
 
 #: The close code of a live websocket whose session was destroyed or revoked (an application code, 4000-4999).

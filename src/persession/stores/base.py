@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol, TypeVar, runtime_checkable
 
-from ..core import Action, Plan
+from .._plan import Action, Plan
 from ..records import Change, Record, SessionInfo
 
 __all__ = [

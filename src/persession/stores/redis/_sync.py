@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ...core import Action, Plan
+from ..._plan import Action, Plan
 from ...records import Change, Record, SessionInfo
 from .._flow import drive
 from ..base import PendingLoad, PendingWrite, _need, run_plan
