@@ -657,7 +657,7 @@ def test_no_save_after_server_error(status: int) -> None:
 def test_unavailable_session_plans_nothing() -> None:
     """A session whose store failed at load plans nothing at all."""
     engine = make_engine(rolling=True, save_uninitialized=True)
-    plan = engine.plan(Session.unavailable(StoreUnavailable("down")), Opening(), status=200, secure_request=True)
+    plan = engine.plan(engine.unavailable(StoreUnavailable("down")), Opening(), status=200, secure_request=True)
     assert plan == Plan()
 
 

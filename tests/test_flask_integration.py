@@ -281,10 +281,13 @@ def test_get_session_needs_a_request() -> None:
 
 
 def test_interface_installed_by_hand_with_the_middleware() -> None:
-    """PersessionInterface works with a SessionMiddleware the application installed itself."""
+    """PersessionInterface works with a SessionMiddleware the application installed itself, building its sessions."""
     app = Flask(__name__)
-    app.wsgi_app = SessionMiddleware(app.wsgi_app, secret=SECRET, store=MemoryStore(), max_age=None)  # type: ignore[method-assign]
-    app.session_interface = PersessionInterface(permanent=False)
+    interface = PersessionInterface(permanent=False)
+    app.wsgi_app = SessionMiddleware(  # type: ignore[method-assign]
+        app.wsgi_app, secret=SECRET, store=MemoryStore(), max_age=None, session_class=interface.session_class
+    )
+    app.session_interface = interface
 
     @app.get("/")
     def index() -> dict[str, Any]:
@@ -293,6 +296,27 @@ def test_interface_installed_by_hand_with_the_middleware() -> None:
 
     with app.test_client() as client:
         assert [client.get("/").json for _ in range(2)] == [{"n": 1, "permanent": False}, {"n": 2, "permanent": False}]
+
+
+def test_interface_over_a_middleware_of_plain_sessions_names_the_fix() -> None:
+    """A middleware building plain Sessions gives Flask the MissingSession, whose error names session_class."""
+    app = Flask(__name__)
+    app.wsgi_app = SessionMiddleware(app.wsgi_app, secret=SECRET, store=MemoryStore())  # type: ignore[method-assign]
+    app.session_interface = PersessionInterface()
+    seen: list[str] = []
+
+    @app.get("/")
+    def index() -> str:
+        try:
+            session["n"] = 1
+        except SessionNotAvailable as error:
+            seen.append(str(error))
+        return "ok"
+
+    with app.test_client() as client:
+        assert client.get("/").status_code == 200
+    assert len(seen) == 1
+    assert "session_class" in seen[0]
 
 
 def test_secret_defaults_to_the_apps_secret_key_and_fallbacks() -> None:

@@ -14,10 +14,9 @@ import httpx
 import pytest
 
 from persession import ConfigError, Record, Session, SessionConfig, SessionNotAvailable, StoreUnavailable
-from persession.asgi import SessionMiddleware
+from persession.asgi import SessionMiddleware, live_sockets
 from persession.core import Action, Opening, Plan, SessionEngine
 from persession.guard import (
-    LIVE_SOCKETS,
     REVOKED_CLOSE_CODE,
     GuardPolicy,
     LiveSockets,
@@ -161,7 +160,13 @@ def _session(data: dict[str, Any] | None = None, sid: str | None = "sid") -> Ses
         pytest.param(GuardPolicy(), _session({"user": "a"}), None, None, id="logged in, no origin"),
         pytest.param(GuardPolicy(), _session(), "http://h", 401, id="not logged in"),
         pytest.param(GuardPolicy(), None, "http://h", 401, id="no session at all"),
-        pytest.param(GuardPolicy(), Session.unavailable(StoreUnavailable("down")), "http://h", 401, id="store down"),
+        pytest.param(
+            GuardPolicy(),
+            SessionEngine(SessionConfig(secret=SECRET)).unavailable(StoreUnavailable("down")),
+            "http://h",
+            401,
+            id="store down",
+        ),
         pytest.param(GuardPolicy(), _session(), "http://evil", 403, id="origin checked first"),
         pytest.param(GuardPolicy(), _session({"user": "a"}), "http://evil", 403, id="logged in, foreign origin"),
         pytest.param(
@@ -393,23 +398,25 @@ def assert_revoked(peer: Peer, app: EchoApp) -> None:
 @pytest.mark.anyio
 @pytest.mark.parametrize("from_thread", [pytest.param(False, id="same-loop"), pytest.param(True, id="other-thread")])
 async def test_accepted_websocket_echoes_and_registry_revokes_it(store: AsyncMemoryStore, from_thread: bool) -> None:
-    """A logged-in websocket is served; LIVE_SOCKETS.revoke closes it with 4001 and drops the app's later sends."""
+    """A logged-in websocket is served; its middleware's live_sockets.revoke closes it (4001) and drops later sends."""
     app, peer = EchoApp(), Peer()
     sid, cookie = await new_login(store)
+    guarded = middleware(app, store)
     async with anyio.create_task_group() as tg:
-        await run_socket(middleware(app, store), ws_scope(cookie, "http://testserver"), peer, app, tg)
+        await run_socket(guarded, ws_scope(cookie, "http://testserver"), peer, app, tg)
         peer.incoming.put_nowait({"type": "websocket.receive", "text": "hello"})
         with anyio.fail_after(DEADLINE):
             while peer.sent[-1].get("text") != "hello":
                 await asyncio.sleep(0.01)
-        revoke = LIVE_SOCKETS.revoke
+        assert middleware(EchoApp(), store).live_sockets.revoke(sid) == 0, "another middleware's registry"
+        revoke = guarded.live_sockets.revoke
         assert (await anyio.to_thread.run_sync(revoke, sid) if from_thread else revoke(sid)) == 1
         with anyio.fail_after(DEADLINE):
             await peer.ended.wait()
     assert peer.types()[:3] == ["websocket.accept", "websocket.send", "websocket.send"]
     assert peer.sent[1]["text"] == "alice"
     assert_revoked(peer, app)
-    assert LIVE_SOCKETS.revoke(sid) == 0  # unregistered once the app returned
+    assert guarded.live_sockets.revoke(sid) == 0  # unregistered once the app returned
 
 
 @pytest.mark.anyio
@@ -438,7 +445,7 @@ async def test_revocation_before_accept_closes_the_handshake(store: AsyncMemoryS
     peer = Peer()
 
     async def slow_app(scope: Any, receive: Any, send: Any) -> None:
-        LIVE_SOCKETS.revoke(sid)
+        live_sockets(scope).revoke(sid)
         message = await receive()
         await send({"type": "websocket.accept"})
         assert message == {"type": "websocket.disconnect", "code": REVOKED_CLOSE_CODE, "reason": "session revoked"}
@@ -519,7 +526,7 @@ async def test_feed_subscriber_starts_with_first_socket_and_stops_with_last() ->
     guarded = middleware(EchoApp(), store, recheck_interval=None)
     guard = guarded.app
     assert isinstance(guard, WebSocketGuard)
-    assert guard.store is store
+    assert guarded.live_sockets.store is store
     first, second = EchoApp(), EchoApp()
     guard.app = first
     (sid1, cookie1), (_, cookie2) = await new_login(store), await new_login(store, "bob")
@@ -568,16 +575,18 @@ async def test_lifespan_shutdown_stops_the_background_tasks() -> None:
     assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
 
 
-def test_standalone_guard_options() -> None:
-    """A standalone guard builds the middleware from secret=, takes a bare store=, and refuses options without one."""
-    with_secret = WebSocketGuard(EchoApp(), secret=SECRET, store=AsyncMemoryStore())
-    assert isinstance(with_secret.store, AsyncMemoryStore)
-    assert isinstance(WebSocketGuard(EchoApp(), store=AsyncMemoryStore()).store, AsyncMemoryStore)
-    assert WebSocketGuard(EchoApp()).store is None
-    with pytest.raises(ConfigError, match="cookie_name"):
-        WebSocketGuard(EchoApp(), cookie_name="x")
-    with pytest.raises(ConfigError, match="cookie_name"):
-        WSGIWebSocketGuard(EchoApp(), cookie_name="x")
+@pytest.mark.parametrize("guard", [WebSocketGuard, WSGIWebSocketGuard, SocketIOGuard, WSGISocketIOGuard])
+@pytest.mark.parametrize("option", ["secret", "store", "cookie_name"])
+def test_a_guard_takes_no_session_options(guard: Any, option: str) -> None:
+    """A guard sits inside the session middleware: a session option names itself and the middleware to use."""
+    with pytest.raises(ConfigError, match="SessionMiddleware") as raised:
+        guard(EchoApp(), **{option: "x"})
+    assert raised.value.option == option
+
+
+def test_live_sockets_of_a_scope_without_middleware() -> None:
+    with pytest.raises(SessionNotAvailable, match="SessionMiddleware"):
+        live_sockets({"type": "http"})
 
 
 # -- WSGI guard and the Socket.IO adapter, in process -------------------------------------------
@@ -660,7 +669,7 @@ def test_wsgi_socketio_guard(
     headers = {"Cookie": f"session={cookie}"} if logged_in else {}
     if origin:
         headers["Origin"] = origin
-    app = WSGISocketIOGuard(ok_wsgi, secret=SECRET, store=store)
+    app = WSGISessionMiddleware(WSGISocketIOGuard(ok_wsgi), secret=SECRET, store=store)
     line, body = wsgi_call(app, path, headers)
     assert line == status
     if status == "200 OK" and logged_in:
@@ -690,7 +699,7 @@ async def test_asgi_socketio_guard_http(path: str, logged_in: bool, origin: str 
     headers = {"Cookie": f"session={cookie}"} if logged_in else {}
     if origin:
         headers["Origin"] = origin
-    guard = SocketIOGuard(app, secret=SECRET, store=store)
+    guard = SessionMiddleware(SocketIOGuard(app), secret=SECRET, store=store)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=guard), base_url="http://testserver") as client:
         response = await client.get(path, params={"EIO": "4", "transport": "polling"}, headers=headers)
     assert response.status_code == status

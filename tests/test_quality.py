@@ -400,3 +400,110 @@ def importers_of_test_modules(root: Path) -> list[str]:
                 f"{path.relative_to(root)} imports {name}" for name in names if name.split(".")[0].startswith("test_")
             ]
     return found
+
+
+# -- the package's shape: module sizes and no import cycle (issue 17) --------------------------
+
+PACKAGE = ROOT / "src" / "persession"
+#: The shells and the session object stay Starlette-sized.
+THIN_MODULES = ("wsgi.py", "asgi.py", "session.py")
+
+
+def test_no_module_over_500_lines_and_the_shells_at_most_300() -> None:
+    assert len(list(PACKAGE.rglob("*.py"))) > 40, "the package was not found"
+    assert long_modules(PACKAGE) == []
+    long_shells = [line for line in long_modules(PACKAGE, 300) if line.split(":")[0] in THIN_MODULES]
+    assert long_shells == []
+
+
+def _runtime_imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
+    """Every import statement that can run: at any depth (functions too), but not under ``if TYPE_CHECKING:``."""
+    found: list[ast.Import | ast.ImportFrom] = []
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            stack.extend(node.orelse)
+            continue
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            found.append(node)
+        stack.extend(ast.iter_child_nodes(node))
+    return found
+
+
+def import_graph(package: Path, name: str) -> dict[str, set[str]]:
+    """``module -> modules of the package it imports``, from the source (no import runs)."""
+    modules: dict[str, Path] = {}
+    for path in package.rglob("*.py"):
+        parts = path.relative_to(package).with_suffix("").parts
+        dotted = ".".join((name, *parts[:-1])) if parts[-1] == "__init__" else ".".join((name, *parts))
+        modules[dotted] = path
+    graph: dict[str, set[str]] = {module: set() for module in modules}
+    for module, path in modules.items():
+        here = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        for node in _runtime_imports(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            else:
+                base = here
+                for _ in range(node.level - 1):
+                    base = base.rpartition(".")[0]
+                source = node.module if node.level == 0 else ".".join(filter(None, (base, node.module)))
+                targets = [f"{source}.{alias.name}" for alias in node.names]
+                targets = [target if target in modules else str(source) for target in targets]
+            graph[module] |= {target for target in targets if target in modules and target != module}
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle per strongly connected group of modules that import each other (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for target in sorted(graph[module]):
+            if target not in index:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in stack:
+                low[module] = min(low[module], index[target])
+        if low[module] == index[module]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == module:
+                    break
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return cycles
+
+
+def test_the_cycle_check_finds_a_cycle_hidden_in_a_function(tmp_path: Path) -> None:
+    """A cycle through an import inside a function is found; one under TYPE_CHECKING, which never runs, is not."""
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "sub" / "__init__.py").write_text("")
+    (package / "a.py").write_text("from . import b\n")
+    (package / "b.py").write_text("def f():\n    from .sub.c import x\n")
+    (package / "sub" / "c.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..b import f\n"
+    )
+    assert import_cycles(import_graph(package, "pkg")) == []
+    (package / "sub" / "c.py").write_text("x = 1\n\ndef g():\n    from ..a import b\n")
+    assert import_cycles(import_graph(package, "pkg")) == [["pkg.a", "pkg.b", "pkg.sub.c"]]
+
+
+def test_no_import_cycle_in_the_package() -> None:
+    graph = import_graph(PACKAGE, "persession")
+    assert "persession.core" in graph["persession.wsgi"], "the walk sees the shells' imports"
+    assert import_cycles(graph) == []

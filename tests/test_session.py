@@ -13,7 +13,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from persession import Change, NotSerializable, Session, SessionReadOnly, StoreError, StoreUnavailable
+from persession import (
+    Change,
+    ConfigError,
+    NotSerializable,
+    Session,
+    SessionConfig,
+    SessionReadOnly,
+    StoreError,
+    StoreUnavailable,
+)
+from persession._variants import FailedSession, combine
+from persession.core import SessionEngine
+from persession.wsgi import DeferredSession
 
 
 def stored(data: dict[str, Any] | None = None, **kwargs: Any) -> Session:
@@ -364,7 +376,7 @@ UNAVAILABLE_USES: list[Any] = [
 def test_unavailable_session_raises_the_store_error_on_any_use(use: Callable[[Session], object]) -> None:
     """A session whose store failed at load raises that very StoreError on every read or write."""
     error = StoreUnavailable("the store is down")
-    session = Session.unavailable(error)
+    session = FailedSession(error)
     with pytest.raises(StoreError) as excinfo:
         use(session)
     assert excinfo.value is error
@@ -421,7 +433,7 @@ def test_setting_accepts_exactly_what_the_stores_can_encode(key: Any, value: Any
 
 
 class Loader:
-    """A loader for :meth:`Session.deferred` that counts its calls."""
+    """A loader for :class:`~persession.wsgi.DeferredSession` that counts its calls."""
 
     def __init__(self, result: Session) -> None:
         self.result = result
@@ -434,7 +446,7 @@ class Loader:
 
 def deferred(result: Session | None = None) -> tuple[Session, Loader]:
     loader = Loader(result if result is not None else stored({"user": "alice", "n": 1}, refreshed=True))
-    return Session.deferred(loader), loader
+    return DeferredSession(loader), loader
 
 
 #: Every way of reading a session, and what it gives for the data of :func:`deferred`.
@@ -530,7 +542,7 @@ def test_deferred_session_state_that_needs_no_data_does_not_load() -> None:
 
 def test_deferred_session_whose_load_failed_raises_at_each_use() -> None:
     error = StoreUnavailable("Redis store unavailable: down")
-    session, loader = deferred(Session.unavailable(error))
+    session, loader = deferred(FailedSession(error))
     with pytest.raises(StoreUnavailable) as raised:
         session.get("user")
     assert raised.value is error
@@ -544,3 +556,49 @@ def test_deferred_session_of_an_unknown_id_is_new() -> None:
     session, _ = deferred(Session())
     assert session.is_new
     assert dict(session) == {}
+
+
+# -- variants: a failed or deferred session of an application's Session subclass ---------------
+
+
+class AppSession(Session):
+    """An application's session class, as Flask's integration defines one."""
+
+    __slots__ = ()
+
+    @property
+    def shout(self) -> str:
+        return str(self.get("user", "")).upper()
+
+
+def test_a_failed_session_of_a_subclass_keeps_the_subclass() -> None:
+    """combine() gives the failure behaviour on the application's class: isinstance of both, one type per pair."""
+    error = StoreUnavailable("down")
+    failed = combine(FailedSession, AppSession)(error)
+    assert isinstance(failed, AppSession)
+    assert isinstance(failed, FailedSession)
+    assert type(failed).__name__ == "AppSession"
+    assert combine(FailedSession, AppSession) is type(failed)
+    assert combine(FailedSession, Session) is FailedSession
+    with pytest.raises(StoreUnavailable):
+        failed.shout  # noqa: B018  (the property reads the session)
+
+
+def test_a_deferred_session_of_a_subclass_loads_at_its_first_use() -> None:
+    session = combine(DeferredSession, AppSession)(Loader(stored({"user": "alice"})))
+    assert isinstance(session, AppSession)
+    assert not session.loaded
+    assert session.shout == "ALICE"
+    assert session.loaded
+
+
+def test_a_session_class_with_slots_of_its_own_is_refused() -> None:
+    """A subclass adding slots cannot be combined: the engine refuses it at once, naming session_class."""
+
+    class Slotted(Session):
+        __slots__ = ("extra",)
+
+    with pytest.raises(ConfigError, match="session_class"):
+        SessionEngine(SessionConfig(secret="s" * 32), session_class=Slotted)
+    with pytest.raises(ConfigError, match="session_class"):
+        SessionEngine(SessionConfig(secret="s" * 32), session_class=dict)  # type: ignore[arg-type]

@@ -1,7 +1,9 @@
-"""The live guarded websockets of a process, each closed when its session is destroyed or revoked.
+"""The live guarded websockets of one session middleware, each closed when its session ends.
 
-Used by the guards (:mod:`persession.guard`) and by the session middleware,
-which closes a session's websockets when it destroys the session.
+The ASGI session middleware owns a :class:`LiveSockets` and puts it in every
+scope it serves (at :data:`LIVE_SOCKETS_KEY`): the guards inside register
+accepted websockets there, and the middleware closes a session's websockets
+when a request deletes or replaces the session.
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ import threading
 from typing import Final
 
 from ._plan import Action, Plan
+from .stores.base import AsyncStore
 from .types import Message, Receive, Send
 
 #: The close code of a live websocket whose session was destroyed or revoked (an application code, 4000-4999).
 REVOKED_CLOSE_CODE: Final = 4001
 _REVOKED_REASON: Final = "session revoked"
+#: Where the ASGI session middleware puts its :class:`LiveSockets` in a scope.
+LIVE_SOCKETS_KEY: Final = "persession.live_sockets"
 
 
 class _Live:
@@ -91,17 +96,31 @@ class _Live:
 
 
 class LiveSockets:
-    """The live guarded websockets of this process, by session id: what a revocation closes.
+    """The live guarded websockets under one session middleware, by session id: what a revocation closes.
 
-    :data:`LIVE_SOCKETS` is the one instance; the ASGI middleware and the
-    guards' feeds and re-checks report to it.
+    Each :class:`persession.asgi.SessionMiddleware` owns one
+    (``middleware.live_sockets``, and :func:`persession.asgi.live_sockets`
+    finds it from a request's scope); its guards register accepted
+    websockets, and their revocation feed and re-check report to it.
+
+    :param store: the store whose sessions the websockets follow (for the
+        guards' feed and re-check), if any.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.3
+       One per middleware instead of the process-wide ``LIVE_SOCKETS``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, store: AsyncStore | None = None) -> None:
+        #: The store the guards' revocation feed and re-check read.
+        self.store: AsyncStore | None = store
         self._by_sid: dict[str, set[_Live]] = {}
         self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        with self._lock:
+            count = sum(len(lives) for lives in self._by_sid.values())
+        return f"<LiveSockets websockets={count}>"
 
     def _add(self, live: _Live) -> None:
         with self._lock:
@@ -129,7 +148,3 @@ class LiveSockets:
             self.revoke(plan.sid)
         elif plan.action is Action.SAVE and plan.replaces is not None:
             self.revoke(plan.replaces)
-
-
-#: The process-wide registry of live guarded websockets.
-LIVE_SOCKETS: Final = LiveSockets()

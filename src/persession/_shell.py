@@ -12,12 +12,14 @@ from typing import Any
 from .config import SessionConfig
 from .core import SessionEngine
 from .exceptions import ConfigError, NotSerializable, SessionTooLarge, StoreError
+from .session import Session
 from .stores import store_from_url
 from .stores.base import AsyncStore, Store, SupportsAsync
 
 log = logging.getLogger("persession")
 
 UNAVAILABLE_STATUS = 503
+WSGI_UNAVAILABLE_STATUS = "503 Service Unavailable"
 UNAVAILABLE_BODY = b"Session store unavailable; please retry shortly.\n"
 #: Seconds clients are asked to wait after a 503.
 RETRY_AFTER = 5
@@ -46,6 +48,7 @@ def make_engine(
     config: SessionConfig | None,
     options: dict[str, Any],
     clock: Callable[[], float] = time.time,
+    session_class: type[Session] = Session,
 ) -> SessionEngine:
     """The engine for a middleware's ``secret=``, ``config=`` and other keyword options."""
     unknown = set(options) - _OPTION_NAMES
@@ -60,7 +63,7 @@ def make_engine(
         if secret is None:
             raise ConfigError("secret", "a secret is required to sign session ids")
         config = SessionConfig(secret=secret, **options)
-    return SessionEngine(config, clock=clock)
+    return SessionEngine(config, clock=clock, session_class=session_class)
 
 
 def is_async_store(store: object) -> bool:
@@ -100,6 +103,32 @@ def async_store(store: AsyncStore | Store | str | None) -> AsyncStore:
         f"the ASGI middleware needs an asyncio store; {type(store).__name__} is synchronous"
         " (use its Async twin, e.g. AsyncRedisStore)",
     )
+
+
+def start_refusal(error: Exception, start_response: Callable[..., object]) -> bytes:
+    """Answer through a WSGI ``start_response`` instead of the application; return the body to send.
+
+    ``503`` for a :class:`~persession.StoreError`, a clean ``500`` for what
+    :data:`UNSAVABLE` lists (nothing was written: plans and stores check
+    before any I/O, so the store keeps the previous version). Logged here.
+    Only ever the first real ``start_response`` call, so no ``exc_info``:
+    test clients (Werkzeug's, Flask's, httpx's) raise any they are given.
+    """
+    if isinstance(error, StoreError):
+        log_unavailable(error)
+        start_response(WSGI_UNAVAILABLE_STATUS, list(UNAVAILABLE_HEADERS))
+        return UNAVAILABLE_BODY
+    log_unsavable(error)
+    start_response("500 Internal Server Error", list(ERROR_HEADERS))
+    return ERROR_BODY
+
+
+def status_code(status: str) -> int:
+    """The code of a WSGI status line (``500`` for one that has none)."""
+    try:
+        return int(status[:3])
+    except ValueError:
+        return 500
 
 
 def log_unavailable(error: StoreError) -> None:

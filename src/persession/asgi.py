@@ -25,15 +25,18 @@ from typing import Any
 from asgiref.compatibility import guarantee_single_callable
 
 from . import _shell
+from ._guard_asgi import WebSocketGuard
+from ._headers import asgi_headers
+from ._live import LIVE_SOCKETS_KEY, LiveSockets
+from ._policy import GuardPolicy
 from .config import SessionConfig
-from .core import Action, Opening, SessionEngine, add_vary_cookie
+from .core import Action, Opening, SessionEngine
 from .exceptions import SessionNotAvailable, StoreError
-from .guard import LIVE_SOCKETS, GuardPolicy, WebSocketGuard
 from .session import Session
 from .stores.base import AsyncRollingLoad, AsyncStore, Store, arun_plan
 from .types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["SessionMiddleware", "get_session"]
+__all__ = ["SessionMiddleware", "get_session", "live_sockets"]
 
 _UNAVAILABLE_HEADERS = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in _shell.UNAVAILABLE_HEADERS]
 _ERROR_HEADERS = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in _shell.ERROR_HEADERS]
@@ -51,6 +54,23 @@ def get_session(scope: Scope) -> Session:
         )
     session.mark_accessed()
     return session
+
+
+def live_sockets(scope: Scope) -> LiveSockets:
+    """The :class:`~persession.guard.LiveSockets` of the middleware serving ``scope``.
+
+    ``live_sockets(request.scope).revoke(sid)`` closes the guarded websockets
+    of a session this code deleted itself (``revoke_user`` on a store without
+    a revocation feed).
+
+    :raises SessionNotAvailable: no persession middleware wraps the app.
+    """
+    registry = scope.get(LIVE_SOCKETS_KEY)
+    if not isinstance(registry, LiveSockets):
+        raise SessionNotAvailable(
+            "no persession middleware serves this scope", "wrap the app in persession.asgi.SessionMiddleware"
+        )
+    return registry
 
 
 class SessionMiddleware:
@@ -74,6 +94,8 @@ class SessionMiddleware:
         and foreign origins before the app sees them, and close accepted ones
         (code 4001) when their session ends: ``True`` for the default
         :class:`~persession.guard.GuardPolicy`, or a policy. Default ``None``.
+    :param session_class: the class of the sessions: :class:`~persession.Session`
+        or a subclass declaring ``__slots__ = ()``.
     :param options: any other :class:`~persession.SessionConfig` field.
     :raises ConfigError: a bad option, named; a malformed store URL (as
         :func:`~persession.stores.store_from_url` raises it).
@@ -104,15 +126,18 @@ class SessionMiddleware:
         config: SessionConfig | None = None,
         clock: Callable[[], float] = time.time,
         websocket_guard: GuardPolicy | bool | None = None,
+        session_class: type[Session] = Session,
         **options: Any,
     ) -> None:
         self.app: ASGIApp = guarantee_single_callable(app)  # type: ignore[no-untyped-call]
-        self.engine: SessionEngine = _shell.make_engine(secret, config, options, clock)
+        self.engine: SessionEngine = _shell.make_engine(secret, config, options, clock, session_class)
         self.config: SessionConfig = self.engine.config
         self.store: AsyncStore = _shell.async_store(store)
+        #: The guarded websockets under this middleware: closed when a request ends their session.
+        self.live_sockets: LiveSockets = LiveSockets(self.store)
         if websocket_guard:
             policy = websocket_guard if isinstance(websocket_guard, GuardPolicy) else None
-            self.app = WebSocketGuard(self.app, policy=policy, store=self.store)
+            self.app = WebSocketGuard(self.app, policy=policy)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -131,6 +156,7 @@ class SessionMiddleware:
         opening = engine.open(cookies)
         session = await self._load(opening, read_only=kind == "websocket")
         scope["session"] = session
+        scope[LIVE_SOCKETS_KEY] = self.live_sockets
         if kind == "websocket":
             await self.app(scope, receive, send)
             return
@@ -151,7 +177,7 @@ class SessionMiddleware:
                 record = await self.store.load(opening.sid)
         except StoreError as error:
             _shell.log_unavailable(error)
-            return Session.unavailable(error)
+            return self.engine.unavailable(error)
         return self.engine.build(opening, record, read_only=read_only, refreshed=rolling is not None)
 
     async def _http(
@@ -180,7 +206,7 @@ class SessionMiddleware:
                 return
             if message["type"] == "http.response.start" and not started:
                 started = True
-                if message["status"] == 500 and session.failed is not None and session.accessed:
+                if self.engine.unavailable_instead(session, message["status"]):
                     # The framework's error page for the StoreError the session raised (logged at load).
                     failed = True
                     await _send_unavailable(send)
@@ -201,13 +227,9 @@ class SessionMiddleware:
                     _shell.log_unsavable(error)
                     await _send_error(send)
                     return
-                LIVE_SOCKETS.after_plan(plan)  # websockets of a deleted or replaced session close
-                if plan.set_cookie is not None or plan.vary:
-                    headers = list(message.get("headers", ()))
-                    if plan.set_cookie is not None:
-                        headers.append((b"set-cookie", plan.set_cookie.encode("latin-1")))
-                    if plan.vary:
-                        _vary(headers)
+                self.live_sockets.after_plan(plan)  # websockets of a deleted or replaced session close
+                headers = asgi_headers(message.get("headers", ()), plan)
+                if headers is not None:
                     message = {**message, "headers": headers}
                 if message["status"] == 500:
                     held = [message]
@@ -227,14 +249,6 @@ class SessionMiddleware:
             await release()
             raise
         await release()
-
-
-def _vary(headers: list[tuple[bytes, bytes]]) -> None:
-    for index, (name, value) in enumerate(headers):
-        if name.lower() == b"vary":
-            headers[index] = (name, add_vary_cookie(value.decode("latin-1")).encode("latin-1"))
-            return
-    headers.append((b"vary", b"Cookie"))
 
 
 async def _send_error(send: Send) -> None:

@@ -35,12 +35,14 @@ from collections.abc import Callable, Iterable
 from typing import Final
 
 from ._forwarded import forwarded_value
+from ._headers import add_vary_cookie
 from ._plan import Action, Opening, Plan
 from ._rejections import RejectionLog
+from ._variants import FailedSession, combine
 from .codecs import COOKIE, express_cookie
 from .config import SessionConfig
 from .cookies import MAX_VALUE_LENGTH, CookieFormat, cookie_values, render_set_cookie
-from .exceptions import SessionTooLarge
+from .exceptions import ConfigError, SessionTooLarge, StoreError
 from .records import Change, Record, dumps, rolled_expiry
 from .session import Session
 from .signing import ExpressSigner, ItsdangerousSigner, SessionIdSigner
@@ -79,16 +81,6 @@ def _indexed_user(session: Session, path: tuple[str, ...] = (USER_KEY,)) -> str 
     return None if value is None else str(value)
 
 
-def add_vary_cookie(existing: str | None) -> str:
-    """The ``Vary`` header value with ``Cookie`` added, unless already covered."""
-    if not existing:
-        return "Cookie"
-    tokens = {token.strip().lower() for token in existing.split(",")}
-    if "cookie" in tokens or "*" in tokens:
-        return existing
-    return f"{existing}, Cookie"
-
-
 class SessionEngine:
     """Every session decision, free of I/O.
 
@@ -97,6 +89,8 @@ class SessionEngine:
         :class:`~persession.signing.ItsdangerousSigner` on ``config.secrets``,
         or with ``compat="express"`` an :class:`~persession.signing.ExpressSigner`.
     :param clock: returns the current Unix time; injected by tests.
+    :param session_class: the class of the sessions built: :class:`~persession.Session`,
+        or a subclass declaring ``__slots__ = ()`` (as Flask's integration does).
     """
 
     def __init__(
@@ -105,8 +99,14 @@ class SessionEngine:
         *,
         signer: SessionIdSigner | None = None,
         clock: Callable[[], float] = time.time,
+        session_class: type[Session] = Session,
     ) -> None:
         self.config: SessionConfig = config
+        if not (isinstance(session_class, type) and issubclass(session_class, Session)):
+            raise ConfigError("session_class", f"must be a subclass of persession.Session, not {session_class!r}")
+        #: What :meth:`build` makes (a :class:`~persession.Session` subclass adding no slots).
+        self.session_class: type[Session] = session_class
+        combine(FailedSession, session_class)  # refuses a class that cannot be combined, now
         if signer is None:
             express = config.compat == "express"
             signer = ExpressSigner(config.secrets) if express else ItsdangerousSigner(config.secrets)
@@ -197,7 +197,7 @@ class SessionEngine:
             data = record.data
             if self.express and COOKIE in data:
                 data = {key: value for key, value in data.items() if key != COOKIE}
-            return Session(
+            return self.session_class(
                 data,
                 id=opening.sid,
                 created=record.created,
@@ -208,7 +208,11 @@ class SessionEngine:
             )
         if opening.sid is not None:
             self.rejections("it names an unknown or expired session (a new one starts)")
-        return Session(read_only=read_only, user_path=user_path)
+        return self.session_class(read_only=read_only, user_path=user_path)
+
+    def unavailable(self, error: StoreError) -> Session:
+        """The session of a request whose load failed: every use raises ``error``; :meth:`plan` saves nothing."""
+        return combine(FailedSession, self.session_class)(error, user_path=self.config.user_path)
 
     @staticmethod
     def request_is_secure(scheme: str, forwarded_proto: str | None, *, proxy: bool | int) -> bool:
@@ -225,6 +229,16 @@ class SessionEngine:
         return scheme in ("https", "wss")
 
     # -- request end ---------------------------------------------------------
+
+    @staticmethod
+    def unavailable_instead(session: Session, status: int) -> bool:
+        """Whether a shell answers 503 instead of the application's ``status``.
+
+        A framework that catches the :class:`~persession.StoreError` a failed
+        load raised at the session's use answers its own 500 page (Flask,
+        Starlette): the client gets the store's 503 and ``Retry-After``.
+        """
+        return status == 500 and session.failed is not None and session.accessed
 
     def plan(self, session: Session, opening: Opening, *, status: int, secure_request: bool) -> Plan:
         """Decide the store action and the cookie at the end of a request.

@@ -6,6 +6,7 @@ Plain data, no I/O. Every store speaks in these, whatever its wire format.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -120,3 +121,26 @@ def loads(text: str | bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"session data is a JSON {type(value).__name__}, not an object")
     return value
+
+
+# json.dumps with options builds a JSONEncoder per call; this one is built once (encode() is thread-safe).
+_CHECKER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
+
+
+def check_value(key: object, value: object) -> None:
+    """Raise :class:`~persession.NotSerializable` unless ``{key: value}`` is JSON a store can save."""
+    if type(key) is str and key.isascii():
+        # The common values need no trial encoding: an ASCII key with an int, bool, None or ASCII
+        # str is always JSON, and a float is unless it is NaN or infinite.
+        if value is None or type(value) is int or type(value) is bool:
+            return
+        if (type(value) is str and value.isascii()) or (type(value) is float and math.isfinite(value)):
+            return
+    elif not isinstance(key, str):
+        raise NotSerializable(repr(key), TypeError("session keys must be str"))
+    try:
+        # As the stores encode it: UTF-8 refuses lone surrogates (which json.loads of a
+        # client's "\\ud800" gives), so they fail here, in the handler, not at save time.
+        _CHECKER.encode({key: value}).encode("utf-8")
+    except (TypeError, ValueError) as error:  # UnicodeEncodeError is a ValueError
+        raise NotSerializable(key, error) from None

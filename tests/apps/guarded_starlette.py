@@ -18,8 +18,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from persession.asgi import SessionMiddleware, get_session
-from persession.guard import LIVE_SOCKETS, GuardPolicy, login, logout
+from persession.asgi import SessionMiddleware, get_session, live_sockets
+from persession.guard import GuardPolicy, login, logout
 from persession.stores import store_from_url
 from persession.stores.base import AsyncUserIndex
 
@@ -49,7 +49,7 @@ async def revoke(request: Request) -> Response:
     if isinstance(store, AsyncUserIndex):
         revoked = await store.revoke_user(str(session["user"]))
         for sid in revoked:
-            LIVE_SOCKETS.revoke(sid)
+            live_sockets(request.scope).revoke(sid)
         return _pid({"via": "revoke_user", "revoked": len(revoked)})
     logout(session)
     return _pid({"via": "logout", "revoked": 1})

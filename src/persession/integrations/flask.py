@@ -56,6 +56,7 @@ from flask.sessions import NullSession, SessionInterface, SessionMixin
 from flask.wrappers import Request
 
 from .. import _shell
+from ..config import DEFAULT_MAX_AGE, SessionConfig
 from ..exceptions import ConfigError, SessionError, SessionNotAvailable, StoreError
 from ..session import Session
 from ..wsgi import COMMIT_KEY, ENVIRON_KEY, SessionMiddleware
@@ -64,7 +65,10 @@ __all__ = ["FlaskSession", "MissingSession", "PersessionInterface", "get_session
 
 #: Where :func:`init_app` records the middleware: ``app.extensions[EXTENSION_KEY]``.
 EXTENSION_KEY = "persession"
-_HINT = "install persession's middleware and interface: persession.integrations.flask.init_app(app, ...)"
+_HINT = (
+    "install persession's middleware and interface: persession.integrations.flask.init_app(app, ...), or build"
+    " the middleware with session_class=PersessionInterface().session_class"
+)
 # What _app_secrets() reads, named for the developer who set neither.
 _MISSING_KEY = (
     "a secret is required to sign session ids: pass init_app(app, secret=...) or set"
@@ -75,9 +79,9 @@ _MISSING_KEY = (
 class FlaskSession(Session):
     """persession's :class:`~persession.Session` with Flask's session attributes.
 
-    Not constructed directly: :class:`PersessionInterface` gives the
-    middleware's session this class, so ``flask.session`` and
-    ``environ["persession.session"]`` are one object.
+    Not constructed directly: the middleware builds its sessions of this
+    class (``session_class=``, which :func:`init_app` passes), so
+    ``flask.session`` and ``environ["persession.session"]`` are one object.
 
     .. versionadded:: 0.1
     """
@@ -189,17 +193,18 @@ class PersessionInterface(SessionInterface):
 
     def __init__(self, *, permanent: bool = True) -> None:
         self.permanent = permanent
-        self._session_class: type[FlaskSession] = FlaskSession if permanent else _BrowserFlaskSession
+        #: The ``session_class`` the middleware must build its sessions with (:func:`init_app` passes it).
+        self.session_class: type[FlaskSession] = FlaskSession if permanent else _BrowserFlaskSession
 
     def open_session(self, app: Flask, request: Request) -> SessionMixin | None:
-        """The middleware's session for this request, as a :class:`FlaskSession`; ``None`` without one."""
+        """The middleware's session for this request; ``None`` (then a :class:`MissingSession`) without one.
+
+        The middleware must build :class:`FlaskSession` objects
+        (``SessionMiddleware(..., session_class=interface.session_class)``).
+        """
         session = request.environ.get(ENVIRON_KEY)
-        if not isinstance(session, Session):
-            return None  # Flask then uses make_null_session(): a MissingSession
-        if type(session) is Session:
-            # The same object, seen through FlaskSession (which adds no slots, so the layout is the same):
-            # what the middleware saves stays what Flask's views change.
-            session.__class__ = self._session_class
+        if not isinstance(session, FlaskSession):
+            return None  # Flask then uses make_null_session(): a MissingSession naming the fix
         return cast(SessionMixin, session)
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
@@ -270,9 +275,12 @@ def init_app(
         secret = _app_secrets(app)
         if secret is None:
             raise ConfigError("secret", _MISSING_KEY)
-    middleware = SessionMiddleware(app.wsgi_app, secret=secret, **options)
+    config = options.get("config")
+    max_age = config.max_age if isinstance(config, SessionConfig) else options.get("max_age", DEFAULT_MAX_AGE)
+    interface = PersessionInterface(permanent=max_age is not None)
+    middleware = SessionMiddleware(app.wsgi_app, secret=secret, session_class=interface.session_class, **options)
     app.wsgi_app = middleware  # type: ignore[method-assign]
-    app.session_interface = PersessionInterface(permanent=middleware.config.max_age is not None)
+    app.session_interface = interface
     app.register_error_handler(StoreError, _store_unavailable)
     app.extensions[EXTENSION_KEY] = middleware
     return middleware

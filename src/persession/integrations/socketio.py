@@ -37,13 +37,13 @@ does not import python-socketio.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
+from .._guard_asgi import DENIAL_HEADERS
 from ..exceptions import SessionNotAvailable
-from ..guard import _DENIAL_HEADERS, GuardPolicy, WebSocketGuard, WSGIWebSocketGuard
+from ..guard import GuardPolicy, WebSocketGuard, WSGIWebSocketGuard
 from ..session import Session
-from ..stores.base import AsyncStore, Store
 
 __all__ = ["SocketIOGuard", "WSGISocketIOGuard", "get_session"]
 
@@ -95,11 +95,9 @@ class SocketIOGuard(WebSocketGuard):
         *,
         path: str = _DEFAULT_PATH,
         policy: GuardPolicy | None = None,
-        secret: str | bytes | Sequence[str | bytes] | None = None,
-        store: AsyncStore | Store | None = None,
         **options: Any,
     ) -> None:
-        super().__init__(app, policy=policy, secret=secret, store=store, **options)
+        super().__init__(app, policy=policy, **options)
         self.path: str = path.rstrip("/")
 
     async def _guard(self, scope: Any, receive: Any, send: Any) -> None:
@@ -109,7 +107,7 @@ class SocketIOGuard(WebSocketGuard):
             if refusal is None:
                 await self.app(scope, receive, send)
                 return
-            await send({"type": "http.response.start", "status": refusal.status, "headers": _DENIAL_HEADERS})
+            await send({"type": "http.response.start", "status": refusal.status, "headers": DENIAL_HEADERS})
             await send({"type": "http.response.body", "body": f"{refusal.reason}\n".encode()})
         elif kind == "websocket" and not _under(scope.get("path", ""), self.path):
             await self.app(scope, receive, send)
@@ -129,10 +127,9 @@ class WSGISocketIOGuard(WSGIWebSocketGuard):
         *,
         path: str = _DEFAULT_PATH,
         policy: GuardPolicy | None = None,
-        secret: str | bytes | Sequence[str | bytes] | None = None,
         **options: Any,
     ) -> None:
-        super().__init__(app, policy=policy, secret=secret, **options)
+        super().__init__(app, policy=policy, **options)
         self.path: str = path.rstrip("/")
 
     def _guard(self, environ: Any, start_response: Any) -> Any:
