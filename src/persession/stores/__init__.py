@@ -109,11 +109,11 @@ def store_from_url(url: str, **options: Any) -> Store:
         path = unquote(parts.path) or None
         return SqliteStore(path, **{**query, **options})
     if scheme in ("mongodb", "mongodb+srv"):
-        from .mongo import MongoStore  # imports pymongo, or raises ConfigError saying how to install it
+        from .mongo import MongoStore  # imports pymongo, or raises MissingExtra saying how to install it
 
         return MongoStore.from_url(url, **options)
     if scheme in ("redis", "rediss", "unix", "redis+sentinel"):
-        from .redis import RedisStore  # imports redis-py, or raises ConfigError saying how to install it
+        from .redis import RedisStore  # imports redis-py, or raises MissingExtra saying how to install it
 
         return RedisStore.from_url(url, **options)
     raise ConfigError(
