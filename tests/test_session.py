@@ -439,9 +439,15 @@ class Loader:
         self.result = result
         self.calls = 0
 
-    def __call__(self) -> Session:
+    def __call__(self, session: DeferredSession) -> None:
         self.calls += 1
-        return self.result
+        result = self.result
+        if result.failed is not None:
+            session.fail(result.failed)
+        elif result.id is not None:
+            assert result.created is not None
+            assert result.expires is not None
+            session.fill(result.id, (dict(result), result.created, result.expires), refreshed=result.refreshed)
 
 
 def deferred(result: Session | None = None) -> tuple[Session, Loader]:

@@ -16,6 +16,7 @@ Used by :class:`persession.wsgi.SessionMiddleware` when its store offers
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from . import _shell
@@ -38,18 +39,20 @@ class DeferredSession(Session):
     """A session whose load was sent when the request arrived; its answer is read at the first use.
 
     Every use (and the middleware, when the response starts) calls
-    :meth:`ensure_loaded` first. The session then holds what the store had
-    when the load was sent; a store failure is raised by that use and every
-    later one, as for a session whose load failed at once.
+    :meth:`ensure_loaded` first, which calls ``loader(session)`` once: the
+    loader reads the store's answer and calls :meth:`fill` with what the
+    store had, or :meth:`fail` with the store's error, or neither (the cookie
+    named no live session: a fresh one starts). A store failure is raised by
+    that use and every later one, as for a session whose load failed at once.
 
     .. versionadded:: 0.3
     """
 
     __slots__ = ("_error", "_loader")
 
-    def __init__(self, loader: Callable[[], Session], **options: Any) -> None:
+    def __init__(self, loader: Callable[[DeferredSession], None], **options: Any) -> None:
         super().__init__(**options)
-        self._loader: Callable[[], Session] | None = loader
+        self._loader: Callable[[DeferredSession], None] | None = loader
         self._error: StoreError | None = None
         # Not empty at the C level: json's C encoder answers "{}" for an empty dict without
         # calling items(), the override that loads. Nothing else reads the dict's own storage
@@ -62,14 +65,21 @@ class DeferredSession(Session):
         if loader is None:
             return
         self._loader = None
-        loaded = loader()
         dict.clear(self)
-        dict.update(self, dict.items(loaded))
-        self._id = loaded._id
-        self._created = loaded._created
-        self._expires = loaded._expires
-        self.refreshed: bool = loaded.refreshed
-        self._error = loaded.failed
+        loader(self)
+
+    def fill(self, sid: str, restored: tuple[dict[str, Any], float, float], *, refreshed: bool) -> None:
+        """What the store had (called by the loader): the session the cookie names, its data and times."""
+        data, created, expires = restored
+        dict.update(self, data)
+        self._id = sid
+        self._created = created
+        self._expires = expires
+        self.refreshed = refreshed
+
+    def fail(self, error: StoreError) -> None:
+        """The load failed (called by the loader): every use raises ``error``; nothing is saved."""
+        self._error = error
 
     @property
     def loaded(self) -> bool:
@@ -78,22 +88,26 @@ class DeferredSession(Session):
 
     @property
     def id(self) -> str | None:
-        self.ensure_loaded()
+        if self._loader is not None:
+            self.ensure_loaded()
         return self._id
 
     @property
     def created(self) -> float | None:
-        self.ensure_loaded()
+        if self._loader is not None:
+            self.ensure_loaded()
         return self._created
 
     @property
     def expires(self) -> float | None:
-        self.ensure_loaded()
+        if self._loader is not None:
+            self.ensure_loaded()
         return self._expires
 
     @property
     def failed(self) -> StoreError | None:
-        self.ensure_loaded()
+        if self._loader is not None:
+            self.ensure_loaded()
         return self._error
 
     def _use(self) -> None:
@@ -131,20 +145,25 @@ class Prefetcher:
         except StoreError as error:
             _shell.log_unavailable(error)
             return engine.unavailable(error)
-        return self.deferred(lambda: self._finish(opening, pending, refresh), user_path=config.user_path)
+        return self.deferred(partial(self._finish, sid, opening, pending, refresh), user_path=config.user_path)
 
-    def _finish(self, opening: Opening, pending: PendingLoad, refreshed: bool) -> Session:
+    def _finish(
+        self, sid: str, opening: Opening, pending: PendingLoad, refreshed: bool, session: DeferredSession
+    ) -> None:
         try:
             record = pending.result()
         except StoreError as error:
             _shell.log_unavailable(error)
-            return self.engine.unavailable(error)
-        return self.engine.build(opening, record, refreshed=refreshed)
+            session.fail(error)
+            return
+        restored = self.engine.restore(opening, record)
+        if restored is not None:  # else a fresh session: a client-chosen id is never adopted
+            session.fill(sid, restored, refreshed=refreshed)
 
 
 def settle(session: Session) -> None:
     """Read a deferred session's answer, if it has one outstanding."""
-    if isinstance(session, DeferredSession):
+    if isinstance(session, DeferredSession) and session._loader is not None:
         session.ensure_loaded()
 
 
@@ -173,10 +192,6 @@ class SplitResponse(Response):
             self.held = (status, headers, exc_info)
             return self.send
         return self.real_start_response(status, headers, exc_info)
-
-    def commit(self, status: int) -> None:
-        settle(self.session)
-        super().commit(status)
 
     def write(self, plan: Plan) -> None:
         if self.splitter is None:
@@ -231,7 +246,7 @@ def split_response(store: Store) -> Callable[..., Response] | None:
     if not isinstance(store, (PrefetchLoad, SplitWrite)):
         return None
     splitter = store if isinstance(store, SplitWrite) else None
-    return lambda *args: SplitResponse(splitter, *args)
+    return partial(SplitResponse, splitter)
 
 
 def _discard(_: bytes) -> None:

@@ -32,7 +32,7 @@ import hmac
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Final
+from typing import Any, Final
 
 from ._forwarded import forwarded_value
 from ._headers import add_vary_cookie
@@ -192,23 +192,36 @@ class SessionEngine:
         :param refreshed: the record comes from ``load_touch``: the store has
             already refreshed its expiry, so :meth:`plan` sends no touch for it.
         """
-        user_path = self.config.user_path
-        if opening.sid is not None and record is not None and record.expires > self.clock():
-            data = record.data
-            if self.express and COOKIE in data:
-                data = {key: value for key, value in data.items() if key != COOKIE}
-            return self.session_class(
-                data,
-                id=opening.sid,
-                created=record.created,
-                expires=record.expires,
-                read_only=read_only,
-                refreshed=refreshed,
-                user_path=user_path,
-            )
-        if opening.sid is not None:
+        restored = self.restore(opening, record)
+        if restored is None:
+            return self.session_class(read_only=read_only, user_path=self.config.user_path)
+        data, created, expires = restored
+        return self.session_class(
+            data,
+            id=opening.sid,
+            created=created,
+            expires=expires,
+            read_only=read_only,
+            refreshed=refreshed,
+            user_path=self.config.user_path,
+        )
+
+    def restore(self, opening: Opening, record: Record | None) -> tuple[dict[str, Any], float, float] | None:
+        """What a session of ``opening.sid`` holds: its data and times; ``None``: a fresh session starts.
+
+        ``None`` for no id, or a record missing or expired (logged as a
+        rejection when the cookie named one). :meth:`build` makes the session
+        from it; a deferred session fills itself with it when it loads.
+        """
+        if opening.sid is None:
+            return None
+        if record is None or record.expires <= self.clock():
             self.rejections("it names an unknown or expired session (a new one starts)")
-        return self.session_class(read_only=read_only, user_path=user_path)
+            return None
+        data = record.data
+        if self.express and COOKIE in data:
+            data = {key: value for key, value in data.items() if key != COOKIE}
+        return data, record.created, record.expires
 
     def unavailable(self, error: StoreError) -> Session:
         """The session of a request whose load failed: every use raises ``error``; :meth:`plan` saves nothing."""
